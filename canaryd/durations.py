@@ -1,0 +1,36 @@
+"""Durations written as ``30s``, ``5m``, ``2h``, ``1d`` or compound ``1h30m``."""
+
+from __future__ import annotations
+
+import re
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_WHOLE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+$")
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Parse a duration into seconds.
+
+    Bare numbers are refused on purpose: ``5`` could mean seconds or minutes, and a policy must
+    not leave that to chance.
+    """
+    if isinstance(text, bool) or not isinstance(text, str):
+        raise ValueError(f"expected a duration such as '30s', '5m' or '2h', got {text!r}")
+    s = text.strip()
+    if not _WHOLE.match(s):
+        raise ValueError(f"expected a duration such as '30s', '5m' or '2h', got {text!r}")
+    return sum(float(n) * _UNITS[u] for n, u in _PART.findall(s))
+
+
+def format_duration(seconds: float) -> str:
+    """Format seconds the way a person writes them (``90`` -> ``1m30s``)."""
+    if seconds < 1 and seconds > 0:
+        return f"{round(seconds * 1000)}ms"
+    rest = round(seconds)
+    out = ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            out += f"{rest // size}{unit}"
+            rest %= size
+    return out or "0s"
