@@ -21,6 +21,8 @@ class VersionCounts:
     errors: float
     bounds_ms: tuple[float, ...] = ()
     bucket_counts: tuple[float, ...] = ()
+    values: dict[str, float] = field(default_factory=dict)
+    """Per-interval values of ``custom`` metrics, by metric name."""
 
     def problem(self) -> str | None:
         """Why these counts cannot be used (NaN, negative = counter reset, bad layout), or None."""
@@ -54,6 +56,7 @@ class VersionCounts:
             "errors": self.errors,
             "bounds_ms": [_enc(b) for b in self.bounds_ms],
             "bucket_counts": list(self.bucket_counts),
+            "values": dict(self.values),
         }
 
     @classmethod
@@ -63,6 +66,7 @@ class VersionCounts:
             errors=float(d["errors"]),
             bounds_ms=tuple(_dec(b) for b in d.get("bounds_ms", ())),
             bucket_counts=tuple(float(c) for c in d.get("bucket_counts", ())),
+            values={str(k): float(v) for k, v in d.get("values", {}).items()},
         )
 
 
