@@ -41,7 +41,8 @@ class VersionCounts:
             if any(b2 <= b1 for b1, b2 in zip(self.bounds_ms, self.bounds_ms[1:], strict=False)):
                 return "histogram bounds are not increasing"
             if any(
-                c2 < c1 - 1e-9 for c1, c2 in zip(self.bucket_counts, self.bucket_counts[1:], strict=False)
+                c2 < c1 - 1e-9
+                for c1, c2 in zip(self.bucket_counts, self.bucket_counts[1:], strict=False)
             ):
                 return "histogram buckets are not cumulative (partial bucket set or reset)"
         return None

@@ -74,7 +74,9 @@ def exceedances(cumulative: Sequence[float], k: int) -> float:
     return float(cumulative[-1]) - float(cumulative[k])
 
 
-def nearest_boundary(bounds_ms: Sequence[float], cumulative: Sequence[float], q: float) -> int | None:
+def nearest_boundary(
+    bounds_ms: Sequence[float], cumulative: Sequence[float], q: float
+) -> int | None:
     """Index of the finite boundary whose cumulative share is nearest to quantile ``q``.
 
     Used to pick where to test "slower than b" for a policy quantile (p50, p90, p99). Returns

@@ -67,7 +67,9 @@ class Verdict:
             status=Status(d["status"]),
             reason=d["reason"],
             estimate=_den(d.get("estimate")),
-            interval=None if interval is None else (_den(interval[0]) or 0.0, _den(interval[1]) or 0.0),
+            interval=None
+            if interval is None
+            else (_den(interval[0]) or 0.0, _den(interval[1]) or 0.0),
             e_value=_den(d.get("e_value")),
             p_value=_den(d.get("p_value")),
             threshold=_den(d.get("threshold")),

@@ -1,0 +1,85 @@
+"""The ``canaryd`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from canaryd.errors import InputError, Problem
+from canaryd.policy.lint import lint
+from canaryd.policy.loader import LoadedPolicy, load_policy_file, policy_files
+from canaryd.policy.model import policy_json_schema
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="canaryd")
+def main() -> None:
+    """canaryd: canary analysis for KServe models with anytime-valid sequential tests."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+@click.option("--quiet", "-q", is_flag=True, help="Print problems only.")
+def validate(paths: tuple[Path, ...], strict: bool, quiet: bool) -> None:
+    """Check policy files or directories; one line per problem.
+
+    Exits 0 when everything is valid, 1 otherwise (warnings fail only with --strict).
+    """
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+    loaded: list[LoadedPolicy] = []
+    files = list(policy_files(paths))
+    if not files:
+        errors.append(Problem(" ".join(map(str, paths)), None, None, "", "no policy files found"))
+    for f in files:
+        if not f.exists():
+            errors.append(Problem(str(f), None, None, "", "no such file or directory"))
+            continue
+        try:
+            got = load_policy_file(f)
+        except InputError as exc:
+            errors.extend(exc.problems)
+            continue
+        loaded.extend(got)
+        for lp in got:
+            warnings.extend(lint(lp))
+    seen: dict[tuple[str, str], LoadedPolicy] = {}
+    for lp in loaded:
+        t = lp.policy.spec.target
+        key = (t.namespace, t.inference_service)
+        if key in seen:
+            first = seen[key]
+            errors.append(
+                Problem(
+                    lp.file,
+                    lp.line,
+                    None,
+                    f"{lp.policy.name}: spec.target",
+                    f"{t.namespace}/{t.inference_service} is already targeted by policy "
+                    f"{first.policy.name!r} ({first.file}:{first.line})",
+                )
+            )
+        seen[key] = lp
+    for p in errors + warnings:
+        click.echo(str(p), err=p.severity == "error")
+    if not quiet:
+        click.echo(
+            f"{len(files)} file(s), {len(loaded)} polic{'y' if len(loaded) == 1 else 'ies'}: "
+            f"{len(errors)} error(s), {len(warnings)} warning(s)"
+        )
+    if errors or (strict and warnings):
+        sys.exit(1)
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of a CanaryPolicy document."""
+    click.echo(json.dumps(policy_json_schema(), indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

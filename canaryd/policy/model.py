@@ -1,0 +1,480 @@
+"""The CanaryPolicy model: one document per model, validated strictly.
+
+Unknown fields are errors (a typo never passes silently). Every default is chosen to be safe:
+roll back on failure, pause on missing data, promote only after every step.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from canaryd.durations import parse_duration
+
+API_VERSION = "canaryd.io/v1alpha1"
+KIND = "CanaryPolicy"
+
+LOC_MARK = "\x1f"
+"""Separates a sub-path from the message in cross-field errors, so the loader can point at the
+field that is wrong rather than at the object that holds it."""
+
+
+def at(path: str, message: str) -> ValueError:
+    """A validation error that names the sub-path it is about (``router.istio.stableHost``)."""
+    return ValueError(f"{LOC_MARK}{path}{LOC_MARK}{message}")
+
+
+def _duration(v: Any) -> float:
+    return parse_duration(v)
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(_duration),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$",
+            "description": "A duration such as 30s, 5m, 2h or 1h30m.",
+        }
+    ),
+]
+
+Percent = Annotated[int, Field(ge=0, le=100, strict=True)]
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+    )
+
+
+class Metadata(_Model):
+    name: str = Field(description="Policy name, unique among the loaded policies.")
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class Target(_Model):
+    namespace: str = Field(description="Namespace of the InferenceService.")
+    inference_service: str = Field(description="Name of the InferenceService to roll out.")
+    component: Literal["predictor", "transformer", "explainer"] = Field(
+        "predictor", description="Which component's revisions are compared."
+    )
+
+    @field_validator("namespace", "inference_service")
+    @classmethod
+    def _dns(cls, v: str) -> str:
+        if not _DNS_LABEL.match(v) or len(v) > 63:
+            raise ValueError(
+                f"expected a DNS-1123 label (lowercase letters, digits, '-'), got {v!r}"
+            )
+        return v
+
+
+class IstioRoute(_Model):
+    virtual_service: str = Field(description="Name of the user-owned VirtualService to re-weight.")
+    stable_host: str = Field(description="Destination host of the stable InferenceService.")
+    canary_host: str = Field(description="Destination host of the canary InferenceService.")
+    namespace: str | None = Field(None, description="VirtualService namespace (default: target's).")
+
+
+class Router(_Model):
+    type: Literal["kserve", "kserve-raw", "istio"] = Field(
+        "kserve",
+        description=(
+            "kserve: spec.predictor.canaryTrafficPercent (Serverless); kserve-raw: spec.canary[] "
+            "(KServe >= 0.20 Standard mode); istio: weights of a VirtualService route."
+        ),
+    )
+    istio: IstioRoute | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _istio_hosts(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("type") == "istio" and not data.get("istio"):
+            raise at(
+                "istio",
+                "router type 'istio' needs istio.virtualService, istio.stableHost and "
+                "istio.canaryHost",
+            )
+        if isinstance(data, dict) and data.get("istio") and data.get("type", "kserve") != "istio":
+            raise at(
+                "istio", f"istio settings given but router type is {data.get('type', 'kserve')!r}"
+            )
+        return data
+
+
+class Step(_Model):
+    weight: Percent = Field(description="Canary traffic percent during this step.")
+    min_dwell: Duration | None = Field(None, description="Minimum time at this step.")
+    min_canary_requests: int | None = Field(
+        None, ge=0, description="Minimum canary requests seen during this step."
+    )
+
+
+def _step(v: Any) -> Any:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return {"weight": v}
+    return v
+
+
+StepItem = Annotated[Step, BeforeValidator(_step)]
+
+
+class Steps(_Model):
+    weights: list[StepItem] | None = Field(
+        None, description="Canary percents in order, each a number or {weight, minDwell, ...}."
+    )
+    step_weight: Annotated[int, Field(gt=0, le=100, strict=True)] | None = Field(
+        None, description="Increment between steps (with maxWeight), Flagger-style."
+    )
+    max_weight: Annotated[int, Field(gt=0, le=100, strict=True)] | None = Field(
+        None, description="Last step's percent (with stepWeight)."
+    )
+    min_dwell: Duration = Field(300.0, description="Default minimum time at each step.")
+    min_canary_requests: int = Field(
+        100, ge=0, description="Default minimum canary requests seen during each step."
+    )
+
+    @model_validator(mode="after")
+    def _shape(self) -> Steps:
+        if self.weights is not None and (self.step_weight or self.max_weight):
+            raise at("weights", "give either weights or stepWeight/maxWeight, not both")
+        if self.weights is None:
+            if self.step_weight is None or self.max_weight is None:
+                raise at("weights", "expected weights, or both stepWeight and maxWeight")
+            if self.step_weight > self.max_weight:
+                raise at("stepWeight", "stepWeight must not exceed maxWeight")
+        else:
+            if not self.weights:
+                raise at("weights", "expected at least one step")
+            ws = [s.weight for s in self.weights]
+            for i, (a, b) in enumerate(zip(ws, ws[1:], strict=False)):
+                if b <= a:
+                    raise at(f"weights[{i + 1}]", f"steps must increase: {b} follows {a}")
+            if ws[0] <= 0:
+                raise at("weights[0]", "the first step must send the canary some traffic (> 0)")
+        return self
+
+    def resolved(self) -> list[Step]:
+        """Every step with its dwell and minimum requests filled in."""
+        if self.weights is not None:
+            raw = list(self.weights)
+        else:
+            assert self.step_weight is not None and self.max_weight is not None
+            ws = list(range(self.step_weight, self.max_weight + 1, self.step_weight))
+            if ws[-1] != self.max_weight:
+                ws.append(self.max_weight)
+            raw = [Step(weight=w) for w in ws]
+        return [
+            Step(
+                weight=s.weight,
+                min_dwell=self.min_dwell if s.min_dwell is None else s.min_dwell,
+                min_canary_requests=(
+                    self.min_canary_requests
+                    if s.min_canary_requests is None
+                    else s.min_canary_requests
+                ),
+            )
+            for s in raw
+        ]
+
+
+JudgeName = Literal["sequential", "mann-whitney", "ks", "welch-t", "chi-square", "threshold"]
+CLASSIC_JUDGES = frozenset({"mann-whitney", "ks", "welch-t", "chi-square", "threshold"})
+
+
+class Metric(_Model):
+    name: str = Field(description="Unique metric name, used in verdicts, Events and reports.")
+    kind: Literal["errors", "latency", "custom"]
+    judge: JudgeName = Field("sequential", description="How canary is compared with stable.")
+    max_relative_increase: float | None = Field(
+        None,
+        ge=0.0,
+        le=10.0,
+        description=(
+            "Tolerance. errors: the canary's error rate may be at most (1 + this) x stable's. "
+            "latency: the share of canary requests slower than each tested stable quantile "
+            "boundary may be at most (1 + this) x stable's. Default 0.2 for errors, 0.1 for "
+            "latency, 0 for custom."
+        ),
+    )
+    quantiles: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(
+        default_factory=lambda: [0.5, 0.99],
+        description="latency: quantiles whose stable bucket boundaries are tested.",
+    )
+    omnibus: bool = Field(
+        False, description="latency, sequential: also test the whole bucket distribution."
+    )
+    critical: bool = Field(True, description="A failing critical metric rolls the canary back.")
+    weight: float = Field(1.0, gt=0.0, description="Share of the policy's alpha (by weight).")
+    query: str | None = Field(
+        None, description="custom: PromQL template; {revision} and {namespace} are filled in."
+    )
+    min: float | None = Field(None, description="threshold: smallest acceptable canary value.")
+    max: float | None = Field(None, description="threshold: largest acceptable canary value.")
+    failure_limit: int = Field(5, ge=1, description="threshold: failed checks before failing.")
+    confidence: float = Field(0.98, gt=0.5, lt=1.0, description="mann-whitney: confidence level.")
+    min_intervals: int = Field(
+        5, ge=2, description="Classic judges: intervals per version before judging."
+    )
+
+    @model_validator(mode="after")
+    def _fit(self) -> Metric:
+        if self.kind == "custom" and not self.query:
+            raise at("query", "a custom metric needs a PromQL query template")
+        if self.kind != "custom" and self.query:
+            raise at("query", f"query is only for custom metrics, not {self.kind!r}")
+        if self.judge == "threshold" and self.min is None and self.max is None:
+            raise at("judge", "the threshold judge needs min or max")
+        if self.judge != "threshold" and (self.min is not None or self.max is not None):
+            raise at("judge", f"min/max are only used by the threshold judge, not {self.judge!r}")
+        if self.kind == "custom" and self.judge in ("sequential", "chi-square"):
+            raise at(
+                "judge",
+                f"judge {self.judge!r} needs counts; a custom metric gives one value per "
+                "interval (use mann-whitney, ks, welch-t or threshold)",
+            )
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise at("min", f"min ({self.min}) is above max ({self.max})")
+        if len(set(self.quantiles)) != len(self.quantiles):
+            raise at("quantiles", "quantiles repeat")
+        return self
+
+    @property
+    def tolerance(self) -> float:
+        if self.max_relative_increase is not None:
+            return self.max_relative_increase
+        return {"errors": 0.2, "latency": 0.1, "custom": 0.0}[self.kind]
+
+    @property
+    def peeking_safe(self) -> bool:
+        return self.judge == "sequential"
+
+
+class Queries(_Model):
+    requests: str = Field(description="Increase of requests per version over {interval}.")
+    errors: str = Field(description="Increase of failed requests per version over {interval}.")
+    latency_buckets: str | None = Field(
+        None, description="Increase of latency buckets (ms) per version and le over {interval}."
+    )
+
+
+class Source(_Model):
+    preset: Literal["istio", "knative", "kserve", "custom"] = Field(
+        "istio", description="Which metric names and labels to query."
+    )
+    prometheus: str | None = Field(
+        None, description="Prometheus base URL; the daemon's --prometheus flag overrides it."
+    )
+    version_label: str | None = Field(
+        None,
+        description=(
+            "Label that tells versions apart (default per preset: istio destination_workload, "
+            "knative revision_name, kserve revision)."
+        ),
+    )
+    error_codes: str = Field("5..", description="Regex of response codes counted as errors.")
+    latency_unit: Literal["ms", "s"] | None = Field(
+        None, description="Unit of the latency histogram (default per preset)."
+    )
+    queries: Queries | None = Field(None, description="custom: PromQL templates.")
+
+    @model_validator(mode="after")
+    def _custom(self) -> Source:
+        if self.preset == "custom" and self.queries is None:
+            raise at("queries", "preset 'custom' needs queries.requests and queries.errors")
+        if self.preset != "custom" and self.queries is not None:
+            raise at("queries", f"queries are only used with preset 'custom', not {self.preset!r}")
+        return self
+
+
+def _default_metrics() -> list[Metric]:
+    return [
+        Metric(name="errors", kind="errors"),
+        Metric(name="latency", kind="latency"),
+    ]
+
+
+class Analysis(_Model):
+    interval: Duration = Field(60.0, description="How often canary is compared with stable.")
+    alpha: float = Field(
+        0.01,
+        gt=0.0,
+        lt=0.5,
+        description="Total false-rollback probability, split across metrics by weight.",
+    )
+    metrics: list[Metric] = Field(
+        default_factory=_default_metrics,
+        description="Default: sequential errors and latency (p50, p99) judges.",
+    )
+    source: Source = Field(default_factory=lambda: Source())
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, v: float) -> float:
+        if v < 5:
+            raise ValueError(
+                f"an analysis interval under 5s is shorter than any scrape, got {v:g}s"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _unique(self) -> Analysis:
+        if not self.metrics:
+            raise at("metrics", "expected at least one metric")
+        seen: set[str] = set()
+        for i, m in enumerate(self.metrics):
+            if m.name in seen:
+                raise at(f"metrics[{i}].name", f"metric name {m.name!r} is used twice")
+            seen.add(m.name)
+        if not any(m.critical for m in self.metrics):
+            raise at("metrics", "at least one metric must be critical, or nothing can roll back")
+        return self
+
+    def alpha_for(self, metric: Metric) -> float:
+        total = sum(m.weight for m in self.metrics)
+        return self.alpha * metric.weight / total
+
+
+class NoData(_Model):
+    timeout: Duration = Field(600.0, description="How long missing data is tolerated.")
+    action: Literal["pause", "rollback"] = Field(
+        "pause", description="What follows the timeout. Missing data never promotes."
+    )
+
+
+class Promotion(_Model):
+    criterion: Literal["afterSteps", "nonInferiority"] = Field(
+        "afterSteps",
+        description=(
+            "afterSteps: promote after the last step with no failing and no inconclusive "
+            "critical metric. nonInferiority: promote only when every critical metric is shown "
+            "no worse than tolerated."
+        ),
+    )
+    max_duration: Duration = Field(
+        86400.0, description="Longest a rollout may run before it pauses for a human."
+    )
+    min_detectable_effect: dict[str, Annotated[float, Field(gt=1.0)]] = Field(
+        default_factory=dict,
+        description=(
+            "Per metric name, the canary/stable ratio a rollout must be able to detect. "
+            "canaryd derives the canary requests needed from the two-sample floor."
+        ),
+    )
+    on_insufficient_evidence: Literal["hold", "pause"] = Field(
+        "hold", description="What to do at the last step while the needed requests are not met."
+    )
+
+
+class Window(_Model):
+    schedule: str = Field(
+        description="Crontab expression (APScheduler CronTrigger.from_crontab); the rollout may "
+        "advance during minutes it matches, e.g. '* 9-16 * * mon-fri'."
+    )
+    timezone: str = Field("UTC", description="IANA timezone of the schedule.")
+
+    @model_validator(mode="after")
+    def _cron(self) -> Window:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            tz = ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise at("timezone", f"unknown timezone {self.timezone!r}") from None
+        try:
+            CronTrigger.from_crontab(self.schedule, timezone=tz)
+        except ValueError as exc:
+            raise at("schedule", f"invalid crontab expression {self.schedule!r}: {exc}") from None
+        return self
+
+
+class Notifications(_Model):
+    webhook: str | None = Field(None, description="URL that receives each decision as JSON.")
+
+    @field_validator("webhook")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError(f"expected an http(s) URL, got {v!r}")
+        return v
+
+
+class PolicySpec(_Model):
+    target: Target
+    router: Router = Field(default_factory=lambda: Router())
+    steps: Steps = Field(default_factory=lambda: Steps(step_weight=5, max_weight=50))
+    analysis: Analysis = Field(default_factory=lambda: Analysis())
+    no_data: NoData = Field(default_factory=lambda: NoData())
+    on_failure: Literal["rollback", "pause"] = Field(
+        "rollback", description="What a failing critical metric does."
+    )
+    promotion: Promotion = Field(default_factory=lambda: Promotion())
+    window: Window | None = None
+    notifications: Notifications = Field(default_factory=lambda: Notifications())
+
+    @model_validator(mode="after")
+    def _cross(self) -> PolicySpec:
+        names = {m.name for m in self.analysis.metrics}
+        for key in self.promotion.min_detectable_effect:
+            if key not in names:
+                raise at(
+                    f"promotion.minDetectableEffect.{key}",
+                    f"no metric named {key!r} (metrics: {', '.join(sorted(names))})",
+                )
+        for key, mde in self.promotion.min_detectable_effect.items():
+            metric = next(m for m in self.analysis.metrics if m.name == key)
+            if mde <= 1.0 + metric.tolerance:
+                raise at(
+                    f"promotion.minDetectableEffect.{key}",
+                    f"{mde:g} is inside the metric's tolerance (1 + {metric.tolerance:g}); "
+                    "nothing below it counts as a regression",
+                )
+        if self.promotion.criterion == "nonInferiority":
+            for i, m in enumerate(self.analysis.metrics):
+                if m.critical and not m.peeking_safe:
+                    raise at(
+                        f"analysis.metrics[{i}].judge",
+                        f"criterion nonInferiority needs sequential judges on critical metrics; "
+                        f"{m.judge!r} cannot show non-inferiority",
+                    )
+        return self
+
+
+class CanaryPolicy(_Model):
+    api_version: Literal["canaryd.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["CanaryPolicy"]
+    metadata: Metadata
+    spec: PolicySpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """The JSON Schema of one policy document (``policies/schema.json``)."""
+    schema = CanaryPolicy.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://canaryd.io/schemas/v1alpha1/canarypolicy.json"
+    schema["title"] = "CanaryPolicy"
+    return schema
