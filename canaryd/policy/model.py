@@ -6,6 +6,7 @@ roll back on failure, pause on missing data, promote only after every step.
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Annotated, Any, Literal
 
@@ -165,7 +166,7 @@ class Steps(_Model):
             if not self.weights:
                 raise at("weights", "expected at least one step")
             ws = [s.weight for s in self.weights]
-            for i, (a, b) in enumerate(zip(ws, ws[1:], strict=False)):
+            for i, (a, b) in enumerate(itertools.pairwise(ws)):
                 if b <= a:
                     raise at(f"weights[{i + 1}]", f"steps must increase: {b} follows {a}")
             if ws[0] <= 0:
@@ -324,7 +325,7 @@ class Analysis(_Model):
         default_factory=_default_metrics,
         description="Default: sequential errors and latency (p50, p99) judges.",
     )
-    source: Source = Field(default_factory=lambda: Source())
+    source: Source = Field(default_factory=Source)
 
     @field_validator("interval")
     @classmethod
@@ -421,16 +422,16 @@ class Notifications(_Model):
 
 class PolicySpec(_Model):
     target: Target
-    router: Router = Field(default_factory=lambda: Router())
+    router: Router = Field(default_factory=Router)
     steps: Steps = Field(default_factory=lambda: Steps(step_weight=5, max_weight=50))
-    analysis: Analysis = Field(default_factory=lambda: Analysis())
-    no_data: NoData = Field(default_factory=lambda: NoData())
+    analysis: Analysis = Field(default_factory=Analysis)
+    no_data: NoData = Field(default_factory=NoData)
     on_failure: Literal["rollback", "pause"] = Field(
         "rollback", description="What a failing critical metric does."
     )
-    promotion: Promotion = Field(default_factory=lambda: Promotion())
+    promotion: Promotion = Field(default_factory=Promotion)
     window: Window | None = None
-    notifications: Notifications = Field(default_factory=lambda: Notifications())
+    notifications: Notifications = Field(default_factory=Notifications)
 
     @model_validator(mode="after")
     def _cross(self) -> PolicySpec:
