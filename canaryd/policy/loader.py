@@ -37,6 +37,11 @@ def _check_duplicates(node: yaml.Node, file: str, problems: list[Problem], path:
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                problems.append(
+                    _problem(file, key_node, path, "expected a plain key, got a list or mapping")
+                )
+                continue
             key = key_node.value
             if key in seen:
                 problems.append(
@@ -163,18 +168,27 @@ def validation_problems(
     return problems
 
 
-def compose_documents(text: str, file: str) -> list[yaml.Node]:
-    """Parse YAML into nodes (safe), raising InputError with the position of a syntax error."""
-    try:
-        nodes = [n for n in yaml.compose_all(text, Loader=_NodeLoader) if n is not None]
-    except yaml.MarkedYAMLError as exc:
+def _yaml_problem(file: str, exc: yaml.YAMLError) -> Problem:
+    """A PyYAML error (syntax, or a tag the safe constructor refuses) as a located problem."""
+    if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         col = mark.column + 1 if mark else None
         what = exc.problem or exc.context or "invalid YAML"
-        raise InputError([Problem(file, line, col, "", f"invalid YAML: {what}")]) from None
+        return Problem(file, line, col, "", f"invalid YAML: {what}")
+    return Problem(file, None, None, "", f"invalid YAML: {exc}")
+
+
+def compose_documents(text: str, file: str) -> list[yaml.Node]:
+    """Parse YAML into nodes (safe), raising InputError with the position of a syntax error."""
+    try:
+        nodes = [n for n in yaml.compose_all(text, Loader=_NodeLoader) if n is not None]
     except yaml.YAMLError as exc:
-        raise InputError([Problem(file, None, None, "", f"invalid YAML: {exc}")]) from None
+        raise InputError([_yaml_problem(file, exc)]) from None
+    except RecursionError:
+        raise InputError(
+            [Problem(file, None, None, "", "invalid YAML: nested too deeply")]
+        ) from None
     problems: list[Problem] = []
     for node in nodes:
         _check_duplicates(node, file, problems, "")
@@ -194,7 +208,12 @@ def construct(node: yaml.Node) -> Any:
 
 def load_model(model: type[M], node: yaml.Node, file: str) -> M:
     """Validate one YAML node as ``model``; raise InputError with located problems."""
-    data = construct(node)
+    try:
+        data = construct(node)
+    except yaml.YAMLError as exc:
+        raise InputError([_yaml_problem(file, exc)]) from None
+    except RecursionError:
+        raise InputError([_problem(file, node, "", "invalid YAML: nested too deeply")]) from None
     if not isinstance(data, dict):
         raise InputError(
             [_problem(file, node, "", f"expected a mapping, got {type(data).__name__}")]
