@@ -1,0 +1,255 @@
+"""A real kube-apiserver + etcd for the whole session (scripts/envtest), with the CRDs applied.
+
+``pytest tests/integration/kube`` is enough: the fixture builds kube-apiserver on demand
+(``scripts/envtest build``: a few minutes cold, instant when cached) and prints its progress.
+A failed build or start FAILS the session; these tests never skip for a missing apiserver.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from canaryd.kube import JSON, load_api_client, raw_request
+
+REPO = Path(__file__).resolve().parents[3]
+ENVTEST = REPO / "scripts" / "envtest"
+BUILD_TIMEOUT = int(os.environ.get("CANARYD_ENVTEST_BUILD_TIMEOUT", "3600"))
+
+
+@dataclass
+class KubeEnv:
+    api_client: k8s.ApiClient
+    kubeconfig: Path
+    dir: Path
+    host: str
+    ca_file: Path
+    crd_source: Path
+
+    @property
+    def custom(self) -> k8s.CustomObjectsApi:
+        return k8s.CustomObjectsApi(self.api_client)
+
+    def new_client(self) -> k8s.ApiClient:
+        """A second, independent admin client (a concurrent writer)."""
+        return load_api_client(str(self.kubeconfig))
+
+
+def _run_visible(request: pytest.FixtureRequest, args: list[str], timeout: int) -> None:
+    """Run a command with pytest's capture off, so build/start progress reaches the terminal."""
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    started = time.monotonic()
+    with capman.global_and_fixture_disabled():
+        print(f"\n[kube fixture] $ {' '.join(args)}", file=sys.stderr, flush=True)
+        try:
+            proc = subprocess.run(args, timeout=timeout, check=False, cwd=REPO)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{' '.join(args)} did not finish within {timeout}s", pytrace=False)
+        print(
+            f"[kube fixture] exit {proc.returncode} after {time.monotonic() - started:.1f}s",
+            file=sys.stderr,
+            flush=True,
+        )
+    if proc.returncode != 0:
+        pytest.fail(
+            f"{' '.join(args)} failed with exit code {proc.returncode}; the kube integration "
+            "tests need a real kube-apiserver (see the output above)",
+            pytrace=False,
+        )
+
+
+def crd_dir() -> Path:
+    shared = Path(os.environ.get("CANARYD_SHARED_DIR", REPO.parent / "shared"))
+    upstream = shared / "crds"
+    if (upstream / "serving.kserve.io_inferenceservices.yaml").is_file():
+        return upstream
+    return REPO / "tests" / "fixtures" / "crds"
+
+
+def _established(api: k8s.CustomObjectsApi, name: str) -> bool:
+    crd = api.get_cluster_custom_object(
+        "apiextensions.k8s.io", "v1", "customresourcedefinitions", name
+    )
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+
+def apply_crds(api_client: k8s.ApiClient, directory: Path) -> list[str]:
+    api = k8s.CustomObjectsApi(api_client)
+    names = []
+    for path in sorted(directory.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc or doc.get("kind") != "CustomResourceDefinition":
+                continue
+            api.create_cluster_custom_object(
+                "apiextensions.k8s.io", "v1", "customresourcedefinitions", doc
+            )
+            names.append(doc["metadata"]["name"])
+    deadline = time.monotonic() + 60
+    pending = set(names)
+    while pending:
+        pending = {n for n in pending if not _established(api, n)}
+        if pending and time.monotonic() > deadline:
+            pytest.fail(f"CRDs not Established after 60s: {sorted(pending)}", pytrace=False)
+        if pending:
+            time.sleep(0.2)
+    # The apiserver's discovery and REST mapping take a moment to serve a new CRD.
+    for name in names:
+        group = name.split(".", 1)[1]
+        for _ in range(100):
+            try:
+                raw_request(api_client, "GET", f"/apis/{group}")
+                break
+            except ApiException:
+                time.sleep(0.1)
+    return names
+
+
+@pytest.fixture(scope="session")
+def kube(request: pytest.FixtureRequest) -> Iterator[KubeEnv]:
+    _run_visible(request, [str(ENVTEST), "build"], BUILD_TIMEOUT)
+    workdir = Path(tempfile.mkdtemp(prefix="canaryd-envtest-"))
+    client: k8s.ApiClient | None = None
+    try:
+        _run_visible(request, [str(ENVTEST), "start", str(workdir)], 300)
+        kubeconfig = workdir / "kubeconfig"
+        client = load_api_client(str(kubeconfig))
+        source = crd_dir()
+        apply_crds(client, source)
+        yield KubeEnv(
+            api_client=client,
+            kubeconfig=kubeconfig,
+            dir=workdir,
+            host=client.configuration.host,
+            ca_file=workdir / "pki" / "ca.crt",
+            crd_source=source,
+        )
+    finally:
+        if client is not None:
+            client.close()
+        subprocess.run([str(ENVTEST), "stop", str(workdir)], timeout=60, check=False)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def namespace(kube: KubeEnv) -> str:
+    """A fresh namespace per test (never deleted: a bare apiserver has no namespace controller
+    to finalize it, and the whole etcd goes away at the end of the session)."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    raw_request(
+        kube.api_client,
+        "POST",
+        "/api/v1/namespaces",
+        body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+    )
+    return name
+
+
+# -- objects -------------------------------------------------------------------------------
+
+ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
+
+
+def sample_predictor(image_tag: str = "v1") -> JSON:
+    return {
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "model": {
+            "modelFormat": {"name": "sklearn"},
+            "storageUri": f"gs://kfserving-examples/models/sklearn/1.0/model-{image_tag}",
+            "resources": {
+                "requests": {"cpu": "100m", "memory": "256Mi"},
+                "limits": {"cpu": "1", "memory": "1Gi"},
+            },
+            "env": [{"name": "MODEL_TAG", "value": image_tag}],
+        },
+    }
+
+
+def create_isvc(kube: KubeEnv, namespace: str, name: str, spec: JSON) -> JSON:
+    body = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"team": "ml"},
+            "annotations": {"serving.kserve.io/deploymentMode": "Serverless"},
+        },
+        "spec": spec,
+    }
+    created: JSON = kube.custom.create_namespaced_custom_object(*ISVC[:2], namespace, ISVC[2], body)
+    return created
+
+
+def set_isvc_status(kube: KubeEnv, namespace: str, name: str, status: JSON) -> JSON:
+    """Play KServe's controller: write the status subresource."""
+    obj = kube.custom.get_namespaced_custom_object(*ISVC[:2], namespace, ISVC[2], name)
+    obj["status"] = status
+    out: JSON = kube.custom.replace_namespaced_custom_object_status(
+        *ISVC[:2], namespace, ISVC[2], name, obj
+    )
+    return out
+
+
+def get_isvc(kube: KubeEnv, namespace: str, name: str) -> JSON:
+    out: JSON = kube.custom.get_namespaced_custom_object(*ISVC[:2], namespace, ISVC[2], name)
+    return out
+
+
+def without_path(obj: Any, path: tuple[str | int, ...]) -> Any:
+    """A deep copy of ``obj`` with ``path`` removed (for "nothing else changed" comparisons)."""
+    out = copy.deepcopy(obj)
+    node = out
+    for key in path[:-1]:
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            return out
+    if isinstance(node, dict):
+        node.pop(path[-1], None)  # type: ignore[arg-type]
+    return out
+
+
+def rv(obj: JSON) -> str:
+    return str(obj["metadata"]["resourceVersion"])
+
+
+class ConcurrentWriter(k8s.CustomObjectsApi):  # type: ignore[misc]
+    """Wraps CustomObjectsApi: before the router's first patch lands, ``bump`` runs through a
+    second client (a real concurrent write), so the router's resourceVersion is stale and the
+    apiserver answers 409."""
+
+    def __init__(self, api_client: k8s.ApiClient, bump: Callable[[], None], times: int = 1):
+        super().__init__(api_client)
+        self._bump = bump
+        self.remaining = times
+        self.patch_calls = 0
+        self.conflicts = 0
+
+    def patch_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> Any:
+        self.patch_calls += 1
+        if self.remaining > 0:
+            self.remaining -= 1
+            self._bump()
+        try:
+            return super().patch_namespaced_custom_object(*args, **kwargs)
+        except ApiException as err:
+            if err.status == 409:
+                self.conflicts += 1
+            raise
