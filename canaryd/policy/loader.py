@@ -144,6 +144,7 @@ def _message(err: dict[str, Any]) -> tuple[list[str], str]:
         return [], "required field is missing"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         return [], f"{msg[0].lower()}{msg[1:]}, got {given!r}"
+    msg = f"{msg[:1].lower()}{msg[1:]}"  # pydantic capitalises; canaryd's messages do not
     return [], f"{msg}, got {given!r}" if given is not None and not isinstance(given, dict) else msg
 
 
