@@ -183,8 +183,9 @@ class Steps(_Model):
             if ws[-1] != self.max_weight:
                 ws.append(self.max_weight)
             raw = [Step(weight=w) for w in ws]
+        # Values are validated already; construct without re-parsing durations.
         return [
-            Step(
+            Step.model_construct(
                 weight=s.weight,
                 min_dwell=self.min_dwell if s.min_dwell is None else s.min_dwell,
                 min_canary_requests=(

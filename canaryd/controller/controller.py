@@ -1,0 +1,375 @@
+"""The rollout controller: one pure decision loop for the daemon and the simulator.
+
+``RolloutController.step`` takes the current state, the time, the newest observation and an
+optional manual command, and returns a decision and the next state. It never touches the network
+or a clock: the daemon and the simulator call it the same way, so a policy tuned in simulation
+behaves the same in the cluster.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.triggers.cron import CronTrigger
+
+from canaryd.controller.state import Action, Manual, Phase, RolloutState, StepRecord
+from canaryd.durations import format_duration
+from canaryd.observation import Observation
+from canaryd.policy.model import CanaryPolicy, Metric, Step
+from canaryd.stats.bounds import interval_information
+from canaryd.stats.panel import Assessment, JudgePanel, assess
+from canaryd.stats.verdict import Verdict
+
+EVENT_STARTED = "CanaryStarted"
+EVENT_WEIGHT = "WeightChanged"
+EVENT_PROMOTED = "Promoted"
+EVENT_ROLLED_BACK = "RolledBack"
+EVENT_PAUSED = "Paused"
+EVENT_RESUMED = "Resumed"
+EVENT_INCONCLUSIVE = "AnalysisInconclusive"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do now, and why. ``event`` is the Kubernetes Event reason ('' for a quiet hold)."""
+
+    action: Action
+    reason: str
+    t: float
+    weight: int | None = None
+    event: str = ""
+    verdicts: tuple[Verdict, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action.value,
+            "reason": self.reason,
+            "t": self.t,
+            "weight": self.weight,
+            "event": self.event,
+            "verdicts": [v.to_dict() for v in self.verdicts],
+        }
+
+
+class RolloutWindow:
+    """Minutes in which a rollout may advance, from an APScheduler crontab expression."""
+
+    def __init__(self, schedule: str, timezone: str, epoch: datetime) -> None:
+        self._trigger = CronTrigger.from_crontab(schedule, timezone=ZoneInfo(timezone))
+        self._epoch = epoch
+
+    def is_open(self, t: float) -> bool:
+        when = (self._epoch + timedelta(seconds=t)).replace(second=0, microsecond=0)
+        nxt = self._trigger.get_next_fire_time(None, when)
+        return nxt is not None and nxt == when
+
+
+def constant_split_floor(
+    p_stable: float, rho1: float, rho0: float, weight: int, alpha: float
+) -> float:
+    """Canary requests a level-alpha test needs to detect ``rho1`` at a constant split."""
+    w = weight / 100.0
+    if not 0 < w < 1:
+        return math.inf
+    per_canary = interval_information(1.0 - w, w, p_stable, rho1, rho0) / w
+    return math.inf if per_canary <= 0 else math.log(1.0 / alpha) / per_canary
+
+
+class RolloutController:
+    """Drives one rollout of one policy. Holds the judges; the state holds their evidence."""
+
+    def __init__(self, policy: CanaryPolicy, epoch: datetime | None = None) -> None:
+        self.policy = policy
+        spec = policy.spec
+        self.steps: list[Step] = spec.steps.resolved()
+        self.epoch = epoch or datetime(1970, 1, 1, tzinfo=UTC)
+        self.window = (
+            RolloutWindow(spec.window.schedule, spec.window.timezone, self.epoch)
+            if spec.window is not None
+            else None
+        )
+        self._panel = JudgePanel(policy)
+        self._synced: RolloutState | None = None
+
+    # --- public ------------------------------------------------------------------------
+    def new_state(self, stable_revision: str = "", canary_revision: str = "") -> RolloutState:
+        return RolloutState(
+            stable_revision=stable_revision,
+            canary_revision=canary_revision,
+            judges=self._fresh_panel_state(),
+        )
+
+    def step(
+        self,
+        state: RolloutState,
+        now: float,
+        observation: Observation | None = None,
+        manual: Manual | None = None,
+    ) -> tuple[Decision, RolloutState]:
+        """Decide what to do at ``now``. Pure: equal inputs give equal outputs."""
+        if state.phase.terminal:
+            return Decision(Action.HOLD, f"rollout already {state.phase.value}", now), state
+        if manual is not None:
+            handled = self._manual(state, now, manual)
+            if handled is not None:
+                return handled
+        if state.phase is Phase.PENDING:
+            return self._start(state, now)
+        self._sync(state)
+        state = self._ingest(state, observation)
+        verdicts = tuple(self._panel.verdicts())
+        state = state.with_(judges=self._panel.state())
+        self._synced = state
+        decision, state = self._decide(state, now, observation, assess(verdicts))
+        self._synced = state
+        return decision, state
+
+    # --- internals ---------------------------------------------------------------------
+    def _fresh_panel_state(self) -> dict[str, Any]:
+        return JudgePanel(self.policy).state()
+
+    def _sync(self, state: RolloutState) -> None:
+        if self._synced is not state:
+            self._panel = JudgePanel(self.policy)
+            self._panel.load_state(state.judges)
+            self._synced = state
+
+    def _record(self, state: RolloutState, now: float, weight: int, reason: str) -> RolloutState:
+        return state.with_(weight=weight, history=(*state.history, StepRecord(now, weight, reason)))
+
+    def _manual(
+        self, state: RolloutState, now: float, manual: Manual
+    ) -> tuple[Decision, RolloutState] | None:
+        if manual is Manual.ROLLBACK:
+            return self._finish(state, now, Phase.ROLLED_BACK, "manual rollback", ())
+        if manual is Manual.PROMOTE:
+            return self._finish(state, now, Phase.PROMOTED, "manual promotion", ())
+        if manual is Manual.PAUSE and state.phase is not Phase.PAUSED:
+            return self._pause(state, now, "paused by a human", ())
+        if manual is Manual.RESUME and state.phase is Phase.PAUSED:
+            back = state.paused_from or Phase.PROGRESSING
+            new = state.with_(
+                phase=back,
+                paused_from=None,
+                reason="resumed by a human",
+                last_data_at=now if state.last_data_at is not None else None,
+                step_started_at=now,
+            )
+            self._synced = new if self._synced is state else self._synced
+            return Decision(Action.HOLD, "resumed by a human", now, event=EVENT_RESUMED), new
+        return None
+
+    def _start(self, state: RolloutState, now: float) -> tuple[Decision, RolloutState]:
+        if self.window is not None and not self.window.is_open(now):
+            return Decision(Action.HOLD, "waiting for the rollout window", now), state
+        w = self.steps[0].weight
+        reason = f"canary {state.canary_revision or 'revision'} started at {w}%"
+        new = state.with_(
+            phase=Phase.PROGRESSING,
+            step=0,
+            started_at=now,
+            step_started_at=now,
+            last_data_at=now,
+            step_canary_requests=0.0,
+            reason=reason,
+        )
+        new = self._record(new, now, w, reason)
+        return Decision(Action.SET_WEIGHT, reason, now, weight=w, event=EVENT_STARTED), new
+
+    def _ingest(self, state: RolloutState, obs: Observation | None) -> RolloutState:
+        if obs is None:
+            return state
+        why = self._panel.observe(obs)
+        if why is not None:
+            return state.with_(
+                intervals=state.intervals + 1, no_data_intervals=state.no_data_intervals + 1
+            )
+        assert obs.canary is not None
+        return state.with_(
+            intervals=state.intervals + 1,
+            last_data_at=obs.end_s,
+            canary_requests=state.canary_requests + obs.canary.requests,
+            canary_errors=state.canary_errors + obs.canary.errors,
+            step_canary_requests=state.step_canary_requests + obs.canary.requests,
+        )
+
+    def _finish(
+        self,
+        state: RolloutState,
+        now: float,
+        phase: Phase,
+        reason: str,
+        verdicts: tuple[Verdict, ...],
+    ) -> tuple[Decision, RolloutState]:
+        if phase is Phase.PROMOTED:
+            action, weight, event = Action.PROMOTE, 100, EVENT_PROMOTED
+        else:
+            action, weight, event = Action.ROLLBACK, 0, EVENT_ROLLED_BACK
+        new = state.with_(phase=phase, reason=reason, decided_at=now, paused_from=None)
+        new = self._record(new, now, weight, reason)
+        return Decision(action, reason, now, weight=weight, event=event, verdicts=verdicts), new
+
+    def _pause(
+        self, state: RolloutState, now: float, reason: str, verdicts: tuple[Verdict, ...]
+    ) -> tuple[Decision, RolloutState]:
+        new = state.with_(phase=Phase.PAUSED, paused_from=state.phase, reason=reason)
+        return Decision(Action.PAUSE, reason, now, event=EVENT_PAUSED, verdicts=verdicts), new
+
+    def _decide(
+        self, state: RolloutState, now: float, obs: Observation | None, a: Assessment
+    ) -> tuple[Decision, RolloutState]:
+        spec = self.policy.spec
+        v = a.verdicts
+        # 1. A failing critical metric acts at once, inside or outside the window, paused or not.
+        if a.failing:
+            reason = "canary is worse: " + "; ".join(f.summary() for f in a.failing)
+            if spec.on_failure == "rollback":
+                return self._finish(state, now, Phase.ROLLED_BACK, reason, v)
+            if state.phase is not Phase.PAUSED:
+                return self._pause(state, now, reason, v)
+        if state.phase is Phase.PAUSED:
+            return Decision(Action.HOLD, f"paused: {state.reason}", now, verdicts=v), state
+        # 2. Missing data is inconclusive; after the timeout the policy decides.
+        usable = obs is not None and obs.validated().usable
+        since = state.last_data_at if state.last_data_at is not None else state.started_at
+        if not usable and since is not None and now - since >= spec.no_data.timeout:
+            why = (obs.validated().no_data_reason if obs is not None else None) or "no observation"
+            reason = (
+                f"no usable metrics for {format_duration(now - since)} "
+                f"(noData.timeout {format_duration(spec.no_data.timeout)}): {why}"
+            )
+            if spec.no_data.action == "rollback":
+                return self._finish(state, now, Phase.ROLLED_BACK, reason, v)
+            return self._pause(state, now, reason, v)
+        if not usable:
+            why = (obs.validated().no_data_reason if obs is not None else None) or "no observation"
+            return Decision(
+                Action.HOLD,
+                f"no data this interval: {why}",
+                now,
+                event=EVENT_INCONCLUSIVE,
+                verdicts=v,
+            ), state
+        # 3. Bounded duration.
+        assert state.started_at is not None
+        if now - state.started_at >= spec.promotion.max_duration:
+            return self._pause(
+                state,
+                now,
+                f"maxDuration {format_duration(spec.promotion.max_duration)} reached without "
+                "promotion",
+                v,
+            )
+        # 4. Outside the window nothing advances (a rollback above still could).
+        if self.window is not None and not self.window.is_open(now):
+            return Decision(Action.HOLD, "outside the rollout window", now, verdicts=v), state
+        if a.inconclusive:
+            names = ", ".join(f"{x.metric} ({x.reason})" for x in a.inconclusive)
+            return Decision(
+                Action.HOLD, f"inconclusive: {names}", now, event=EVENT_INCONCLUSIVE, verdicts=v
+            ), state
+        return self._progress(state, now, a)
+
+    def _progress(
+        self, state: RolloutState, now: float, a: Assessment
+    ) -> tuple[Decision, RolloutState]:
+        spec = self.policy.spec
+        v = a.verdicts
+        cur = self.steps[state.step]
+        dwell = now - state.step_started_at
+        assert cur.min_dwell is not None and cur.min_canary_requests is not None
+        dwell_ok = dwell >= cur.min_dwell
+        met = dwell_ok and state.step_canary_requests >= cur.min_canary_requests
+        early = dwell_ok and a.all_pass
+        last = state.step == len(self.steps) - 1
+        if not last:
+            if not (met or early):
+                return Decision(
+                    Action.HOLD, self._waiting(cur, dwell, state), now, verdicts=v
+                ), state
+            nxt = self.steps[state.step + 1].weight
+            why = (
+                "non-inferiority shown"
+                if early and not met
+                else f"step {state.step + 1} met ({format_duration(dwell)}, "
+                f"{state.step_canary_requests:.0f} canary requests)"
+            )
+            reason = f"{why}; canary {cur.weight}% -> {nxt}%"
+            new = state.with_(
+                step=state.step + 1, step_started_at=now, step_canary_requests=0.0, reason=reason
+            )
+            new = self._record(new, now, nxt, reason)
+            return Decision(
+                Action.SET_WEIGHT, reason, now, weight=nxt, event=EVENT_WEIGHT, verdicts=v
+            ), new
+        if spec.promotion.criterion == "nonInferiority":
+            if early:
+                return self._finish(
+                    state,
+                    now,
+                    Phase.PROMOTED,
+                    "every critical metric shown no worse than tolerated",
+                    v,
+                )
+            return Decision(
+                Action.HOLD, "waiting for non-inferiority on every critical metric", now, verdicts=v
+            ), state
+        if not (met or early):
+            return Decision(Action.HOLD, self._waiting(cur, dwell, state), now, verdicts=v), state
+        short = self._evidence_shortfall(state, a)
+        if short and not early:
+            if spec.promotion.on_insufficient_evidence == "pause":
+                return self._pause(state, now, short, v)
+            return Decision(Action.HOLD, short, now, event=EVENT_INCONCLUSIVE, verdicts=v), state
+        reason = (
+            "every critical metric shown no worse than tolerated"
+            if early and not met
+            else "all steps completed with no failing or inconclusive critical metric"
+        )
+        return self._finish(state, now, Phase.PROMOTED, reason, v)
+
+    def _waiting(self, cur: Step, dwell: float, state: RolloutState) -> str:
+        assert cur.min_dwell is not None and cur.min_canary_requests is not None
+        return (
+            f"at {cur.weight}%: {format_duration(dwell)} of "
+            f"{format_duration(cur.min_dwell)}, {state.step_canary_requests:.0f} of "
+            f"{cur.min_canary_requests} canary requests"
+        )
+
+    def _evidence_shortfall(self, state: RolloutState, a: Assessment) -> str:
+        """Why the rollout has not seen enough canary requests to detect the policy's MDE."""
+        spec = self.policy.spec
+        for name, mde in spec.promotion.min_detectable_effect.items():
+            metric = next(m for m in spec.analysis.metrics if m.name == name)
+            verdict = next((x for x in a.verdicts if x.metric == name), None)
+            need = self.required_requests(metric, mde, verdict, self.steps[-1].weight)
+            if state.canary_requests < need:
+                return (
+                    f"not enough evidence: detecting {name} x{mde:g} needs about "
+                    f"{need:.0f} canary requests, seen {state.canary_requests:.0f}"
+                )
+        return ""
+
+    def required_requests(
+        self, metric: Metric, mde: float, verdict: Verdict | None, weight: int
+    ) -> float:
+        """Canary requests needed to detect ``mde`` (the two-sample floor at the final split)."""
+        p_s = self._stable_event_rate(metric, verdict)
+        rho0 = 1.0 + metric.tolerance
+        if p_s * mde >= 1.0:
+            p_s = 0.99 / mde
+        alpha = self.policy.spec.analysis.alpha_for(metric)
+        return constant_split_floor(p_s, mde, rho0, weight, alpha)
+
+    @staticmethod
+    def _stable_event_rate(metric: Metric, verdict: Verdict | None) -> float:
+        if metric.kind == "latency":
+            return 1.0 - max(metric.quantiles)
+        if verdict is None:
+            return 1e-3  # nothing seen yet: assume a rare event, which asks for more evidence
+        errors = float(verdict.details.get("stable_errors", 0.0))
+        return (errors + 0.5) / (verdict.stable_samples + 1.0)

@@ -1,0 +1,441 @@
+"""The closed-loop traffic simulator: many seeded runs of one scenario, vectorized across runs.
+
+Each tick draws, for every run at once, Poisson requests, a binomial canary share at the
+run's *current* canary weight (set by its controller: the loop is closed), binomial errors
+and multinomial latency buckets. Ticks are summed into analysis intervals exactly as
+Prometheus ``increase()`` over the interval would report them, and each run's
+``RolloutController`` - the daemon's controller - decides on them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from canaryd.controller import Action, Decision, Phase, RolloutController, RolloutState
+from canaryd.errors import Problem, ScenarioError
+from canaryd.observation import Observation, VersionCounts
+from canaryd.policy.model import CanaryPolicy
+from canaryd.simulation.scenario import Latency, Scenario
+from canaryd.stats.verdict import Verdict
+
+FloatArray = npt.NDArray[np.float64]
+
+OUTCOMES = ("promoted", "rolled_back", "paused", "in_progress", "failed")
+
+
+@dataclass
+class RunResult:
+    """One run's outcome, in the shape ``canaryd simulate --json`` prints."""
+
+    seed: int
+    outcome: str
+    decided_at_s: float | None
+    canary_requests: float
+    canary_errors: float
+    final_weight: int
+    steps: list[dict[str, Any]]
+    verdicts: list[Verdict]
+    decisions: list[Decision] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "outcome": self.outcome,
+            "decided_at_s": self.decided_at_s,
+            "canary_requests": self.canary_requests,
+            "canary_errors": self.canary_errors,
+            "final_weight": self.final_weight,
+            "steps": self.steps,
+            "verdicts": [v.to_dict() for v in self.verdicts],
+        }
+
+
+@dataclass
+class Trace:
+    """Per-interval series of one run, for reports."""
+
+    t: list[float] = field(default_factory=list)
+    weight: list[int] = field(default_factory=list)
+    stable_error_rate: list[float] = field(default_factory=list)
+    canary_error_rate: list[float] = field(default_factory=list)
+    stable_p99_ms: list[float] = field(default_factory=list)
+    canary_p99_ms: list[float] = field(default_factory=list)
+    e_values: dict[str, list[float]] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    decisions: list[tuple[float, str, str]] = field(default_factory=list)
+    no_data: list[float] = field(default_factory=list)
+
+
+@dataclass
+class SimulationResult:
+    scenario: str
+    policy: str
+    runs: list[RunResult]
+    trace: Trace
+    elapsed_s: float = 0.0
+
+    @property
+    def outcomes(self) -> dict[str, int]:
+        counts = dict.fromkeys(OUTCOMES, 0)
+        for r in self.runs:
+            counts[r.outcome] += 1
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "policy": self.policy,
+            "runs": len(self.runs),
+            "outcomes": self.outcomes,
+            "results": [r.to_dict() for r in self.runs],
+            "last_verdicts": [v.to_dict() for v in self.runs[0].verdicts] if self.runs else [],
+        }
+
+
+def _outcome(phase: Phase) -> str:
+    return {
+        Phase.PROMOTED: "promoted",
+        Phase.ROLLED_BACK: "rolled_back",
+        Phase.PAUSED: "paused",
+        Phase.FAILED: "failed",
+    }.get(phase, "in_progress")
+
+
+class _World:
+    """Time-dependent truth of a scenario: traffic, error rates and bucket probabilities."""
+
+    def __init__(self, sc: Scenario, base: Path) -> None:
+        self.sc = sc
+        self.base = base
+        self.bounds = sc.bounds_ms()
+        self._finite = np.asarray(self.bounds[:-1])
+        self._probs: dict[tuple[int, float], FloatArray] = {}
+        self._trace_t: FloatArray | None = None
+        self._trace_rps: FloatArray | None = None
+        if sc.traffic.csv is not None:
+            self._load_traffic(base / sc.traffic.csv)
+
+    def _load_traffic(self, path: Path) -> None:
+        try:
+            df = pd.read_csv(path)
+        except (OSError, ValueError) as exc:
+            raise ScenarioError([Problem(str(path), None, None, "", str(exc))]) from None
+        if list(df.columns[:2]) != ["t_seconds", "rps"]:
+            raise ScenarioError(
+                [
+                    Problem(
+                        str(path),
+                        1,
+                        1,
+                        "",
+                        f"expected columns t_seconds,rps, got {list(df.columns)}",
+                    )
+                ]
+            )
+        bad = df[~(pd.to_numeric(df["rps"], errors="coerce") >= 0)]
+        if len(bad):
+            row = int(bad.index[0]) + 2
+            raise ScenarioError(
+                [Problem(str(path), row, None, "rps", "expected a non-negative number")]
+            )
+        self._trace_t = df["t_seconds"].to_numpy(dtype=float)
+        self._trace_rps = df["rps"].to_numpy(dtype=float)
+
+    def rps(self, t: float) -> float:
+        tr = self.sc.traffic
+        if self._trace_t is not None and self._trace_rps is not None:
+            return float(np.interp(t, self._trace_t, self._trace_rps))
+        assert tr.rps is not None
+        if tr.diurnal is None:
+            return tr.rps
+        d = tr.diurnal
+        return tr.rps * (1.0 + d.amplitude * math.sin(2 * math.pi * (t + d.phase) / d.period))
+
+    def _incident(self, t: float) -> tuple[float | None, float]:
+        rate: float | None = None
+        factor = 1.0
+        for inc in self.sc.incidents:
+            if inc.at <= t < inc.at + inc.for_:
+                if inc.error_rate is not None:
+                    rate = inc.error_rate if rate is None else max(rate, inc.error_rate)
+                factor *= inc.latency_factor
+        return rate, factor
+
+    def error_rates(self, t: float) -> tuple[float, float]:
+        sc = self.sc
+        assert sc.stable.error_rate is not None
+        s = sc.stable.error_rate
+        c = sc.canary.error_rate if sc.canary.error_rate is not None else s
+        for ch in sc.canary.changes:
+            if ch.error_rate is None or t < ch.at:
+                continue
+            if ch.ramp and t < ch.at + ch.ramp:
+                c = c + (ch.error_rate - c) * (t - ch.at) / ch.ramp
+            else:
+                c = ch.error_rate
+        rate, _ = self._incident(t)
+        if rate is not None:
+            s, c = rate, rate
+        return s, c
+
+    def _latencies(self, t: float) -> tuple[tuple[int, Latency], tuple[int, Latency]]:
+        sc = self.sc
+        assert sc.stable.latency is not None
+        stable = (0, sc.stable.latency)
+        canary = (1, sc.canary.latency) if sc.canary.latency is not None else stable
+        for i, ch in enumerate(sc.canary.changes):
+            if ch.latency is not None and t >= ch.at:
+                canary = (2 + i, ch.latency)
+        return stable, canary
+
+    def bucket_probs(self, t: float) -> tuple[FloatArray, FloatArray]:
+        _, factor = self._incident(t)
+        out = []
+        for key, lat in self._latencies(t):
+            cache_key = (key, factor)
+            if cache_key not in self._probs:
+                cdf = np.clip(lat.cdf(self._finite / factor, self.base), 0.0, 1.0)
+                cdf = np.maximum.accumulate(cdf)
+                probs = np.diff(np.concatenate([[0.0], cdf, [1.0]]))
+                self._probs[cache_key] = np.clip(probs, 0.0, None) / np.clip(probs, 0.0, None).sum()
+            out.append(self._probs[cache_key])
+        return out[0], out[1]
+
+    def outage(self, start: float, end: float) -> bool:
+        return any(o.at < end and start < o.at + o.for_ for o in self.sc.metrics_outage)
+
+
+ProgressFn = Callable[[int], None]
+
+
+def simulate(
+    scenario: Scenario,
+    policy: CanaryPolicy,
+    base: Path,
+    runs: int = 1,
+    seed: int = 0,
+    chaos_restarts: int = 0,
+    progress: ProgressFn | None = None,
+    tick_sink: Callable[[float, FloatArray, FloatArray, FloatArray, FloatArray], None]
+    | None = None,
+    scenario_name: str = "",
+) -> SimulationResult:
+    """Run ``runs`` closed-loop rollouts of ``policy`` through ``scenario``.
+
+    The same seed gives the same result. ``chaos_restarts`` destroys each run's controller at
+    that many random interval ends and rebuilds it from its JSON-serialized state; the
+    outcome must not change (the restarts use their own random stream).
+    ``tick_sink(t, req, err, hist_s, hist_c)`` receives run 0's cumulative counters per tick.
+    """
+    import time as _time
+
+    started = _time.perf_counter()
+    if runs < 1:
+        raise ValueError("runs must be at least 1")
+    interval = policy.spec.analysis.interval
+    tick = scenario.tick
+    per = interval / tick
+    if abs(per - round(per)) > 1e-9 or round(per) < 1:
+        raise ScenarioError(
+            [
+                Problem(
+                    "scenario",
+                    None,
+                    None,
+                    "tick",
+                    f"the analysis interval ({interval:g}s) must be a whole "
+                    f"number of ticks ({tick:g}s)",
+                )
+            ]
+        )
+    ticks_per_interval = round(per)
+    n_ticks = int(scenario.duration // tick)
+    world = _World(scenario, base)
+    bounds = world.bounds
+    k = len(bounds)
+    rng = np.random.default_rng(seed)
+    chaos_rng = np.random.default_rng([seed, 1])
+    n_intervals = n_ticks // ticks_per_interval
+    chaos_at: list[set[int]] = [
+        set(
+            chaos_rng.choice(
+                max(n_intervals, 1), size=min(chaos_restarts, n_intervals), replace=False
+            ).tolist()
+        )
+        if chaos_restarts
+        else set()
+        for _ in range(runs)
+    ]
+    epoch = scenario.start
+    controllers = [RolloutController(policy, epoch=epoch) for _ in range(runs)]
+    states = [c.new_state("stable", "canary") for c in controllers]
+    weights = np.zeros(runs)
+    last_decision: list[list[Decision]] = [[] for _ in range(runs)]
+    last_verdicts: list[list[Verdict]] = [[] for _ in range(runs)]
+    trace = Trace()
+
+    def apply(r: int, d: Decision, st: RolloutState) -> None:
+        states[r] = st
+        if d.weight is not None:
+            weights[r] = d.weight
+        if d.verdicts:
+            last_verdicts[r] = list(d.verdicts)
+        if d.action is not Action.HOLD or d.event:
+            last_decision[r].append(d)
+        if r == 0 and d.action is not Action.HOLD:
+            trace.decisions.append((d.t, d.action.value, d.reason))
+
+    for r in range(runs):
+        d, st = controllers[r].step(states[r], 0.0)
+        apply(r, d, st)
+
+    req = np.zeros((runs, 2))
+    err = np.zeros((runs, 2))
+    hist = np.zeros((runs, 2, k))
+    cum_req = np.zeros(2)
+    cum_err = np.zeros(2)
+    cum_hist = np.zeros((2, k))
+    interval_index = 0
+    for i in range(n_ticks):
+        t0 = i * tick
+        t1 = t0 + tick
+        lam = world.rps(t0) * tick
+        n = rng.poisson(lam, runs)
+        share = np.where(
+            [s.phase is Phase.PROMOTED for s in states],
+            1.0,
+            np.where([s.phase is Phase.ROLLED_BACK for s in states], 0.0, weights / 100.0),
+        )
+        nc = rng.binomial(n, share)
+        ns = n - nc
+        ps, pc = world.error_rates(t0)
+        es = rng.binomial(ns, ps)
+        ec = rng.binomial(nc, pc)
+        bs, bc = world.bucket_probs(t0)
+        hs = rng.multinomial(ns, bs)
+        hc = rng.multinomial(nc, bc)
+        req[:, 0] += ns
+        req[:, 1] += nc
+        err[:, 0] += es
+        err[:, 1] += ec
+        hist[:, 0] += hs
+        hist[:, 1] += hc
+        if tick_sink is not None:
+            cum_req += (ns[0], nc[0])
+            cum_err += (es[0], ec[0])
+            cum_hist[0] += hs[0]
+            cum_hist[1] += hc[0]
+            tick_sink(
+                t1, cum_req.copy(), cum_err.copy(), np.cumsum(cum_hist[0]), np.cumsum(cum_hist[1])
+            )
+        if (i + 1) % ticks_per_interval:
+            continue
+        start = t1 - interval
+        outage = world.outage(start, t1)
+        cs = np.cumsum(hist, axis=2)
+        for r in range(runs):
+            st = states[r]
+            if st.phase.terminal:
+                continue
+            if interval_index in chaos_at[r]:
+                restored = RolloutState.from_dict(json.loads(json.dumps(st.to_dict())))
+                controllers[r] = RolloutController(policy, epoch=epoch)
+                st = restored
+            if outage:
+                obs = Observation(start, t1, no_data_reason="Prometheus unreachable (outage)")
+            else:
+                obs = Observation(
+                    start,
+                    t1,
+                    VersionCounts(
+                        float(req[r, 0]), float(err[r, 0]), bounds, tuple(cs[r, 0].tolist())
+                    ),
+                    VersionCounts(
+                        float(req[r, 1]), float(err[r, 1]), bounds, tuple(cs[r, 1].tolist())
+                    ),
+                )
+            d, st = controllers[r].step(st, t1, obs)
+            apply(r, d, st)
+            if r == 0:
+                _trace_interval(trace, t1, int(weights[0]), obs, d)
+        req[:] = 0
+        err[:] = 0
+        hist[:] = 0
+        interval_index += 1
+        if progress is not None:
+            progress(ticks_per_interval)
+        if all(s.phase.terminal for s in states):
+            if progress is not None:
+                progress(n_ticks - i - 1)
+            break
+    results = []
+    for r in range(runs):
+        st = states[r]
+        results.append(
+            RunResult(
+                seed=seed,
+                outcome=_outcome(st.phase),
+                decided_at_s=st.decided_at
+                if st.phase.terminal
+                else (None if st.phase is not Phase.PAUSED else _paused_at(last_decision[r])),
+                canary_requests=st.canary_requests,
+                canary_errors=st.canary_errors,
+                final_weight=100 if st.phase is Phase.PROMOTED else st.weight,
+                steps=[{"t": h.t, "weight": h.weight, "reason": h.reason} for h in st.history],
+                verdicts=last_verdicts[r],
+                decisions=last_decision[r],
+            )
+        )
+    return SimulationResult(
+        scenario=scenario_name or (scenario.name or "scenario"),
+        policy=policy.name,
+        runs=results,
+        trace=trace,
+        elapsed_s=_time.perf_counter() - started,
+    )
+
+
+def _paused_at(decisions: list[Decision]) -> float | None:
+    for d in reversed(decisions):
+        if d.action is Action.PAUSE:
+            return d.t
+    return None
+
+
+def _trace_interval(trace: Trace, t: float, weight: int, obs: Observation, d: Decision) -> None:
+    from canaryd.stats.histogram import histogram_quantile
+
+    trace.t.append(t)
+    trace.weight.append(weight)
+    if obs.usable and obs.stable is not None and obs.canary is not None:
+        s, c = obs.stable, obs.canary
+        trace.stable_error_rate.append(s.errors / s.requests if s.requests else math.nan)
+        trace.canary_error_rate.append(c.errors / c.requests if c.requests else math.nan)
+        trace.stable_p99_ms.append(histogram_quantile(0.99, s.bounds_ms, s.bucket_counts))
+        trace.canary_p99_ms.append(histogram_quantile(0.99, c.bounds_ms, c.bucket_counts))
+    else:
+        trace.no_data.append(t)
+        for series in (
+            trace.stable_error_rate,
+            trace.canary_error_rate,
+            trace.stable_p99_ms,
+            trace.canary_p99_ms,
+        ):
+            series.append(math.nan)
+    for v in d.verdicts:
+        trace.e_values.setdefault(v.metric, [math.nan] * (len(trace.t) - 1))
+        trace.e_values[v.metric].append(v.e_value if v.e_value is not None else math.nan)
+        if v.threshold is not None:
+            trace.thresholds[v.metric] = v.threshold
+    for series in trace.e_values.values():
+        while len(series) < len(trace.t):
+            series.append(math.nan)

@@ -1,0 +1,297 @@
+"""The scenario model: traffic, versions, changes, incidents and outages on a virtual clock."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+from scipy import stats
+
+from canaryd.errors import InputError, Problem, ScenarioError
+from canaryd.policy.loader import compose_documents, load_model
+from canaryd.policy.model import Duration, at
+
+ISTIO_BUCKETS_MS: tuple[float, ...] = (
+    0.5,
+    1,
+    5,
+    10,
+    25,
+    50,
+    100,
+    250,
+    500,
+    1000,
+    2500,
+    5000,
+    10000,
+    30000,
+    60000,
+    300000,
+    600000,
+    1800000,
+    3600000,
+)
+"""Istio's default ``istio_request_duration_milliseconds`` boundaries."""
+KNATIVE_BUCKETS_MS: tuple[float, ...] = (
+    5,
+    10,
+    20,
+    40,
+    60,
+    80,
+    100,
+    150,
+    200,
+    250,
+    300,
+    350,
+    400,
+    450,
+    500,
+    600,
+    700,
+    800,
+    900,
+    1000,
+    2000,
+    5000,
+    10000,
+    20000,
+    50000,
+    100000,
+)
+"""Knative queue-proxy ``revision_app_request_latencies`` boundaries."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+    )
+
+
+class LogNormal(_Model):
+    median_ms: float = Field(gt=0)
+    sigma: float = Field(gt=0, le=5)
+
+
+class Gamma(_Model):
+    shape: float = Field(gt=0)
+    scale_ms: float | None = Field(None, gt=0)
+    mean_ms: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one(self) -> Gamma:
+        if (self.scale_ms is None) == (self.mean_ms is None):
+            raise at("scaleMs", "give exactly one of scaleMs and meanMs")
+        return self
+
+
+class Pareto(_Model):
+    """Heavy-tailed: P(L > x) = (scaleMs / x) ** shape for x >= scaleMs."""
+
+    scale_ms: float = Field(gt=0)
+    shape: float = Field(gt=0)
+
+
+class Latency(_Model):
+    lognormal: LogNormal | None = None
+    gamma: Gamma | None = None
+    pareto: Pareto | None = None
+    empirical_csv: str | None = Field(None, description="One latency_ms per line.")
+
+    @model_validator(mode="after")
+    def _one(self) -> Latency:
+        given = [k for k in ("lognormal", "gamma", "pareto", "empirical_csv") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                f"expected exactly one of lognormal, gamma, pareto, empiricalCsv, got {len(given)}"
+            )
+        return self
+
+    def cdf(self, bounds_ms: npt.NDArray[np.float64], base: Path) -> npt.NDArray[np.float64]:
+        """P(latency <= b) at each finite boundary."""
+        if self.lognormal is not None:
+            ln = self.lognormal
+            return np.asarray(stats.lognorm(s=ln.sigma, scale=ln.median_ms).cdf(bounds_ms))
+        if self.gamma is not None:
+            g = self.gamma
+            scale = g.scale_ms if g.scale_ms is not None else (g.mean_ms or 0.0) / g.shape
+            return np.asarray(stats.gamma(a=g.shape, scale=scale).cdf(bounds_ms))
+        if self.pareto is not None:
+            p = self.pareto
+            return np.asarray(stats.pareto(b=p.shape, scale=p.scale_ms).cdf(bounds_ms))
+        assert self.empirical_csv is not None
+        samples = _read_latencies(base / self.empirical_csv)
+        return np.searchsorted(samples, bounds_ms, side="right") / samples.size
+
+
+def _read_latencies(path: Path) -> npt.NDArray[np.float64]:
+    values: list[float] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ScenarioError(
+            [Problem(str(path), None, None, "", exc.strerror or str(exc))]
+        ) from None
+    for i, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#") or (i == 1 and text == "latency_ms"):
+            continue
+        try:
+            v = float(text)
+        except ValueError:
+            raise ScenarioError(
+                [Problem(str(path), i, 1, "", f"expected a latency in ms, got {text!r}")]
+            ) from None
+        if not math.isfinite(v) or v < 0:
+            raise ScenarioError(
+                [Problem(str(path), i, 1, "", f"expected a non-negative latency, got {text!r}")]
+            )
+        values.append(v)
+    if not values:
+        raise ScenarioError([Problem(str(path), None, None, "", "no latencies in the file")])
+    return np.sort(np.asarray(values))
+
+
+Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Version(_Model):
+    error_rate: Rate | None = None
+    latency: Latency | None = None
+
+
+class Change(_Model):
+    at: Duration
+    error_rate: Rate | None = None
+    latency: Latency | None = None
+    ramp: Duration | None = Field(
+        None, description="Reach the new error rate linearly over this long (slow creep)."
+    )
+
+
+class Canary(Version):
+    changes: list[Change] = Field(default_factory=list)
+
+
+class Incident(_Model):
+    at: Duration
+    for_: Duration = Field(alias="for")
+    error_rate: Rate | None = None
+    latency_factor: float = Field(1.0, gt=0, description="Multiplies both versions' latency.")
+
+
+class Outage(_Model):
+    at: Duration
+    for_: Duration = Field(alias="for")
+
+
+class Diurnal(_Model):
+    amplitude: float = Field(ge=0, lt=1)
+    period: Duration = 86400.0
+    phase: Duration = 0.0
+
+
+class Traffic(_Model):
+    rps: float | None = Field(None, gt=0)
+    diurnal: Diurnal | None = None
+    csv: str | None = Field(None, description="Columns t_seconds,rps; linear interpolation.")
+
+    @model_validator(mode="after")
+    def _one(self) -> Traffic:
+        if (self.rps is None) == (self.csv is None):
+            raise at("rps", "give exactly one of rps and csv")
+        if self.csv is not None and self.diurnal is not None:
+            raise at("diurnal", "diurnal applies to rps, not to a csv trace")
+        return self
+
+
+class Scenario(_Model):
+    name: str | None = None
+    description: str | None = None
+    duration: Duration
+    tick: Duration = 10.0
+    start: datetime = Field(
+        datetime.fromisoformat("2026-01-05T10:00:00+00:00"),
+        description="Wall time of t=0 (rollout windows are read against it).",
+    )
+    traffic: Traffic
+    buckets: Literal["istio", "knative"] | list[Annotated[float, Field(gt=0)]] = "istio"
+    stable: Version
+    canary: Canary = Field(default_factory=Canary)
+    incidents: list[Incident] = Field(default_factory=list)
+    metrics_outage: list[Outage] = Field(default_factory=list)
+    policy: str | None = None
+    policy_name: str | None = None
+    expect: dict[str, Any] | None = Field(
+        None, description="What the scenario library's tests assert (outcome, fraction)."
+    )
+
+    @field_validator("buckets")
+    @classmethod
+    def _increasing(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("expected at least one bucket boundary")
+            if any(b <= a for a, b in zip(v, v[1:], strict=False)):
+                raise ValueError("bucket boundaries must increase")
+        return v
+
+    @model_validator(mode="after")
+    def _checks(self) -> Scenario:
+        if self.stable.error_rate is None:
+            raise at("stable.errorRate", "the stable version needs an errorRate")
+        if self.stable.latency is None:
+            raise at("stable.latency", "the stable version needs a latency distribution")
+        if self.tick <= 0 or self.duration < self.tick:
+            raise at("tick", "tick must be positive and no longer than duration")
+        if self.start.tzinfo is None:
+            raise at("start", "start needs a timezone (e.g. 2026-01-05T10:00:00+00:00)")
+        return self
+
+    def bounds_ms(self) -> tuple[float, ...]:
+        if self.buckets == "istio":
+            finite: tuple[float, ...] = ISTIO_BUCKETS_MS
+        elif self.buckets == "knative":
+            finite = KNATIVE_BUCKETS_MS
+        else:
+            finite = tuple(float(b) for b in self.buckets)
+        return (*finite, math.inf)
+
+
+def load_scenario(path: str | Path) -> tuple[Scenario, Path]:
+    """The scenario in ``path`` and the directory its relative paths are read from."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError([Problem(str(p), None, None, "", exc.strerror or str(exc))]) from None
+    try:
+        nodes = compose_documents(text, str(p))
+        if len(nodes) != 1:
+            raise ScenarioError(
+                [
+                    Problem(
+                        str(p), None, None, "", f"expected one scenario document, got {len(nodes)}"
+                    )
+                ]
+            )
+        return load_model(Scenario, nodes[0], str(p)), p.parent
+    except ScenarioError:
+        raise
+    except InputError as exc:
+        raise ScenarioError(exc.problems) from None
+
+
+def scenario_json_schema() -> dict[str, Any]:
+    schema = Scenario.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "canaryd simulation scenario"
+    return schema

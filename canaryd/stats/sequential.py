@@ -1,0 +1,368 @@
+"""Anytime-valid judges for errors and latency histograms, built on the rate-ratio e-process."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from canaryd.errors import HistogramLayoutError
+from canaryd.observation import VersionCounts
+from canaryd.stats.histogram import common_bounds, histogram_quantile, nearest_boundary, rebucket
+from canaryd.stats.ratio import RateRatioBatch
+from canaryd.stats.verdict import Status, Verdict
+
+MIN_SELECTION_REQUESTS = 30
+"""Stable requests needed before the latency boundaries are chosen from stable's histogram."""
+REPORT_QUANTILES = (0.5, 0.9, 0.99)
+
+
+def _fmt_ratio(x: float) -> str:
+    return "inf" if math.isinf(x) else f"{x:.3g}"
+
+
+class SequentialErrorsJudge:
+    """Error-rate ratio, canary over stable, tested sequentially (peeking-safe).
+
+    Fails when the e-value for ``rho > 1 + tolerance`` reaches ``1/alpha``; passes when the
+    confidence sequence shows ``rho < 1 + tolerance``.
+    """
+
+    judge_name: ClassVar[str] = "sequential"
+    peeking_safe: ClassVar[bool] = True
+
+    def __init__(self, metric: str, alpha: float, tolerance: float, critical: bool = True) -> None:
+        self.metric = metric
+        self.alpha = alpha
+        self.tolerance = tolerance
+        self.critical = critical
+        self.engine = RateRatioBatch(1, 1.0 + tolerance)
+
+    def update(self, stable: VersionCounts, canary: VersionCounts) -> None:
+        self.engine.update(stable.requests, stable.errors, canary.requests, canary.errors)
+
+    def verdict(self) -> Verdict:
+        e = self.engine
+        ns, nc = e.requests[0]
+        xs, xc = e.events[0]
+        rho0 = e.grid.rho0
+        base: dict[str, Any] = {
+            "metric": self.metric,
+            "judge": "sequential",
+            "critical": self.critical,
+            "canary_samples": float(nc),
+            "stable_samples": float(ns),
+            "threshold": 1.0 / self.alpha,
+            "details": {
+                "canary_errors": float(xc),
+                "stable_errors": float(xs),
+                "canary_error_rate": float(xc / nc) if nc else math.nan,
+                "stable_error_rate": float(xs / ns) if ns else math.nan,
+                "max_ratio_tolerated": rho0,
+                "alpha": self.alpha,
+            },
+        }
+        if nc <= 0 or ns <= 0:
+            who = "canary" if nc <= 0 else "stable"
+            return Verdict(status=Status.INCONCLUSIVE, reason=f"no {who} requests yet", **base)
+        e_now = float(math.exp(min(e.log_e()[0], 700.0)))
+        e_max = float(math.exp(min(e.max_log_e[0], 700.0)))
+        lo, hi = (float(a[0]) for a in e.confidence_sequence(self.alpha))
+        est = float(e.estimate()[0])
+        base.update(e_value=e_now, interval=(lo, hi), estimate=None if math.isnan(est) else est)
+        if e_max >= 1.0 / self.alpha:
+            reason = (
+                f"canary error rate is more than {rho0:.3g}x stable's "
+                f"({int(xc)}/{int(nc)} vs {int(xs)}/{int(ns)}; e-value {e_max:.3g} >= "
+                f"{1 / self.alpha:.3g})"
+            )
+            return Verdict(status=Status.FAIL, reason=reason, **base)
+        if xs + xc == 0:
+            return Verdict(
+                status=Status.CONTINUE,
+                reason=f"no errors yet in {int(nc)} canary and {int(ns)} stable requests",
+                **base,
+            )
+        if bool(e.non_inferior(self.alpha)[0]):
+            reason = (
+                f"canary error rate shown below {rho0:.3g}x stable's (ratio < {_fmt_ratio(hi)})"
+            )
+            return Verdict(status=Status.PASS, reason=reason, **base)
+        return Verdict(
+            status=Status.CONTINUE,
+            reason=f"ratio {_fmt_ratio(lo)}..{_fmt_ratio(hi)} still includes {rho0:.3g}",
+            **base,
+        )
+
+    def state(self) -> dict[str, Any]:
+        return {"engine": self.engine.row_state(0)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.engine.load_row_state(0, state["engine"])
+
+
+class SequentialLatencyJudge:
+    """Latency, tested on exceedance counts above stable's quantile boundaries (peeking-safe).
+
+    For each policy quantile q, the finite bucket boundary ``b`` where stable's cumulative
+    share is nearest q is chosen once, from stable data only, after ``MIN_SELECTION_REQUESTS``
+    stable requests; testing starts with the *next* interval, so the choice never peeks at the
+    canary. "Slower than b" is a count, tested with the rate-ratio e-process against
+    ``rho0 = 1 + tolerance``. The e-values of the boundaries are averaged (an average of
+    e-values is an e-value: no Bonferroni penalty).
+
+    With ``omnibus``, half of alpha goes to a test of equality of the whole bucket distribution:
+    the product over buckets of two-sided per-bucket rate-ratio mixtures (each request updates
+    one factor). It fails only when the distributions differ *and* the canary is slower at
+    the first boundary; it has no tolerance, so it catches any shift given enough data.
+    """
+
+    judge_name: ClassVar[str] = "sequential"
+    peeking_safe: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        metric: str,
+        alpha: float,
+        tolerance: float,
+        quantiles: tuple[float, ...] = (0.5, 0.99),
+        omnibus: bool = False,
+        critical: bool = True,
+    ) -> None:
+        self.metric = metric
+        self.alpha = alpha
+        self.tolerance = tolerance
+        self.quantiles = tuple(sorted(set(quantiles)))
+        self.omnibus = omnibus
+        self.critical = critical
+        self.layout: tuple[float, ...] | None = None
+        self.chosen: list[int] = []  # indices into layout, one per distinct boundary
+        self.engine: RateRatioBatch | None = None
+        self.omni: RateRatioBatch | None = None
+        self.hist_s: list[float] = []
+        self.hist_c: list[float] = []
+        self.pending_s: list[float] = []  # stable histogram before boundaries are chosen
+        self.skipped: dict[str, int] = {}
+        self.max_combined = 0.0
+        """Running maximum of the averaged e-value: once crossed, the evidence stands."""
+
+    @property
+    def _alpha_excess(self) -> float:
+        return self.alpha / 2 if self.omnibus else self.alpha
+
+    def _skip(self, why: str) -> None:
+        self.skipped[why] = self.skipped.get(why, 0) + 1
+
+    def update(self, stable: VersionCounts, canary: VersionCounts) -> None:
+        if not stable.has_histogram or not canary.has_histogram:
+            self._skip("no latency histogram")
+            return
+        try:
+            if self.layout is None:
+                layout = common_bounds(stable.bounds_ms, canary.bounds_ms)
+            else:
+                layout = self.layout
+            s = np.asarray(rebucket(stable.bounds_ms, stable.bucket_counts, layout))
+            c = np.asarray(rebucket(canary.bounds_ms, canary.bucket_counts, layout))
+        except HistogramLayoutError as exc:
+            self._skip(str(exc))
+            return
+        if self.layout is None:
+            self._select(layout, s)
+            return
+        self.hist_s = (np.asarray(self.hist_s) + s).tolist()
+        self.hist_c = (np.asarray(self.hist_c) + c).tolist()
+        assert self.engine is not None
+        n_s, n_c = s[-1], c[-1]
+        rows = len(self.chosen)
+        x_s = np.array([n_s - s[k] for k in self.chosen])
+        x_c = np.array([n_c - c[k] for k in self.chosen])
+        self.engine.update(np.full(rows, n_s), x_s, np.full(rows, n_c), x_c)
+        if self.omni is not None:
+            bs = np.diff(np.concatenate([[0.0], s]))
+            bc = np.diff(np.concatenate([[0.0], c]))
+            k = len(bs)
+            self.omni.update(np.full(k, n_s), bs, np.full(k, n_c), bc)
+
+    def _select(self, layout: tuple[float, ...], s: np.ndarray) -> None:
+        pend = np.asarray(self.pending_s) + s if self.pending_s else s
+        self.pending_s = pend.tolist()
+        if pend[-1] < MIN_SELECTION_REQUESTS:
+            return
+        chosen: list[int] = []
+        for q in self.quantiles:
+            k = nearest_boundary(layout, pend, q)
+            if k is not None and k not in chosen:
+                chosen.append(k)
+        if not chosen:
+            return
+        self.layout = layout
+        self.chosen = chosen
+        self.engine = RateRatioBatch(len(chosen), 1.0 + self.tolerance)
+        if self.omnibus:
+            self.omni = RateRatioBatch(len(layout), 1.0)
+        self.hist_s = [0.0] * len(layout)
+        self.hist_c = [0.0] * len(layout)
+
+    def _quantiles(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.layout is None:
+            return out
+        for q in sorted(set(REPORT_QUANTILES) | set(self.quantiles)):
+            tag = f"p{q * 100:g}"
+            out[f"stable_{tag}_ms"] = histogram_quantile(q, self.layout, self.hist_s)
+            out[f"canary_{tag}_ms"] = histogram_quantile(q, self.layout, self.hist_c)
+        return out
+
+    def _log_e_omnibus(self) -> float:
+        assert self.omni is not None
+        o = self.omni
+        return float(np.sum(o.log_mixture() - o.loglik[:, o.grid.centre]))
+
+    def verdict(self) -> Verdict:
+        details: dict[str, Any] = {"alpha": self.alpha, "max_ratio_tolerated": 1 + self.tolerance}
+        if self.skipped:
+            details["skipped_intervals"] = dict(self.skipped)
+        base: dict[str, Any] = {
+            "metric": self.metric,
+            "judge": "sequential",
+            "critical": self.critical,
+            "threshold": 1.0 / self._alpha_excess,
+        }
+        if self.engine is None or self.layout is None:
+            why = (
+                "no comparable latency histograms: " + "; ".join(self.skipped)
+                if self.skipped and not self.pending_s
+                else f"waiting for {MIN_SELECTION_REQUESTS} stable requests to choose boundaries"
+            )
+            return Verdict(status=Status.INCONCLUSIVE, reason=why, details=details, **base)
+        e = self.engine
+        n_s, n_c = e.requests[0]
+        base.update(canary_samples=float(n_c), stable_samples=float(n_s))
+        details.update(self._quantiles())
+        if n_c <= 0 or n_s <= 0:
+            who = "canary" if n_c <= 0 else "stable"
+            return Verdict(
+                status=Status.INCONCLUSIVE,
+                reason=f"no {who} latency samples yet",
+                details=details,
+                **base,
+            )
+        log_e = e.log_e()
+        combined_now = float(np.mean(np.exp(np.minimum(log_e, 700.0))))
+        lo, hi = e.confidence_sequence(self.alpha)
+        est = e.estimate()
+        per: list[dict[str, Any]] = []
+        for row, k in enumerate(self.chosen):
+            per.append(
+                {
+                    "le_ms": self.layout[k],
+                    "stable_share_slower": float(e.events[row, 0] / n_s),
+                    "canary_share_slower": float(e.events[row, 1] / n_c),
+                    "ratio": float(est[row]),
+                    "interval": [float(lo[row]), float(hi[row])],
+                    "e_value": float(np.exp(min(log_e[row], 700.0))),
+                }
+            )
+        details["boundaries"] = per
+        worst = int(np.argmax(log_e))
+        b_ms = self.layout[self.chosen[worst]]
+        est_w = float(est[worst])
+        base.update(
+            e_value=combined_now,
+            estimate=None if math.isnan(est_w) else est_w,
+            interval=(float(lo[worst]), float(hi[worst])),
+        )
+        self._track_max(combined_now)
+        q_txt = self._quantile_text(details)
+        if self.max_combined >= 1.0 / self._alpha_excess:
+            return Verdict(
+                status=Status.FAIL,
+                reason=(
+                    f"more canary requests are slower than {b_ms:g} ms than tolerated "
+                    f"({per[worst]['canary_share_slower']:.3g} vs "
+                    f"{per[worst]['stable_share_slower']:.3g}){q_txt}"
+                ),
+                details=details,
+                **base,
+            )
+        if self.omni is not None:
+            log_o = self._log_e_omnibus()
+            details["omnibus_e_value"] = math.exp(min(log_o, 700.0))
+            slower = bool(np.isfinite(est[0]) and est[0] > 1.0)
+            if log_o >= math.log(2.0 / self.alpha) and slower:
+                return Verdict(
+                    status=Status.FAIL,
+                    reason=f"canary latency distribution differs from stable's and is slower{q_txt}",
+                    details=details,
+                    **base,
+                )
+        if bool(np.all(e.non_inferior(self.alpha))):
+            return Verdict(
+                status=Status.PASS,
+                reason=f"canary shown no slower than tolerated at every tested boundary{q_txt}",
+                details=details,
+                **base,
+            )
+        return Verdict(
+            status=Status.CONTINUE,
+            reason=f"not yet shown either way at {b_ms:g} ms{q_txt}",
+            details=details,
+            **base,
+        )
+
+    def _track_max(self, value: float) -> None:
+        self.max_combined = max(self.max_combined, value)
+
+    def _quantile_text(self, details: dict[str, Any]) -> str:
+        q = max(self.quantiles)
+        tag = f"p{q * 100:g}"
+        s, c = details.get(f"stable_{tag}_ms"), details.get(f"canary_{tag}_ms")
+        if s is None or c is None or math.isnan(s) or math.isnan(c):
+            return ""
+        return f"; {tag} canary {c:.4g} ms vs stable {s:.4g} ms"
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "layout": None if self.layout is None else [_enc(b) for b in self.layout],
+            "chosen": list(self.chosen),
+            "engine": None
+            if self.engine is None
+            else [self.engine.row_state(r) for r in range(self.engine.rows)],
+            "omni": None
+            if self.omni is None
+            else [self.omni.row_state(r) for r in range(self.omni.rows)],
+            "hist_s": list(self.hist_s),
+            "hist_c": list(self.hist_c),
+            "pending_s": list(self.pending_s),
+            "skipped": dict(self.skipped),
+            "max_combined": self.max_combined,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        layout = state["layout"]
+        self.layout = None if layout is None else tuple(_dec(b) for b in layout)
+        self.chosen = [int(k) for k in state["chosen"]]
+        self.hist_s = [float(x) for x in state["hist_s"]]
+        self.hist_c = [float(x) for x in state["hist_c"]]
+        self.pending_s = [float(x) for x in state["pending_s"]]
+        self.skipped = {str(k): int(v) for k, v in state["skipped"].items()}
+        self.max_combined = float(state["max_combined"])
+        self.engine = self.omni = None
+        if state["engine"] is not None:
+            self.engine = RateRatioBatch(len(state["engine"]), 1.0 + self.tolerance)
+            for r, rs in enumerate(state["engine"]):
+                self.engine.load_row_state(r, rs)
+        if state["omni"] is not None:
+            self.omni = RateRatioBatch(len(state["omni"]), 1.0)
+            for r, rs in enumerate(state["omni"]):
+                self.omni.load_row_state(r, rs)
+
+
+def _enc(b: float) -> float | str:
+    return "+Inf" if math.isinf(b) else b
+
+
+def _dec(b: float | str) -> float:
+    return math.inf if b == "+Inf" else float(b)
