@@ -81,5 +81,9 @@ def schema() -> None:
     click.echo(json.dumps(policy_json_schema(), indent=2, sort_keys=True))
 
 
+from canaryd.metrics.analyze import analyze  # noqa: E402
+
+main.add_command(analyze)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

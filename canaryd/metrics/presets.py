@@ -1,0 +1,353 @@
+"""PromQL per metric preset, with escaping that makes injection through a name impossible.
+
+Every query is an *instant* query evaluated at the window end with the window as its range::
+
+    sum by (<namespace label>, <version label>[, le]) (increase(<metric>{<selector>}[<window>]))
+
+so one evaluation gives each revision's increments over ``[end - window, end]``. One query covers
+every rollout of a batch: the selector matches all their revisions with one regex alternation
+(``label=~"rev1|rev2|..."``) and the caller demultiplexes the answer by the labels kept in
+``by (...)``.
+
+Presets (the defaults below are what the projects export out of the box):
+
+``istio``
+    ``istio_requests_total`` and ``istio_request_duration_milliseconds_bucket`` with
+    ``reporter="destination"``; namespace label ``destination_workload_namespace``; version label
+    ``destination_workload`` (or e.g. ``destination_version`` / ``destination_service_name``).
+    Errors are ``response_code=~"<error_codes>"`` (default ``5..``).
+
+    *Revision mapping*: for a Knative-served (KServe Serverless) revision the Istio workload is
+    the revision's Deployment, ``<revision>-deployment``, and its private Service is
+    ``<revision>-private``. The selector therefore matches ``(?:<revisions>)(?:-deployment|-private)?``
+    and a label value maps back to a revision by exact match first, then by stripping one of
+    those suffixes. Series of one revision under several label spellings are summed.
+
+``knative``
+    queue-proxy ``revision_app_request_count`` and ``revision_app_request_latencies_bucket``
+    (milliseconds); namespace label ``namespace_name``; version label ``revision_name``. Errors
+    are ``response_code_class="5xx"`` when ``error_codes`` is the default ``5..``, otherwise
+    ``response_code=~"<error_codes>"``.
+
+``kserve``
+    the model server's own histogram (default ``request_predict_seconds``, in seconds: bounds
+    are converted to ms); namespace label ``namespace``; version label ``revision`` (set
+    ``version_label: serving_knative_dev_revision`` when pod labels are relabelled that way).
+    Requests are the histogram's ``_count``. Errors come from a configurable counter
+    (``kserve_errors_metric``); without one, errors are **not measured**: every interval
+    reports 0 errors and the observation carries ``extra["errors_measured"] = 0.0`` so that a
+    verdict on errors can say so.
+
+``custom``
+    the policy's ``queries`` templates (see ``render_template``).
+
+Counter resets: ``increase()`` silently compensates for a reset, which undercounts whatever
+happened between the last scrape before the reset and the reset. For the built-in presets a
+fourth query, ``sum by (...) (resets({__name__=~"<counters>", ...}[window]))``, counts resets of
+every counter involved; a rollout with a reset in the window is no-data ("counter reset"). The
+custom preset has no reset detection (its templates are opaque).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from canaryd.errors import MetricsError
+from canaryd.policy.model import Source
+
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_RE2_META = set("\\.+*?()|[]{}^$")
+
+DEFAULT_VERSION_LABEL = {
+    "istio": "destination_workload",
+    "knative": "revision_name",
+    "kserve": "revision",
+    "custom": "revision",
+}
+NAMESPACE_LABEL = {
+    "istio": "destination_workload_namespace",
+    "knative": "namespace_name",
+    "kserve": "namespace",
+}
+DEFAULT_LATENCY_UNIT = {"istio": "ms", "knative": "ms", "kserve": "s", "custom": "ms"}
+ISTIO_WORKLOAD_SUFFIXES = ("-deployment", "-private")
+
+
+def promql_string(value: str) -> str:
+    """``value`` as a double-quoted PromQL string literal (quotes included).
+
+    Backslashes, double quotes and control characters are escaped, so the literal always ends
+    at the closing quote this function writes, whatever ``value`` holds.
+    """
+    out: list[str] = []
+    for ch in value:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def regex_quote(value: str) -> str:
+    """``value`` as an RE2 regex that matches exactly that text (Go's ``regexp.QuoteMeta``)."""
+    return "".join("\\" + ch if ch in _RE2_META else ch for ch in value)
+
+
+def regex_alternation(values: Sequence[str]) -> str:
+    """A regex matching any of ``values`` literally (sorted, de-duplicated for stable queries)."""
+    if not values:
+        raise MetricsError("a regex alternation needs at least one value")
+    return "|".join(regex_quote(v) for v in sorted(set(values)))
+
+
+def check_label_name(name: str) -> str:
+    """``name`` if it is a valid Prometheus label name, else MetricsError (it is interpolated)."""
+    if not _LABEL_NAME.match(name):
+        raise MetricsError(f"invalid Prometheus label name {name!r}")
+    return name
+
+
+def check_metric_name(name: str) -> str:
+    """``name`` if it is a valid Prometheus metric name, else MetricsError."""
+    if not _METRIC_NAME.match(name):
+        raise MetricsError(f"invalid Prometheus metric name {name!r}")
+    return name
+
+
+def promql_duration(seconds: float) -> str:
+    """A PromQL duration for ``seconds`` (``60s``, or ``1500ms`` for fractional seconds)."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise MetricsError(f"window must be a positive duration, got {seconds!r}s")
+    ms = round(seconds * 1000)
+    if ms <= 0:
+        raise MetricsError(f"window {seconds!r}s is shorter than a millisecond")
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+@dataclass(frozen=True)
+class PresetOptions:
+    """Deployment-level settings of the presets that the policy does not carry."""
+
+    istio_reporter: str = "destination"
+    kserve_histogram: str = "request_predict_seconds"
+    kserve_errors_metric: str | None = None
+    """A counter of failed predictions with the same labels as the histogram; None: not measured."""
+
+
+@dataclass(frozen=True)
+class QuerySet:
+    """The rendered queries of one batch and what is needed to read their answers.
+
+    ``errors`` is None when errors are not measured (kserve without an errors counter),
+    ``buckets`` is None when there is no histogram, ``resets`` None when resets are not
+    detected (custom). ``namespace_label`` is None when the namespace is fixed in the query
+    (custom), in which case answers are keyed by the version label alone.
+    """
+
+    preset: str
+    version_label: str
+    namespace_label: str | None
+    requests: str
+    errors: str | None
+    buckets: str | None
+    resets: str | None
+    latency_scale_ms: float
+    """Multiply ``le`` by this to get milliseconds (1000 for a histogram in seconds)."""
+    suffixes: tuple[str, ...] = ()
+    """Label value = revision + one of these (istio); tried after an exact match."""
+
+    def kinds(self) -> dict[str, str]:
+        """The queries by metric kind (requests, errors, buckets, resets), skipping absent ones."""
+        out = {"requests": self.requests}
+        for kind, q in (
+            ("errors", self.errors),
+            ("buckets", self.buckets),
+            ("resets", self.resets),
+        ):
+            if q is not None:
+                out[kind] = q
+        return out
+
+
+def version_label_of(source: Source) -> str:
+    return check_label_name(source.version_label or DEFAULT_VERSION_LABEL[source.preset])
+
+
+def latency_scale_ms(source: Source) -> float:
+    unit = source.latency_unit or DEFAULT_LATENCY_UNIT[source.preset]
+    return 1000.0 if unit == "s" else 1.0
+
+
+def revision_for(label_value: str, wanted: set[str], suffixes: Sequence[str]) -> str | None:
+    """Map a version-label value back to one of the ``wanted`` revisions (see module docstring)."""
+    if label_value in wanted:
+        return label_value
+    for suffix in suffixes:
+        if label_value.endswith(suffix) and label_value[: -len(suffix)] in wanted:
+            return label_value[: -len(suffix)]
+    return None
+
+
+def build_queries(
+    source: Source,
+    namespaces: Sequence[str],
+    revisions: Sequence[str],
+    window_s: float,
+    options: PresetOptions | None = None,
+) -> QuerySet:
+    """Render the queries that fetch ``revisions`` in ``namespaces`` over one window.
+
+    For the custom preset exactly one namespace must be given (it is substituted into the
+    templates); built-in presets match all namespaces with a regex and group by namespace.
+    """
+    opts = options or PresetOptions()
+    vl = version_label_of(source)
+    window = promql_duration(window_s)
+    scale = latency_scale_ms(source)
+    if source.preset == "custom":
+        if len(set(namespaces)) != 1:
+            raise MetricsError("custom-preset queries are rendered for one namespace at a time")
+        if source.queries is None:
+            raise MetricsError("preset 'custom' needs queries.requests and queries.errors")
+        ns = namespaces[0]
+
+        def render(t: str) -> str:
+            return render_template(
+                t, revisions=revisions, namespace=ns, window_s=window_s, version_label=vl
+            )
+
+        q = source.queries
+        return QuerySet(
+            preset="custom",
+            version_label=vl,
+            namespace_label=None,
+            requests=render(q.requests),
+            errors=render(q.errors),
+            buckets=None if q.latency_buckets is None else render(q.latency_buckets),
+            resets=None,
+            latency_scale_ms=scale,
+        )
+
+    nsl = NAMESPACE_LABEL[source.preset]
+    ns_match = f"{nsl}=~{promql_string(regex_alternation(namespaces))}"
+    rev_alt = regex_alternation(revisions)
+    by = f"{nsl}, {vl}"
+    suffixes: tuple[str, ...] = ()
+
+    if source.preset == "istio":
+        suffixes = ISTIO_WORKLOAD_SUFFIXES
+        sfx = "|".join(regex_quote(s) for s in suffixes)
+        reporter = f"reporter={promql_string(opts.istio_reporter)}"
+        sel = f"{reporter}, {ns_match}, {vl}=~{promql_string(f'(?:{rev_alt})(?:{sfx})?')}"
+        req_metric, bucket_metric = (
+            "istio_requests_total",
+            "istio_request_duration_milliseconds_bucket",
+        )
+        err_sel = f"{sel}, response_code=~{promql_string(source.error_codes)}"
+        err_metric: str | None = req_metric
+        counters = [req_metric, bucket_metric]
+    elif source.preset == "knative":
+        sel = f"{ns_match}, {vl}=~{promql_string(rev_alt)}"
+        req_metric = "revision_app_request_count"
+        bucket_metric = "revision_app_request_latencies_bucket"
+        if source.error_codes == "5..":
+            err_sel = f'{sel}, response_code_class="5xx"'
+        else:
+            err_sel = f"{sel}, response_code=~{promql_string(source.error_codes)}"
+        err_metric = req_metric
+        counters = [req_metric, bucket_metric]
+    else:  # kserve
+        hist = check_metric_name(opts.kserve_histogram)
+        sel = f"{ns_match}, {vl}=~{promql_string(rev_alt)}"
+        req_metric, bucket_metric = f"{hist}_count", f"{hist}_bucket"
+        err_metric = (
+            None
+            if opts.kserve_errors_metric is None
+            else check_metric_name(opts.kserve_errors_metric)
+        )
+        err_sel = sel
+        counters = [req_metric, bucket_metric] + ([err_metric] if err_metric else [])
+
+    def inc(metric: str, selector: str, by_labels: str) -> str:
+        return f"sum by ({by_labels}) (increase({metric}{{{selector}}}[{window}]))"
+
+    requests_q = inc(req_metric, sel, by)
+    errors_q = None
+    if err_metric is not None:
+        # `or 0 * requests`: a revision that served requests but never failed has no error
+        # series at all; this gives it an explicit 0, so a missing answer always means no data.
+        errors_q = f"{inc(err_metric, err_sel, by)} or (0 * {requests_q})"
+    names = promql_string("|".join(regex_quote(c) for c in counters))
+    resets_q = f"sum by ({by}) (resets({{__name__=~{names}, {sel}}}[{window}]))"
+    return QuerySet(
+        preset=source.preset,
+        version_label=vl,
+        namespace_label=nsl,
+        requests=requests_q,
+        errors=errors_q,
+        buckets=inc(bucket_metric, sel, f"{by}, le"),
+        resets=resets_q,
+        latency_scale_ms=scale,
+        suffixes=suffixes,
+    )
+
+
+_PLACEHOLDER = re.compile(r"\{(revisions|revision|namespace|interval|version_label)\}")
+_EQ_REVISION = re.compile(r'[^=!~]=\s*"?\{revisions?\}')
+_UNQUOTED = re.compile(
+    r'(?<!")\{(revisions|revision|namespace)\}|\{(revisions|revision|namespace)\}(?!")'
+)
+
+
+def render_template(
+    template: str,
+    *,
+    revisions: Sequence[str],
+    namespace: str,
+    window_s: float,
+    version_label: str,
+) -> str:
+    """Fill a custom PromQL template's named placeholders; other braces are left alone.
+
+    - ``{revisions}`` (alias ``{revision}``): the regex alternation of the escaped revision
+      names, *without* quotes; use it as ``label=~"{revisions}"``. Using it with ``=`` is an
+      error, since it matches several revisions.
+    - ``{namespace}``: the namespace, escaped for a PromQL string, without quotes; use it as
+      ``namespace="{namespace}"``.
+    - ``{interval}``: the window as a PromQL duration (``60s``), for ``increase(x[{interval}])``.
+    - ``{version_label}``: the version label name (checked to be a valid label name).
+
+    The template must keep the version label in its result (``sum by ({version_label})``), since
+    answers are demultiplexed by it. Values are escaped for a double-quoted string (and
+    revisions for a regex too), so a name can never end the string and inject PromQL.
+    """
+    if _EQ_REVISION.search(template):
+        raise MetricsError(
+            "custom query uses {revisions} with '='; it is a regex alternation, use =~"
+        )
+    if _UNQUOTED.search(template):
+        raise MetricsError(
+            'custom query: put {revisions} and {namespace} inside double quotes, e.g. =~"{revisions}"'
+        )
+    values = {
+        "revisions": promql_string(regex_alternation(revisions))[1:-1],
+        "namespace": promql_string(namespace)[1:-1],
+        "interval": promql_duration(window_s),
+        "version_label": check_label_name(version_label),
+    }
+    values["revision"] = values["revisions"]
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)

@@ -1,0 +1,276 @@
+"""Recorded traces: a CSV of per-interval increments, read and written, and a MetricSource over it.
+
+Format (one header line, then one row per version per interval)::
+
+    t_seconds,version,requests,errors,le_5,le_10,le_25,...,le_inf
+    0,stable,480,2,30,120,300,...,480
+    0,canary,52,1,2,11,33,...,52
+    60,stable,...
+
+- ``t_seconds``: the *start* of the interval, seconds (any origin). Intervals are consecutive
+  distinct ``t_seconds``; their length is the smallest gap between distinct ``t_seconds``
+  (so a missing interval is a gap, not a longer interval) unless ``interval_s`` is given.
+- ``version``: ``stable`` or ``canary``; each ``t_seconds`` has exactly one row of each.
+- ``requests``, ``errors``: increments over the interval, non-negative, errors <= requests.
+- ``le_<ms>``: cumulative latency bucket increments (requests with latency <= that many ms),
+  boundaries increasing, the last column ``le_inf``; counts non-decreasing along the row.
+  A trace without latency columns is allowed (no ``le_`` column at all).
+
+Every problem is reported as ``file:line:column`` in one ``TraceError``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Hashable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from canaryd.errors import Problem, TraceError
+from canaryd.metrics.source import FetchRequest
+from canaryd.observation import Observation, VersionCounts
+
+FIXED = ("t_seconds", "version", "requests", "errors")
+VERSIONS = ("stable", "canary")
+
+
+def _bound_name(b: float) -> str:
+    if math.isinf(b):
+        return "le_inf"
+    return "le_" + (str(int(b)) if float(b).is_integer() else repr(float(b)))
+
+
+def _parse_bound(name: str) -> float | None:
+    if not name.startswith("le_"):
+        return None
+    rest = name[3:]
+    if rest in ("inf", "+inf", "Inf", "+Inf"):
+        return math.inf
+    try:
+        v = float(rest)
+    except ValueError:
+        return None
+    return v if math.isfinite(v) and v >= 0 else None
+
+
+def read_trace(path: str | Path, *, interval_s: float | None = None) -> list[Observation]:
+    """Read a trace into observations ordered by time; raise TraceError listing every problem."""
+    file = str(path)
+    problems: list[Problem] = []
+
+    def bad(line: int | None, col: int | None, where: str, msg: str) -> None:
+        problems.append(Problem(file, line, col, where, msg))
+
+    try:
+        df = pd.read_csv(
+            path, dtype=str, keep_default_na=False, skip_blank_lines=False, skipinitialspace=True
+        )
+    except FileNotFoundError:
+        raise TraceError([Problem(file, None, None, "", "no such file")]) from None
+    except pd.errors.EmptyDataError:
+        raise TraceError(
+            [Problem(file, 1, None, "", "empty file: expected a header line")]
+        ) from None
+    except pd.errors.ParserError as exc:
+        raise TraceError([Problem(file, None, None, "", f"not a valid CSV: {exc}")]) from None
+
+    cols = [str(c).strip() for c in df.columns]
+    if tuple(cols[:4]) != FIXED:
+        bad(
+            1,
+            None,
+            "header",
+            f"expected the columns to start with {','.join(FIXED)}, got {','.join(cols[:4])}",
+        )
+        raise TraceError(problems)
+    bounds: list[float] = []
+    for j, name in enumerate(cols[4:], start=5):
+        b = _parse_bound(name)
+        if b is None:
+            bad(1, j, "header", f"unexpected column {name!r}: expected le_<ms> or le_inf")
+        elif bounds and b <= bounds[-1]:
+            bad(
+                1,
+                j,
+                "header",
+                f"bucket {name!r} does not increase after {_bound_name(bounds[-1])!r}",
+            )
+        else:
+            bounds.append(b)
+    if bounds and bounds[-1] != math.inf:
+        bad(1, len(cols), "header", "the last bucket column must be le_inf")
+    if problems:
+        raise TraceError(problems)
+
+    rows: dict[float, dict[str, tuple[int, VersionCounts]]] = {}
+    for i, rec in enumerate(df.itertuples(index=False, name=None)):
+        line = i + 2
+        cells = ["" if isinstance(c, float) and math.isnan(c) else str(c).strip() for c in rec]
+        if all(c == "" for c in cells):
+            bad(line, None, "", "empty line")
+            continue
+        row_problems = len(problems)
+        nums: list[float] = []
+        t = math.nan
+        version = cells[1]
+        for j, (name, raw) in enumerate(zip(cols, cells, strict=True), start=1):
+            if name == "version":
+                if raw not in VERSIONS:
+                    bad(line, j, "version", f"expected 'stable' or 'canary', got {raw!r}")
+                continue
+            if raw == "":
+                bad(line, j, name, "missing value")
+                continue
+            try:
+                v = float(raw)
+            except ValueError:
+                bad(line, j, name, f"expected a number, got {raw!r}")
+                continue
+            if not math.isfinite(v):
+                bad(line, j, name, f"expected a finite number, got {raw!r}")
+                continue
+            if name == "t_seconds":
+                t = v
+                continue
+            if v < 0:
+                bad(line, j, name, f"increments cannot be negative, got {raw}")
+                continue
+            nums.append(v)
+        if len(problems) > row_problems:
+            continue
+        requests, errors, cum = nums[0], nums[1], tuple(nums[2:])
+        if errors > requests:
+            bad(line, 4, "errors", f"more errors ({errors:g}) than requests ({requests:g})")
+            continue
+        for k in range(1, len(cum)):
+            if cum[k] < cum[k - 1]:
+                bad(
+                    line,
+                    5 + k,
+                    cols[4 + k],
+                    f"buckets must be cumulative: {cum[k]:g} < {cum[k - 1]:g} in {cols[3 + k]}",
+                )
+                break
+        else:
+            at_t = rows.setdefault(t, {})
+            if version in at_t:
+                bad(
+                    line,
+                    2,
+                    "version",
+                    f"second {version} row for t_seconds={t:g} (first on line {at_t[version][0]})",
+                )
+                continue
+            at_t[version] = (line, VersionCounts(requests, errors, tuple(bounds), cum))
+    for t, at_t in rows.items():
+        for want in VERSIONS:
+            if want not in at_t:
+                other = next(iter(at_t.values()))[0]
+                bad(other, 1, "t_seconds", f"t_seconds={t:g} has no {want} row")
+    if problems:
+        raise TraceError(problems)
+    if not rows:
+        raise TraceError([Problem(file, 2, None, "", "no data rows")])
+    times = sorted(rows)
+    if interval_s is None:
+        if len(times) < 2:
+            raise TraceError(
+                [Problem(file, 2, 1, "t_seconds", "one interval only: pass interval_s to read it")]
+            )
+        interval_s = min(b - a for a, b in itertools.pairwise(times))
+    return [
+        Observation(t, t + interval_s, stable=rows[t]["stable"][1], canary=rows[t]["canary"][1])
+        for t in times
+    ]
+
+
+def write_trace(path: str | Path, observations: Sequence[Observation]) -> int:
+    """Write usable observations as a trace (no-data intervals become gaps); return rows written.
+
+    All observations must share one histogram layout (or have none).
+    """
+    usable = [o for o in observations if o.usable]
+    bounds: tuple[float, ...] | None = None
+    for o in usable:
+        assert o.stable is not None and o.canary is not None
+        for vc in (o.stable, o.canary):
+            if bounds is None:
+                bounds = vc.bounds_ms
+            elif vc.bounds_ms != bounds:
+                raise ValueError(
+                    f"histogram layout changes at t={o.start_s:g}: {vc.bounds_ms} vs {bounds}"
+                )
+    bounds = bounds or ()
+    header = [*FIXED, *(_bound_name(b) for b in bounds)]
+    records: list[list[object]] = []
+    for o in sorted(usable, key=lambda o: o.start_s):
+        for name, counts in (("stable", o.stable), ("canary", o.canary)):
+            assert counts is not None
+            records.append(
+                [
+                    _num(o.start_s),
+                    name,
+                    _num(counts.requests),
+                    _num(counts.errors),
+                    *map(_num, counts.bucket_counts),
+                ]
+            )
+    pd.DataFrame(records, columns=header).to_csv(path, index=False)
+    return len(records)
+
+
+def _num(x: float) -> int | float:
+    return int(x) if float(x).is_integer() else float(x)
+
+
+class TraceSource:
+    """A MetricSource that replays one recorded trace for every rollout asked about.
+
+    ``fetch`` sums the trace's intervals that lie inside ``[start_s, end_s)`` (an interval
+    counts when it starts at or after ``start_s`` and ends at or before ``end_s``, with a
+    millisecond of slack); none inside means no-data. The same counts answer every request.
+    """
+
+    def __init__(self, observations: Sequence[Observation]) -> None:
+        self.observations = sorted(observations, key=lambda o: o.start_s)
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, interval_s: float | None = None) -> TraceSource:
+        return cls(read_trace(path, interval_s=interval_s))
+
+    def fetch(
+        self, requests: Sequence[FetchRequest], start_s: float, end_s: float
+    ) -> dict[Hashable, Observation]:
+        eps = 1e-3
+        inside = [
+            o for o in self.observations if o.start_s >= start_s - eps and o.end_s <= end_s + eps
+        ]
+        obs = _sum(inside, start_s, end_s)
+        return {r.key: obs for r in requests}
+
+
+def _sum(obs: Sequence[Observation], start_s: float, end_s: float) -> Observation:
+    if not obs:
+        return Observation(
+            start_s, end_s, no_data_reason="the trace has no interval in this window"
+        )
+    if not all(o.usable for o in obs):
+        bad = next(o for o in obs if not o.usable)
+        return Observation(start_s, end_s, no_data_reason=bad.no_data_reason or "no data")
+
+    def add(vs: list[VersionCounts]) -> VersionCounts:
+        first = vs[0]
+        if any(v.bounds_ms != first.bounds_ms for v in vs):
+            return VersionCounts(math.nan, math.nan)
+        return VersionCounts(
+            sum(v.requests for v in vs),
+            sum(v.errors for v in vs),
+            first.bounds_ms,
+            tuple(sum(c) for c in zip(*(v.bucket_counts for v in vs), strict=True)),
+        )
+
+    stable = add([o.stable for o in obs if o.stable is not None])
+    canary = add([o.canary for o in obs if o.canary is not None])
+    return Observation(start_s, end_s, stable=stable, canary=canary).validated()
