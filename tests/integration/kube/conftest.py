@@ -170,6 +170,7 @@ def sample_predictor(image_tag: str = "v1") -> JSON:
         "minReplicas": 1,
         "maxReplicas": 3,
         "model": {
+            "name": "kserve-container",  # required by the CRD inside spec.canary[].predictor
             "modelFormat": {"name": "sklearn"},
             "storageUri": f"gs://kfserving-examples/models/sklearn/1.0/model-{image_tag}",
             "resources": {
