@@ -101,7 +101,7 @@ class SimulationResult:
         }
 
 
-def _outcome(phase: Phase) -> str:
+def outcome_of(phase: Phase) -> str:
     return {
         Phase.PROMOTED: "promoted",
         Phase.ROLLED_BACK: "rolled_back",
@@ -383,7 +383,7 @@ def simulate(
         results.append(
             RunResult(
                 seed=seed,
-                outcome=_outcome(st.phase),
+                outcome=outcome_of(st.phase),
                 decided_at_s=st.decided_at
                 if st.phase.terminal
                 else (None if st.phase is not Phase.PAUSED else _paused_at(last_decision[r])),

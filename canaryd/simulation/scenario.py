@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from datetime import datetime
 from pathlib import Path
@@ -240,7 +241,7 @@ class Scenario(_Model):
         if isinstance(v, list):
             if not v:
                 raise ValueError("expected at least one bucket boundary")
-            if any(b <= a for a, b in zip(v, v[1:], strict=False)):
+            if any(b <= a for a, b in itertools.pairwise(v)):
                 raise ValueError("bucket boundaries must increase")
         return v
 

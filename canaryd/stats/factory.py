@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from canaryd.policy.model import CanaryPolicy, Metric
 from canaryd.stats.judge import Judge
 from canaryd.stats.sequential import SequentialErrorsJudge, SequentialLatencyJudge
@@ -22,9 +24,40 @@ def build_judge(metric: Metric, alpha: float) -> Judge:
                 metric.critical,
             )
         raise ValueError(f"the sequential judge needs counts; {metric.kind!r} gives none")
+    return _classic(metric, alpha)
+
+
+def _classic(metric: Metric, alpha: float) -> Judge:
+    """Classic (fixed-horizon) judges, mapped from the policy's fields."""
     from canaryd.stats.classic import make_classic_judge
 
-    return make_classic_judge(metric, alpha)
+    common: dict[str, Any] = {
+        "metric": metric.name,
+        "kind": metric.kind,
+        "critical": metric.critical,
+        "quantiles": tuple(metric.quantiles),
+        "custom_name": metric.name if metric.kind == "custom" else None,
+    }
+    if metric.judge == "threshold":
+        return make_classic_judge(
+            "threshold",
+            **common,
+            min=metric.min,
+            max=metric.max,
+            failure_limit=metric.failure_limit,
+        )
+    common["min_intervals"] = metric.min_intervals
+    if metric.judge == "mann-whitney":
+        # Kayenta's semantics: its own tolerance and confidence; allowed increase = tolerance.
+        return make_classic_judge(
+            "mann-whitney",
+            **common,
+            confidence=metric.confidence,
+            effect_size_thresholds=(1.0, 1.0 + metric.tolerance),
+        )
+    if metric.judge == "welch-t":
+        return make_classic_judge("welch-t", **common, alpha=alpha, tolerance=metric.tolerance)
+    return make_classic_judge(metric.judge, **common, alpha=alpha)
 
 
 def build_judges(policy: CanaryPolicy) -> list[Judge]:

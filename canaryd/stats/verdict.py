@@ -83,7 +83,7 @@ class Verdict:
         """One line a person reads in an Event or a log."""
         parts = [f"{self.metric}: {self.status.value}"]
         if self.estimate is not None:
-            est = f"ratio {self.estimate:.3g}"
+            est = f"estimate {self.estimate:.3g}"
             if self.interval is not None:
                 est += f" [{self.interval[0]:.3g}, {self.interval[1]:.3g}]"
             parts.append(est)
