@@ -12,6 +12,7 @@ from canaryd.errors import InputError, Problem
 from canaryd.policy.lint import lint
 from canaryd.policy.loader import LoadedPolicy, load_policy_file, policy_files
 from canaryd.policy.model import policy_json_schema
+from canaryd.simulation.commands import replay_cmd, simulate_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,6 +85,9 @@ def schema() -> None:
 from canaryd.metrics.analyze import analyze  # noqa: E402
 
 main.add_command(analyze)
+
+main.add_command(simulate_cmd)
+main.add_command(replay_cmd)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
