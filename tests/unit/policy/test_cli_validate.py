@@ -8,7 +8,7 @@ from click.testing import CliRunner, Result
 
 from canaryd.cli import main
 
-from .conftest import BASE, POLICIES, needs_resolved, variant
+from .support import BASE, POLICIES, variant
 
 
 def validate(*args: str | Path) -> Result:
@@ -23,14 +23,12 @@ def write(directory: Path, name: str, text: str) -> Path:
     return path
 
 
-@needs_resolved
 def test_shipped_policies_are_valid() -> None:
     result = validate(POLICIES)
     assert result.exit_code == 0, result.output
     assert result.stdout.endswith("policies: 0 error(s), 0 warning(s)\n")
 
 
-@needs_resolved
 def test_shipped_policies_are_valid_strict() -> None:
     result = validate("--strict", POLICIES)
     assert result.exit_code == 0, result.output
@@ -48,7 +46,6 @@ def test_every_example_file_is_read() -> None:
     ]
 
 
-@needs_resolved
 def test_valid_file_exits_0(tmp_path: Path) -> None:
     f = write(tmp_path, "ok.yaml", BASE)
     result = validate(f)
@@ -78,7 +75,6 @@ CLASSIC = variant(
 )  # metrics[1] (latency) re-run every 1m: valid, but not peeking-safe
 
 
-@needs_resolved
 def test_warning_exits_0_without_strict(tmp_path: Path) -> None:
     f = write(tmp_path, "classic.yaml", CLASSIC)
     result = validate(f)
@@ -91,7 +87,6 @@ def test_warning_exits_0_without_strict(tmp_path: Path) -> None:
     )
 
 
-@needs_resolved
 def test_warning_exits_1_with_strict(tmp_path: Path) -> None:
     f = write(tmp_path, "classic.yaml", CLASSIC)
     result = validate("--strict", f)
@@ -99,7 +94,6 @@ def test_warning_exits_1_with_strict(tmp_path: Path) -> None:
     assert "not peeking-safe" in result.stdout
 
 
-@needs_resolved
 def test_other_warnings(tmp_path: Path) -> None:
     text = variant("minDwell: 5m", "minDwell: 30s").replace(
         "  promotion:", "  noData:\n    timeout: 30s\n  onFailure: pause\n  promotion:"
@@ -122,7 +116,6 @@ def test_other_warnings(tmp_path: Path) -> None:
     ]
 
 
-@needs_resolved
 def test_duplicate_targets_across_files(tmp_path: Path) -> None:
     write(tmp_path, "a.yaml", BASE)
     write(tmp_path, "sub/b.yml", "# same target, other name\n" + variant("name: demo", "name: b"))

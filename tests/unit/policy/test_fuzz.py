@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from canaryd.errors import InputError, PolicyError
 from canaryd.policy.loader import load_policies_text
 
-from .conftest import BASE, POLICIES
+from .support import BASE, POLICIES
 
 SEEDS = [BASE] + [p.read_text(encoding="utf-8") for p in sorted(POLICIES.glob("*.yaml"))]
 

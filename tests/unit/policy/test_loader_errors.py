@@ -1,6 +1,6 @@
 """Every class of bad policy input gives one exact, located message line.
 
-The line and column in each expectation can be read off ``BASE`` in conftest.py.
+The line and column in each expectation can be read off ``BASE`` in support.py.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from canaryd.errors import InputError, PolicyError
 from canaryd.policy.loader import load_policies_text, load_policy_file
 
-from .conftest import BASE, variant
+from .support import BASE, variant
 
 CUSTOM_NO_QUERY = variant(
     "      - name: latency\n",

@@ -7,7 +7,7 @@ import pytest
 from canaryd.policy.loader import load_policies_text
 from canaryd.policy.model import CanaryPolicy, Steps
 
-from .conftest import BASE, needs_resolved, variant
+from .support import BASE, variant
 
 MINIMAL = """\
 apiVersion: canaryd.io/v1alpha1
@@ -70,7 +70,6 @@ def test_custom_metric_tolerance_defaults_to_zero() -> None:
     assert _load(text).spec.analysis.metrics[1].tolerance == 0.0
 
 
-@needs_resolved
 def test_resolved_fills_step_defaults() -> None:
     steps = Steps.model_validate(
         {"weights": [{"weight": 5, "minDwell": "2m"}, 20], "minDwell": "5m", "minCanaryRequests": 7}
@@ -81,7 +80,6 @@ def test_resolved_fills_step_defaults() -> None:
     ]
 
 
-@needs_resolved
 def test_resolved_step_weight_ends_at_max_weight() -> None:
     steps = Steps.model_validate({"stepWeight": 20, "maxWeight": 50})
     assert [s.weight for s in steps.resolved()] == [20, 40, 50]

@@ -10,7 +10,7 @@ import yaml
 
 from canaryd.policy.model import policy_json_schema
 
-from .conftest import POLICIES
+from .support import POLICIES
 
 SCHEMA_FILE = POLICIES / "schema.json"
 

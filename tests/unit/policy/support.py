@@ -1,13 +1,8 @@
-"""Shared helpers for the policy tests."""
+"""Shared helpers for the policy tests (a plain module, not a conftest: tests import it)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import pytest
-from pydantic import ValidationError
-
-from canaryd.policy.model import Steps
 
 REPO = Path(__file__).resolve().parents[3]
 POLICIES = REPO / "policies"
@@ -47,25 +42,3 @@ def variant(old: str, new: str, base: str = BASE) -> str:
     """BASE with the one occurrence of ``old`` replaced by ``new``."""
     assert base.count(old) == 1, f"{old!r} must occur exactly once"
     return base.replace(old, new)
-
-
-def _resolved_is_broken() -> bool:
-    # Steps.resolved() builds Step(min_dwell=<float seconds>), and the Duration validator
-    # refuses bare numbers, so it raises for every policy (see the report of the policy-examples
-    # change). 'canaryd validate' calls it through lint() for every valid policy and crashes.
-    try:
-        Steps(weights=[10]).resolved()
-    except ValidationError:
-        return True
-    return False
-
-
-RESOLVED_BROKEN = _resolved_is_broken()
-
-needs_resolved = pytest.mark.xfail(
-    RESOLVED_BROKEN,
-    reason="model.py bug: Steps.resolved() re-validates float min_dwell as a duration string",
-    raises=ValidationError,
-    strict=True,
-)
-"""For tests that lint a valid policy. They run normally as soon as Steps.resolved() works."""
