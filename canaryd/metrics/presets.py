@@ -43,8 +43,8 @@ Presets (the defaults below are what the projects export out of the box):
 
 Counter resets: ``increase()`` silently compensates for a reset, which undercounts whatever
 happened between the last scrape before the reset and the reset. For the built-in presets a
-fourth query, ``sum by (...) (resets({__name__=~"<counters>", ...}[window]))``, counts resets of
-every counter involved; a rollout with a reset in the window is no-data ("counter reset"). The
+fourth query, ``sum by (...) (resets(<counter>{...}[window]))`` for every counter involved
+(joined with ``or``, each tagged by a ``canaryd_counter`` label), counts resets; a rollout with a reset in the window is no-data ("counter reset"). The
 custom preset has no reset detection (its templates are opaque).
 """
 
@@ -291,8 +291,13 @@ def build_queries(
         # `or 0 * requests`: a revision that served requests but never failed has no error
         # series at all; this gives it an explicit 0, so a missing answer always means no data.
         errors_q = f"{inc(err_metric, err_sel, by)} or (0 * {requests_q})"
-    names = promql_string("|".join(regex_quote(c) for c in counters))
-    resets_q = f"sum by ({by}) (resets({{__name__=~{names}, {sel}}}[{window}]))"
+    # One `resets()` per counter, told apart by a label: resets() drops the metric name, and
+    # e.g. kserve's _count and errors counter share every other label (a labelset clash).
+    resets_q = " or ".join(
+        f"label_replace(sum by ({by}) (resets({c}{{{sel}}}[{window}])), "
+        f'"canaryd_counter", "{c}", "", "")'
+        for c in counters
+    )
     return QuerySet(
         preset=source.preset,
         version_label=vl,
