@@ -18,6 +18,9 @@ from canaryd.simulation.engine import RunResult, SimulationResult, Trace, outcom
 from canaryd.simulation.scenario import load_scenario
 
 
+_Sample = tuple[float, list[float], list[float], list[float], list[float]]
+
+
 def _fail(exc: InputError) -> None:
     for p in exc.problems:
         click.echo(str(p), err=True)
@@ -109,7 +112,7 @@ def simulate_cmd(
         _fail(exc)
         return
     sink = None
-    samples: list[tuple[float, list[float], list[float], list[float], list[float]]] = []
+    samples: list[_Sample] = []
     if openmetrics_path is not None:
 
         def sink(t, req, err, hs, hc):  # type: ignore[no-untyped-def]
@@ -163,8 +166,8 @@ def simulate_cmd(
 
 def _write_openmetrics(
     path: Path,
-    samples: list,
-    bounds: tuple[float, ...],  # type: ignore[type-arg]
+    samples: list[_Sample],
+    bounds: tuple[float, ...],
     policy: CanaryPolicy,
 ) -> None:
     from canaryd.metrics.openmetrics import TickSample, write_openmetrics

@@ -192,7 +192,7 @@ class SequentialLatencyJudge:
             return
         chosen: list[int] = []
         for q in self.quantiles:
-            k = nearest_boundary(layout, pend, q)
+            k = nearest_boundary(layout, pend.tolist(), q)
             if k is not None and k not in chosen:
                 chosen.append(k)
         if not chosen:
