@@ -99,12 +99,13 @@ def read_trace(path: str | Path, *, interval_s: float | None = None) -> list[Obs
             )
         else:
             bounds.append(b)
-    if bounds and bounds[-1] != math.inf:
+    if not problems and bounds and bounds[-1] != math.inf:
         bad(1, len(cols), "header", "the last bucket column must be le_inf")
     if problems:
         raise TraceError(problems)
 
     rows: dict[float, dict[str, tuple[int, VersionCounts]]] = {}
+    bad_times: set[float] = set()  # a row there was invalid: don't also report it missing
     for i, rec in enumerate(df.itertuples(index=False, name=None)):
         line = i + 2
         cells = ["" if isinstance(c, float) and math.isnan(c) else str(c).strip() for c in rec]
@@ -139,10 +140,13 @@ def read_trace(path: str | Path, *, interval_s: float | None = None) -> list[Obs
                 continue
             nums.append(v)
         if len(problems) > row_problems:
+            if math.isfinite(t):
+                bad_times.add(t)
             continue
         requests, errors, cum = nums[0], nums[1], tuple(nums[2:])
         if errors > requests:
             bad(line, 4, "errors", f"more errors ({errors:g}) than requests ({requests:g})")
+            bad_times.add(t)
             continue
         for k in range(1, len(cum)):
             if cum[k] < cum[k - 1]:
@@ -152,6 +156,7 @@ def read_trace(path: str | Path, *, interval_s: float | None = None) -> list[Obs
                     cols[4 + k],
                     f"buckets must be cumulative: {cum[k]:g} < {cum[k - 1]:g} in {cols[3 + k]}",
                 )
+                bad_times.add(t)
                 break
         else:
             at_t = rows.setdefault(t, {})
@@ -166,7 +171,7 @@ def read_trace(path: str | Path, *, interval_s: float | None = None) -> list[Obs
             at_t[version] = (line, VersionCounts(requests, errors, tuple(bounds), cum))
     for t, at_t in rows.items():
         for want in VERSIONS:
-            if want not in at_t:
+            if want not in at_t and t not in bad_times:
                 other = next(iter(at_t.values()))[0]
                 bad(other, 1, "t_seconds", f"t_seconds={t:g} has no {want} row")
     if problems:
