@@ -57,7 +57,8 @@ def _run_visible(request: pytest.FixtureRequest, args: list[str], timeout: int) 
     with capman.global_and_fixture_disabled():
         print(f"\n[kube fixture] $ {' '.join(args)}", file=sys.stderr, flush=True)
         try:
-            proc = subprocess.run(args, timeout=timeout, check=False, cwd=REPO)
+            env = {**os.environ, "CANARYD_ENVTEST_PARENT_PID": str(os.getpid())}
+            proc = subprocess.run(args, timeout=timeout, check=False, cwd=REPO, env=env)
         except subprocess.TimeoutExpired:
             pytest.fail(f"{' '.join(args)} did not finish within {timeout}s", pytrace=False)
         print(
