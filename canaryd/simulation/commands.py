@@ -17,7 +17,6 @@ from canaryd.simulation.defaults import default_policy
 from canaryd.simulation.engine import RunResult, SimulationResult, Trace, outcome_of, simulate
 from canaryd.simulation.scenario import load_scenario
 
-
 _Sample = tuple[float, list[float], list[float], list[float], list[float]]
 
 
@@ -27,7 +26,7 @@ def _fail(exc: InputError) -> None:
     sys.exit(1)
 
 
-def _policy_for(
+def policy_for(
     scenario_policy: str | None, name: str | None, base: Path, override: Path | None
 ) -> CanaryPolicy:
     if override is not None:
@@ -107,7 +106,7 @@ def simulate_cmd(
     """Run SCENARIO through the same controller and judges the daemon uses."""
     try:
         sc, base = load_scenario(scenario)
-        policy = _policy_for(sc.policy, policy_name or sc.policy_name, base, policy_path)
+        policy = policy_for(sc.policy, policy_name or sc.policy_name, base, policy_path)
     except InputError as exc:
         _fail(exc)
         return

@@ -15,6 +15,7 @@ cumulative information (the KL divergence summed over observations) reaches ``lo
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -65,7 +66,7 @@ def bucket_probabilities(bounds_ms: Sequence[float], cdf_ms: Sequence[float]) ->
     """Per-bucket probabilities from CDF values at each boundary (last bound +Inf)."""
     cdf = [float(c) for c in cdf_ms]
     cdf[-1] = 1.0
-    probs = [cdf[0]] + [b - a for a, b in zip(cdf, cdf[1:], strict=False)]
+    probs = [cdf[0]] + [b - a for a, b in itertools.pairwise(cdf)]
     if len(probs) != len(bounds_ms):
         raise ValueError("one CDF value per boundary expected")
     return probs

@@ -14,7 +14,11 @@ from canaryd.stats.ratio import RateRatioBatch
 from canaryd.stats.verdict import Status, Verdict
 
 MIN_SELECTION_REQUESTS = 30
-"""Stable requests needed before the latency boundaries are chosen from stable's histogram."""
+"""Fewest stable requests before the latency boundaries are chosen from stable's histogram."""
+SELECTION_TAIL_EVENTS = 10
+"""Stable requests slower than the highest quantile expected before choosing: a p99 boundary
+chosen from 30 requests is a guess (all of them are below it), so wait for ~10/(1-q)."""
+MAX_SELECTION_REQUESTS = 1000
 REPORT_QUANTILES = (0.5, 0.9, 0.99)
 
 
@@ -106,8 +110,8 @@ class SequentialLatencyJudge:
     """Latency, tested on exceedance counts above stable's quantile boundaries (peeking-safe).
 
     For each policy quantile q, the finite bucket boundary ``b`` where stable's cumulative
-    share is nearest q is chosen once, from stable data only, after ``MIN_SELECTION_REQUESTS``
-    stable requests; testing starts with the *next* interval, so the choice never peeks at the
+    share is nearest q is chosen once, from stable data only, after ``selection_requests``
+    stable requests (enough for ~10 to be slower than the highest quantile, at most 1000); testing starts with the *next* interval, so the choice never peeks at the
     canary. "Slower than b" is a count, tested with the rate-ratio e-process against
     ``rho0 = 1 + tolerance``. The e-values of the boundaries are averaged (an average of
     e-values is an e-value: no Bonferroni penalty).
@@ -146,6 +150,11 @@ class SequentialLatencyJudge:
         self.skipped: dict[str, int] = {}
         self.max_combined = 0.0
         """Running maximum of the averaged e-value: once crossed, the evidence stands."""
+
+    @property
+    def selection_requests(self) -> int:
+        tail = SELECTION_TAIL_EVENTS / (1.0 - max(self.quantiles))
+        return int(min(MAX_SELECTION_REQUESTS, max(MIN_SELECTION_REQUESTS, math.ceil(tail))))
 
     @property
     def _alpha_excess(self) -> float:
@@ -188,7 +197,7 @@ class SequentialLatencyJudge:
     def _select(self, layout: tuple[float, ...], s: np.ndarray) -> None:
         pend = np.asarray(self.pending_s) + s if self.pending_s else s
         self.pending_s = pend.tolist()
-        if pend[-1] < MIN_SELECTION_REQUESTS:
+        if pend[-1] < self.selection_requests:
             return
         chosen: list[int] = []
         for q in self.quantiles:
@@ -234,7 +243,7 @@ class SequentialLatencyJudge:
             why = (
                 "no comparable latency histograms: " + "; ".join(self.skipped)
                 if self.skipped and not self.pending_s
-                else f"waiting for {MIN_SELECTION_REQUESTS} stable requests to choose boundaries"
+                else f"waiting for {self.selection_requests} stable requests to choose boundaries"
             )
             return Verdict(status=Status.INCONCLUSIVE, reason=why, details=details, **base)
         e = self.engine
