@@ -148,13 +148,13 @@ def test_non_inferiority_criterion_and_max_duration() -> None:
     )
     ctrl = RolloutController(pol)
     _, st = ctrl.step(ctrl.new_state(), 0.0)
-    decisions, st = run(ctrl, st, 7200, s_err=20, c_err=20, n=1000)
+    _, st = run(ctrl, st, 7200, s_err=20, c_err=20, n=1000)
     assert st.phase is Phase.PROMOTED
     assert "shown no worse" in st.reason
     # Too little information to show it before maxDuration: pause for a human.
     ctrl = RolloutController(pol)
     _, st = ctrl.step(ctrl.new_state(), 0.0)
-    decisions, st = run(ctrl, st, 3600, s_err=1, c_err=1, n=100)
+    _decisions, st = run(ctrl, st, 3600, s_err=1, c_err=1, n=100)
     assert st.phase is Phase.PAUSED and "maxDuration" in st.reason
 
 
@@ -164,7 +164,7 @@ def test_minimum_detectable_effect_holds_or_pauses() -> None:
     )
     ctrl = RolloutController(pol)
     _, st = ctrl.step(ctrl.new_state(), 0.0)
-    decisions, st = run(ctrl, st, 1200, s_err=0, c_err=0, n=200)
+    _decisions, st = run(ctrl, st, 1200, s_err=0, c_err=0, n=200)
     assert st.phase is Phase.PAUSED and "not enough evidence" in st.reason
     need = ctrl.required_requests(pol.spec.analysis.metrics[0], 2.0, None, 50)
     assert 1_000 < need < math.inf
