@@ -77,8 +77,14 @@ def validate(paths: tuple[Path, ...], strict: bool, quiet: bool) -> None:
 
 
 @main.command()
-def schema() -> None:
-    """Print the JSON Schema of a CanaryPolicy document."""
+@click.option("--scenario", is_flag=True, help="The simulation scenario's schema instead.")
+def schema(scenario: bool) -> None:
+    """Print the JSON Schema of a CanaryPolicy document (or of a scenario)."""
+    if scenario:
+        from canaryd.simulation.scenario import scenario_json_schema
+
+        click.echo(json.dumps(scenario_json_schema(), indent=2, sort_keys=True, default=str))
+        return
     click.echo(json.dumps(policy_json_schema(), indent=2, sort_keys=True))
 
 
