@@ -135,3 +135,10 @@ def test_replay_trace(tmp_path: Path) -> None:
     doc = json.loads(out.output)
     assert doc["outcome"] == "rolled_back"
     assert doc["decided_at_s"] is not None and doc["steps"][-1]["weight"] == 0
+
+
+def test_scenario_schema_file_is_current() -> None:
+    from canaryd.simulation.scenario import scenario_json_schema
+
+    expected = json.dumps(scenario_json_schema(), indent=2, sort_keys=True, default=str) + "\n"
+    assert (SIM / "schema.json").read_text() == expected, "run: canaryd schema --scenario"
