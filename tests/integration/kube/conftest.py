@@ -7,6 +7,7 @@ A failed build or start FAILS the session; these tests never skip for a missing 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
@@ -54,7 +55,8 @@ def _run_visible(request: pytest.FixtureRequest, args: list[str], timeout: int) 
     """Run a command with pytest's capture off, so build/start progress reaches the terminal."""
     capman = request.config.pluginmanager.getplugin("capturemanager")
     started = time.monotonic()
-    with capman.global_and_fixture_disabled():
+    quiet = capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
+    with quiet:
         print(f"\n[kube fixture] $ {' '.join(args)}", file=sys.stderr, flush=True)
         try:
             env = {**os.environ, "CANARYD_ENVTEST_PARENT_PID": str(os.getpid())}
@@ -82,9 +84,17 @@ def crd_dir() -> Path:
     return REPO / "tests" / "fixtures" / "crds"
 
 
+def as_json(value: object) -> JSON:
+    """CustomObjectsApi returns ``object``; it is a decoded JSON object."""
+    assert isinstance(value, dict), type(value)
+    return value
+
+
 def _established(api: k8s.CustomObjectsApi, name: str) -> bool:
-    crd = api.get_cluster_custom_object(
-        "apiextensions.k8s.io", "v1", "customresourcedefinitions", name
+    crd = as_json(
+        api.get_cluster_custom_object(
+            "apiextensions.k8s.io", "v1", "customresourcedefinitions", name
+        )
     )
     conditions = (crd.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
@@ -195,23 +205,22 @@ def create_isvc(kube: KubeEnv, namespace: str, name: str, spec: JSON) -> JSON:
         },
         "spec": spec,
     }
-    created: JSON = kube.custom.create_namespaced_custom_object(*ISVC[:2], namespace, ISVC[2], body)
-    return created
+    return as_json(kube.custom.create_namespaced_custom_object(*ISVC[:2], namespace, ISVC[2], body))
 
 
 def set_isvc_status(kube: KubeEnv, namespace: str, name: str, status: JSON) -> JSON:
     """Play KServe's controller: write the status subresource."""
-    obj = kube.custom.get_namespaced_custom_object(*ISVC[:2], namespace, ISVC[2], name)
+    obj = get_isvc(kube, namespace, name)
     obj["status"] = status
-    out: JSON = kube.custom.replace_namespaced_custom_object_status(
-        *ISVC[:2], namespace, ISVC[2], name, obj
+    return as_json(
+        kube.custom.replace_namespaced_custom_object_status(
+            *ISVC[:2], namespace, ISVC[2], name, obj
+        )
     )
-    return out
 
 
 def get_isvc(kube: KubeEnv, namespace: str, name: str) -> JSON:
-    out: JSON = kube.custom.get_namespaced_custom_object(*ISVC[:2], namespace, ISVC[2], name)
-    return out
+    return as_json(kube.custom.get_namespaced_custom_object(*ISVC[:2], namespace, ISVC[2], name))
 
 
 def without_path(obj: Any, path: tuple[str | int, ...]) -> Any:
@@ -224,7 +233,7 @@ def without_path(obj: Any, path: tuple[str | int, ...]) -> Any:
         except (KeyError, IndexError, TypeError):
             return out
     if isinstance(node, dict):
-        node.pop(path[-1], None)  # type: ignore[arg-type]
+        node.pop(path[-1], None)
     return out
 
 
@@ -232,7 +241,7 @@ def rv(obj: JSON) -> str:
     return str(obj["metadata"]["resourceVersion"])
 
 
-class ConcurrentWriter(k8s.CustomObjectsApi):  # type: ignore[misc]
+class ConcurrentWriter(k8s.CustomObjectsApi):
     """Wraps CustomObjectsApi: before the router's first patch lands, ``bump`` runs through a
     second client (a real concurrent write), so the router's resourceVersion is stale and the
     apiserver answers 409."""

@@ -31,7 +31,7 @@ OTHER_NS = "not-watched"
 
 
 def _docs() -> list[tuple[Path, JSON]]:
-    out = []
+    out: list[tuple[Path, JSON]] = []
     for path in sorted(DEPLOY.glob("*.yaml")):
         if path.name == "kustomization.yaml":
             continue
@@ -138,7 +138,8 @@ def deployed(kube: KubeEnv) -> Iterator[Deployed]:
     )
     assert token_request.status is not None and token_request.status.token
     sa_client = bearer_token_client(kube.host, token_request.status.token, str(kube.ca_file))
-    yield Deployed(sa_client, results, list(token_request.spec.audiences or []))
+    audiences = token_request.spec.audiences if token_request.spec else None
+    yield Deployed(sa_client, results, list(audiences or []))
     sa_client.close()
 
 

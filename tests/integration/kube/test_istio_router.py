@@ -11,7 +11,7 @@ from canaryd.errors import NotFoundError, RoutingError
 from canaryd.kube import raw_request
 from canaryd.routing.istio import IstioRouter
 
-from .conftest import ConcurrentWriter, KubeEnv, rv
+from .conftest import ConcurrentWriter, KubeEnv, as_json, rv
 
 pytestmark = pytest.mark.integration
 
@@ -72,17 +72,19 @@ def _create_vs(
         "metadata": meta,
         "spec": spec,
     }
-    out: dict = kube.custom.create_namespaced_custom_object(
-        "networking.istio.io", "v1", namespace, "virtualservices", body
+    return as_json(
+        kube.custom.create_namespaced_custom_object(
+            "networking.istio.io", "v1", namespace, "virtualservices", body
+        )
     )
-    return out
 
 
 def _get_vs_bytes(kube: KubeEnv, namespace: str, name: str) -> dict:
-    out: dict = kube.custom.get_namespaced_custom_object(
-        "networking.istio.io", "v1", namespace, "virtualservices", name
+    return as_json(
+        kube.custom.get_namespaced_custom_object(
+            "networking.istio.io", "v1", namespace, "virtualservices", name
+        )
     )
-    return out
 
 
 def _weights(obj: dict) -> tuple[int, int]:
