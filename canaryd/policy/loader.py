@@ -6,6 +6,7 @@ Pydantic's error locations are then walked back through the node tree to the exa
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,8 @@ def _locate(root: yaml.Node, loc: Iterable[int | str]) -> tuple[yaml.Node, bool]
 
 def _key_node(root: yaml.Node, loc: list[int | str]) -> yaml.Node | None:
     """For an unknown-field error, the key itself is the place to point at."""
+    if not loc:
+        return None
     parent, found = _locate(root, loc[:-1])
     if found and isinstance(parent, yaml.MappingNode):
         for key_node, _ in parent.value:
@@ -111,9 +114,16 @@ def _format_path(loc: Iterable[int | str]) -> str:
     return out
 
 
+_PYDANTIC_STEP = re.compile(
+    r"^(function-(before|after|wrap|plain)|tagged-union|union|chain|lax-or-strict|"
+    r"json-or-python|nullable|default|model|list|dict)\[.*\]$"
+)
+
+
 def _clean_loc(loc: tuple[int | str, ...]) -> list[int | str]:
-    # pydantic inserts validator names (e.g. "function-before[_step()]") and union tags.
-    return [p for p in loc if isinstance(p, int) or ("[" not in p and "(" not in p)]
+    # pydantic inserts validator names (e.g. "function-before[_step()]") and union tags into
+    # locations; user keys (even odd ones like "0[") are kept.
+    return [p for p in loc if isinstance(p, int) or not _PYDANTIC_STEP.match(p)]
 
 
 def _message(err: dict[str, Any]) -> tuple[list[str], str]:

@@ -135,7 +135,7 @@ def _step(v: Any) -> Any:
     return v
 
 
-StepItem = Annotated[Step, BeforeValidator(_step)]
+StepItem = Annotated[Step, BeforeValidator(_step, json_schema_input_type=int | Step)]
 
 
 class Steps(_Model):
