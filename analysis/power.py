@@ -1,0 +1,352 @@
+"""Power: detection rate and delay of the sequential judges, against the two-sample floor.
+
+Run: ``.venv/bin/python analysis/power.py [--quick]``. Writes ``analysis/results/power.md``
+and ``.png``. Also a sensitivity table of the rollback prior's scale (``Grid.make(alt_scale)``).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import studylib as c
+
+from canaryd.stats.bounds import interval_information, two_sample_floor
+from canaryd.stats.ratio import ALT_SCALE
+
+ALPHA = 0.01
+RPS = 20.0
+P_STABLE = 0.005
+HORIZON = 120
+SEED = 7_2026
+STABLE_LAT = c.lognormal(80, 0.5, "knative")
+CREEP_END = 3.0  # the canary error ratio grows linearly from 1 to this over the horizon
+ALT_SCALES = (0.25, 0.35, 0.5, 0.7, 1.0, 2.0)
+FLOOR_MULTIPLE = 4.0  # small effects run until 4x their floor is expected (at least HORIZON)
+
+
+@dataclass
+class Effect:
+    name: str
+    kind: str  # errors | latency | tail | creep
+    tolerance: float
+    ratio: float = 1.0  # errors: canary/stable error ratio
+    canary_lat: c.LatencyDist | None = None
+    floor_boundary: str = ""  # latency: "p50" or "p99"
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def effects() -> list[Effect]:
+    out = [Effect(f"errors x{r:g}", "errors", 0.0, r) for r in (1.5, 2.0, 3.0)]
+    out += [Effect(f"errors x{r:g} (tol 0.2)", "errors", 0.2, r) for r in (1.4, 2.0, 3.0)]
+    out += [
+        Effect(
+            f"latency median +{d}%",
+            "latency",
+            0.0,
+            canary_lat=c.lognormal(80 * (1 + d / 100), 0.5, "knative"),
+            floor_boundary="p50",
+        )
+        for d in (5, 10, 25)
+    ]
+    out.append(
+        Effect(
+            "tail only: sigma 0.5 -> 0.8",
+            "tail",
+            0.0,
+            canary_lat=c.lognormal(80, 0.8, "knative"),
+            floor_boundary="p99",
+        )
+    )
+    out.append(Effect(f"slow creep x1 -> x{CREEP_END:g} over {HORIZON} min", "creep", 0.0))
+    return out
+
+
+def creep_ratio(t_n: int) -> np.ndarray:
+    return 1.0 + (CREEP_END - 1.0) * (np.arange(t_n) + 1) / t_n
+
+
+def creep_floor(schedule: list[tuple[float, float]], ratios: np.ndarray, alpha: float) -> float:
+    """Two-sample floor with a ratio that changes per interval (interpolated in the interval)."""
+    target = math.log(1 / alpha)
+    info = canary = 0.0
+    for (n_s, n_c), r in zip(schedule, ratios, strict=True):
+        gain = interval_information(n_s, n_c, P_STABLE, float(r), 1.0)
+        if info + gain >= target:
+            return canary + n_c * (target - info) / gain
+        info += gain
+        canary += n_c
+    return math.inf
+
+
+def floor_of(e: Effect, w: np.ndarray) -> float:
+    sched = c.expected_schedule(RPS, w)
+    if e.kind == "errors":
+        return two_sample_floor(sched, P_STABLE, e.ratio, ALPHA, 1 + e.tolerance)
+    if e.kind == "creep":
+        return creep_floor(sched, creep_ratio(len(w)), ALPHA)
+    assert e.canary_lat is not None
+    ks = STABLE_LAT.boundaries()
+    k = ks[0] if e.floor_boundary == "p50" else ks[1]
+    ps = 1 - STABLE_LAT.cdf()[k]
+    pc = 1 - e.canary_lat.cdf()[k]
+    e.extra = {"boundary_ms": STABLE_LAT.bounds[k], "p_stable": ps, "rho1": pc / ps}
+    return two_sample_floor(sched, ps, pc / ps, ALPHA, 1.0)
+
+
+def traffic(e: Effect, rollouts: int, w: np.ndarray, seed: int) -> c.Traffic:
+    rng = np.random.default_rng(seed)
+    tr = c.gen_requests(rng, rollouts, RPS, w)
+    if e.kind == "errors":
+        return c.gen_errors(rng, tr, P_STABLE, P_STABLE * e.ratio)
+    if e.kind == "creep":
+        return c.gen_errors(rng, tr, P_STABLE, P_STABLE * creep_ratio(len(w)))
+    assert e.canary_lat is not None
+    return c.gen_latency(rng, tr, STABLE_LAT, e.canary_lat)
+
+
+def crossing(e: Effect, tr: c.Traffic, alt_scale: float | None = None) -> np.ndarray:
+    if e.kind in ("errors", "creep"):
+        return c.errors_crossing(tr, 1 + e.tolerance, ALPHA, alt_scale)
+    return c.latency_crossing(tr, STABLE_LAT.boundaries(), 1 + e.tolerance, ALPHA, alt_scale)
+
+
+@dataclass
+class Row:
+    effect: Effect
+    rollouts: int
+    detected: int
+    median_requests: float
+    q25: float
+    q75: float
+    median_minutes: float
+    floor: float
+    alt_scale: float
+    floor_end: float  # expected canary requests at the end of the interval holding the floor
+    horizon: int
+    detected_120: int
+
+    @property
+    def detection_120(self) -> float:
+        return self.detected_120 / self.rollouts
+
+    @property
+    def ratio_end(self) -> float:
+        return self.median_requests / self.floor_end
+
+    @property
+    def detection(self) -> float:
+        return self.detected / self.rollouts
+
+    @property
+    def ratio(self) -> float:
+        return self.median_requests / self.floor
+
+
+def horizon_for(e: Effect) -> int:
+    """HORIZON, or longer when the floor lies beyond it: until FLOOR_MULTIPLE x floor."""
+    if e.kind == "creep":
+        return HORIZON
+    w = c.weights("steps", 10 * HORIZON)
+    cum = np.cumsum([n_c for _, n_c in c.expected_schedule(RPS, w)])
+    f = floor_of(e, c.weights("steps", HORIZON))
+    need = int(np.searchsorted(cum, FLOOR_MULTIPLE * f)) + 1
+    return max(HORIZON, min(need, 10 * HORIZON))
+
+
+def measure(
+    e: Effect, rollouts: int, seed: int, alt_scale: float | None = None, horizon: int | None = None
+) -> Row:
+    horizon = horizon_for(e) if horizon is None else horizon
+    w = c.weights("steps", horizon)
+    tr = traffic(e, rollouts, w, seed)
+    when = crossing(e, tr, alt_scale)
+    req = c.canary_at(tr, when)
+    det = req[~np.isnan(req)]
+    mins = when[when >= 0] + 1
+    q = np.percentile(det, [25, 50, 75]) if det.size else [math.nan] * 3
+    floor = floor_of(e, w)
+    cum = np.cumsum([n_c for _, n_c in c.expected_schedule(RPS, w)])
+    i = int(np.searchsorted(cum, floor - 1e-9))
+    floor_end = float(cum[min(i, len(cum) - 1)])
+    return Row(
+        e,
+        rollouts,
+        int(det.size),
+        float(q[1]),
+        float(q[0]),
+        float(q[2]),
+        float(np.median(mins)) if mins.size else math.nan,
+        floor,
+        ALT_SCALE if alt_scale is None else alt_scale,
+        floor_end,
+        horizon,
+        int(np.sum((when >= 0) & (when < HORIZON))),
+    )
+
+
+def run(rollouts: int, seed: int = SEED) -> list[Row]:
+    return [measure(e, rollouts, seed + i) for i, e in enumerate(effects())]
+
+
+def prior_study(rollouts: int, seed: int = SEED + 100) -> list[Row]:
+    es = [e for e in effects() if e.kind in ("errors", "latency") and e.tolerance == 0]
+    return [measure(e, rollouts, seed + i, s) for i, e in enumerate(es) for s in ALT_SCALES]
+
+
+def write(rows: list[Row], prior: list[Row], rollouts: int, prior_n: int, secs: float) -> str:
+    table = []
+    for r in rows:
+        e = r.effect
+        target_det = e.kind != "errors" or e.ratio - 1 >= 2 * e.tolerance - 1e-9
+        table.append(
+            [
+                e.name,
+                f"{e.tolerance:g}",
+                "yes" if target_det else "",
+                c.pct(r.detection_120, 1),
+                f"{r.horizon}",
+                f"{r.detected}/{r.rollouts}",
+                c.pct(r.detection, 1),
+                c.pct(c.cp_lower(r.detected, r.rollouts), 1),
+                f"{r.median_requests:.0f}",
+                f"{r.q25:.0f}-{r.q75:.0f}",
+                f"{r.median_minutes:.0f}",
+                f"{r.floor:.0f}",
+                f"**{r.ratio:.2f}**" if e.kind in ("errors", "latency") else f"{r.ratio:.2f}",
+                f"{r.ratio_end:.2f}",
+            ]
+        )
+    ptab = []
+    for e_name in dict.fromkeys(r.effect.name for r in prior):
+        sub = [r for r in prior if r.effect.name == e_name]
+        ptab.append(
+            [e_name, f"{sub[0].floor:.0f}"]
+            + [f"{r.ratio:.2f} ({c.pct(r.detection, 1)})" for r in sub]
+        )
+    lat = [r for r in rows if r.effect.kind in ("latency", "tail")]
+    lat_txt = "; ".join(
+        f"{r.effect.name}: boundary {r.effect.extra['boundary_ms']:g} ms, stable share slower "
+        f"{r.effect.extra['p_stable']:.4f}, ratio {r.effect.extra['rho1']:.3f}"
+        for r in lat
+    )
+    return f"""# Power: detection and delay against the two-sample floor
+
+Setup: {rollouts} seeded rollouts per effect (seed {SEED}), {RPS:g} rps (Poisson per one-minute
+interval), canary weight 5 % -> 50 % by 5 points per interval then 50 %, horizon {HORIZON} intervals,
+alpha = {ALPHA}, judge evaluated after every interval. Errors: stable 0.5 %, canary 0.5 % x ratio
+(tolerance 0 tests rho0 = 1; tolerance 0.2 tests rho0 = 1.2 with ratios >= 2x the tolerance,
+i.e. >= 1.4). Latency: stable {STABLE_LAT.name} over knative buckets, canary as named; the latency
+judge averages the e-values at the boundaries nearest stable's p50 and p99 (80 ms and 250 ms, from the
+known stable CDF). Slow creep: the canary's error ratio grows linearly from 1 to {CREEP_END:g} over the
+horizon (per interval). Rollback prior: half-normal on log(rho/rho0), scale ALT_SCALE = {ALT_SCALE:g}
+(ratio.py default).
+
+**Floor** = `two_sample_floor` along the same expected schedule at the same alpha (and rho0): the
+canary requests at which the expected conditional information reaches log(1/alpha). For latency
+it is computed on the exceedance rate at the boundary named below (p50 for median shifts, p99 for
+the tail-only change): {lat_txt}. Creep: the same floor with the per-interval ratio.
+**Delay** = cumulative canary requests at the end of the interval in which the judge fails
+(decisions are only taken at interval ends, which adds up to one interval of canary requests -
+up to 600 at 50 % - to every delay; the floor is interpolated inside its interval).
+
+Targets: detection >= 99 % for regressions >= 2x the tolerance; median delay <= 2x the floor for
+error and median-latency shifts (bold). Wall time {secs:.0f} s.
+
+{c.md_table(["effect", "tolerance", ">= 2x tolerance", "detected in 120 min", "horizon (min)", "detected in horizon", "rate", "lower 95%", "median delay (canary req.)", "IQR", "median minutes", "floor (canary req.)", "delay / floor", "delay / floor at interval end"], table)}
+
+"horizon": {HORIZON} minutes, or longer for effects whose floor lies beyond it (until {FLOOR_MULTIPLE:g}x the
+floor of canary requests is expected; the rollout stays at 50 %). Delays and detection rates are
+over that horizon. "floor at interval end": the expected canary requests at the end of the interval
+in which the floor is reached - the earliest a per-interval decision can come (it matters when the
+floor is a fraction of one interval, as for latency +25 % and the tail change).
+
+## Sensitivity to the rollback prior's scale (`Grid.make(rho0, alt_scale=...)`)
+
+Median delay / floor (detection rate in brackets), {prior_n} rollouts per cell, same setup, tolerance 0.
+The prior scale does not affect validity (every mixture is an e-process); it moves power between
+small and large effects.
+
+{c.md_table(["effect", "floor"] + [f"alt_scale {s:g}" for s in ALT_SCALES], ptab)}
+"""
+
+
+def plot(rows: list[Row], prior: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 5))
+    names = [r.effect.name for r in rows]
+    y = np.arange(len(rows))
+    a1.barh(
+        y,
+        [r.ratio for r in rows],
+        color=[
+            "tab:blue"
+            if r.effect.kind == "errors"
+            else "tab:purple"
+            if r.effect.kind in ("latency", "tail")
+            else "tab:orange"
+            for r in rows
+        ],
+    )
+    a1.errorbar(
+        [r.ratio for r in rows],
+        y,
+        xerr=[[r.ratio - r.q25 / r.floor for r in rows], [r.q75 / r.floor - r.ratio for r in rows]],
+        fmt="none",
+        color="k",
+        lw=1,
+    )
+    for yi, r in zip(y, rows, strict=True):
+        a1.text(0.05, yi, f"det {c.pct(r.detection, 1)}", va="center", fontsize=7, color="w")
+    a1.axvline(2.0, color="red", ls="--", lw=1, label="target 2x floor")
+    a1.axvline(1.0, color="k", lw=1)
+    a1.set_yticks(y, names, fontsize=8)
+    a1.invert_yaxis()
+    a1.set_xlabel("median delay / two-sample floor (IQR bars)")
+    a1.legend(fontsize=8)
+    for e_name in dict.fromkeys(r.effect.name for r in prior):
+        sub = [r for r in prior if r.effect.name == e_name]
+        a2.plot([r.alt_scale for r in sub], [r.ratio for r in sub], "o-", label=e_name)
+    a2.axhline(2.0, color="red", ls="--", lw=1)
+    a2.set_xscale("log", base=2)
+    a2.set_xlabel("alt_scale of the half-normal prior on log(rho/rho0)")
+    a2.set_ylabel("median delay / floor")
+    a2.set_title("prior scale sensitivity")
+    a2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    quick = c.parse_quick(__doc__ or "")
+    rollouts = 300 if quick else 2000
+    prior_n = 200 if quick else 1000
+    t0 = time.perf_counter()
+    rows = run(rollouts)
+    prior = prior_study(prior_n)
+    secs = time.perf_counter() - t0
+    c.RESULTS.mkdir(exist_ok=True)
+    name = "power-quick" if quick else "power"
+    (c.RESULTS / f"{name}.md").write_text(
+        write(rows, prior, rollouts, prior_n, secs), encoding="utf-8"
+    )
+    plot(rows, prior, c.RESULTS / f"{name}.png")
+    for r in rows:
+        print(f"{r.effect.name:40s} det {r.detection:.3f}  delay/floor {r.ratio:.2f}")
+    print(f"wall {secs:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
