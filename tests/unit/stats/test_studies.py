@@ -1,0 +1,97 @@
+"""The studies in ``analysis/`` at reduced size: their targets, asserted with margins.
+
+Each test runs a study's core function seeded, so results are reproducible; the margins are
+several standard errors wide (expected values from the full-size runs in analysis/results/).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ANALYSIS = Path(__file__).resolve().parents[3] / "analysis"
+sys.path.insert(0, str(ANALYSIS))
+
+import baselines  # noqa: E402
+import calibration  # noqa: E402
+import early_promotion  # noqa: E402
+import power  # noqa: E402
+import studylib  # noqa: E402
+
+
+def test_aa_false_rollbacks_pooled_bound() -> None:
+    # 20 cells x 500 rollouts = 10,000 A/A rollouts, every-interval looks over 60 minutes.
+    cells = calibration.run_cells(
+        500,
+        horizon=60,
+        seed=5,
+        rps_list=(2.0, 20.0),
+        error_rates=(0.01, 0.05),
+        latencies=(studylib.lognormal(80, 0.5, "knative"),),
+        classic=False,
+    )
+    k, n, rate, upper = calibration.pooled(cells)
+    assert n == 10_000
+    assert upper <= 0.015, (k, n, rate, upper)
+    assert rate <= 0.01
+
+
+def test_repeated_z_test_inflates() -> None:
+    infl = calibration.looks_inflation(3000, seed=3)
+    # DESIGN.md: 14 % / 19 % / 25 % at 5 / 10 / 20 looks.
+    assert 0.10 < infl["z"][10] < 0.28
+    assert infl["z"][5] > 0.09
+    assert infl["z"][20] > infl["z"][10] > infl["z"][5]
+    assert infl["mw_raw"][10] > 0.10
+
+
+def _effect(name: str) -> power.Effect:
+    return next(e for e in power.effects() if e.name == name)
+
+
+def test_detection_and_delay_errors_x3() -> None:
+    row = power.measure(_effect("errors x3"), 1000, seed=21)
+    assert row.detection >= 0.99
+    assert row.ratio <= 2.0, row.ratio
+
+
+def test_delay_errors_x2_within_twice_the_floor() -> None:
+    row = power.measure(_effect("errors x2"), 1000, seed=22)
+    assert row.detection >= 0.99
+    assert row.ratio <= 2.0, row.ratio
+
+
+def test_floor_matches_design_example() -> None:
+    # DESIGN.md: 20 rps, 5 -> 50 % by 5 per minute, errors 0.5 % -> 1.5 %: about 960.
+    row_floor = power.floor_of(_effect("errors x3"), studylib.weights("steps", 120))
+    assert 900 < row_floor < 1020
+
+
+def test_baselines_canaryd_vs_repeated_z() -> None:
+    res = baselines.run(300, kayenta_rollouts=3, seed=9)
+    get = {(o.method, o.scenario): o for o in res}
+    seq, z = "canaryd sequential", "repeated z-test (5%)"
+    assert get[(z, "A/A")].rate > 0.2
+    assert get[(seq, "A/A")].rate <= 0.02
+    assert get[(seq, "errors x2")].rate >= 0.9
+    assert get[(seq, "latency median +25%")].rate >= 0.99
+
+
+def test_vectorized_histogram_quantile_matches_promql() -> None:
+    from canaryd.stats.histogram import histogram_quantile
+
+    d = studylib.lognormal(80, 0.5)
+    rng = np.random.default_rng(1)
+    h = rng.multinomial(rng.integers(0, 50, 200), d.probs())
+    got = studylib.histogram_quantile_v(0.99, d.bounds, h)
+    want = [histogram_quantile(0.99, d.bounds, np.cumsum(x)) for x in h]
+    np.testing.assert_allclose(got, want, equal_nan=True)
+
+
+def test_early_promotion_beats_fixed_schedule() -> None:
+    rows = early_promotion.run(40, seed=4, rps_list=(20.0, 200.0), min_requests=(5000,))
+    for row in rows:
+        assert row.promoted == 40
+        assert row.median_s < 0.9 * row.fixed_s, row
