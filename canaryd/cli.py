@@ -48,6 +48,20 @@ def validate(paths: tuple[Path, ...], strict: bool, quiet: bool) -> None:
         loaded.extend(got)
         for lp in got:
             warnings.extend(lint(lp))
+    names: dict[str, LoadedPolicy] = {}
+    for lp in loaded:
+        if lp.policy.name in names:
+            first = names[lp.policy.name]
+            errors.append(
+                Problem(
+                    lp.file,
+                    lp.line,
+                    None,
+                    "metadata.name",
+                    f"policy name {lp.policy.name!r} is already used ({first.file}:{first.line})",
+                )
+            )
+        names.setdefault(lp.policy.name, lp)
     seen: dict[tuple[str, str], LoadedPolicy] = {}
     for lp in loaded:
         t = lp.policy.spec.target
@@ -94,6 +108,18 @@ main.add_command(analyze)
 
 main.add_command(simulate_cmd)
 main.add_command(replay_cmd)
+
+from canaryd.daemon.commands import (  # noqa: E402
+    pause_cmd,
+    promote_cmd,
+    resume_cmd,
+    rollback_cmd,
+    run_cmd,
+    status_cmd,
+)
+
+for _cmd in (run_cmd, status_cmd, promote_cmd, rollback_cmd, pause_cmd, resume_cmd):
+    main.add_command(_cmd)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

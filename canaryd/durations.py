@@ -20,7 +20,10 @@ def parse_duration(text: str | int | float) -> float:
     s = text.strip()
     if not _WHOLE.match(s):
         raise ValueError(f"expected a duration such as '30s', '5m' or '2h', got {text!r}")
-    return sum(float(n) * _UNITS[u] for n, u in _PART.findall(s))
+    seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(s))
+    if not seconds < 1e12:
+        raise ValueError(f"duration {text!r} is too long")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

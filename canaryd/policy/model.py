@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import warnings
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -203,7 +204,10 @@ CLASSIC_JUDGES = frozenset({"mann-whitney", "ks", "welch-t", "chi-square", "thre
 
 
 class Metric(_Model):
-    name: str = Field(description="Unique metric name, used in verdicts, Events and reports.")
+    name: str = Field(
+        description="Unique metric name, used in verdicts, Events and reports.",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+    )
     kind: Literal["errors", "latency", "custom"]
     judge: JudgeName = Field("sequential", description="How canary is compared with stable.")
     max_relative_increase: float | None = Field(
@@ -297,6 +301,17 @@ class Source(_Model):
         None, description="Unit of the latency histogram (default per preset)."
     )
     queries: Queries | None = Field(None, description="custom: PromQL templates.")
+
+    @field_validator("error_codes")
+    @classmethod
+    def _regex(cls, v: str) -> str:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"expected a regular expression of response codes: {exc}") from None
+        return v
 
     @model_validator(mode="after")
     def _custom(self) -> Source:

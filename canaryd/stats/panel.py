@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from canaryd.observation import Observation
@@ -50,24 +50,55 @@ class JudgePanel:
 
     def __init__(self, policy: CanaryPolicy) -> None:
         self.judges: list[Judge] = build_judges(policy)
+        self._error_metrics = {m.name for m in policy.spec.analysis.metrics if m.kind == "errors"}
+        self.unmeasured: set[str] = set()
+        """Error metrics whose source reported that errors are not measured at all."""
 
     def observe(self, observation: Observation) -> str | None:
-        """Feed one interval; return the no-data reason when it could not be used."""
+        """Feed one interval; return the no-data reason when it could not be used.
+
+        A source that cannot measure errors (``extra["errors_measured"] == 0``, e.g. the
+        kserve preset without an error counter) reports zero errors; those zeros are not
+        evidence, so error judges are not fed and say so.
+        """
         obs = observation.validated()
         if not obs.usable:
             return obs.no_data_reason or "no data"
         assert obs.stable is not None and obs.canary is not None
+        blind = observation.extra.get("errors_measured", 1.0) == 0.0
         for judge in self.judges:
+            if blind and judge.metric in self._error_metrics:
+                self.unmeasured.add(judge.metric)
+                continue
             judge.update(obs.stable, obs.canary)
         return None
 
     def verdicts(self) -> list[Verdict]:
-        return [j.verdict() for j in self.judges]
+        out = []
+        for j in self.judges:
+            v = j.verdict()
+            if j.metric in self.unmeasured and v.status is not Status.FAIL:
+                v = replace(
+                    v,
+                    status=Status.INCONCLUSIVE,
+                    reason="the metric source does not measure errors for this preset "
+                    "(zeros are not evidence)",
+                )
+            out.append(v)
+        return out
 
     def state(self) -> dict[str, Any]:
-        return {j.metric: j.state() for j in self.judges}
+        doc: dict[str, Any] = {j.metric: j.state() for j in self.judges}
+        if self.unmeasured:
+            doc[_UNMEASURED] = sorted(self.unmeasured)
+        return doc
 
     def load_state(self, state: dict[str, Any]) -> None:
         for j in self.judges:
             if j.metric in state:
                 j.load_state(state[j.metric])
+        self.unmeasured = set(state.get(_UNMEASURED, ()))
+
+
+_UNMEASURED = "_unmeasured"
+"""Reserved key in the panel state (metric names are not allowed to start with '_')."""

@@ -199,3 +199,18 @@ def test_state_round_trip() -> None:
     assert again == st
     with pytest.raises(ValueError, match="version"):
         RolloutState.from_dict({**st.to_dict(), "version": 99})
+
+
+def test_unmeasured_errors_are_inconclusive_not_evidence() -> None:
+    """A source without an error counter reports zeros; they must never help a promotion."""
+    ctrl = RolloutController(policy())
+    _, st = ctrl.step(ctrl.new_state(), 0.0)
+    for t in range(60, 900, 60):
+        o = obs(float(t), s_err=0, c_err=0)
+        blind = Observation(o.start_s, o.end_s, o.stable, o.canary, extra={"errors_measured": 0.0})
+        d, st = ctrl.step(st, float(t), blind)
+    assert st.phase is Phase.PROGRESSING
+    assert d.action is Action.HOLD and "does not measure errors" in d.reason
+    again = RolloutState.from_dict(json.loads(json.dumps(st.to_dict())))
+    d2, _ = RolloutController(ctrl.policy).step(again, 960.0, None)
+    assert any("does not measure errors" in v.reason for v in d2.verdicts)

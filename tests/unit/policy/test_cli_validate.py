@@ -156,3 +156,30 @@ def test_missing_path(tmp_path: Path) -> None:
 def test_no_arguments_is_a_usage_error() -> None:
     result = CliRunner().invoke(main, ["validate"])
     assert result.exit_code == 2
+
+
+def test_policy_names_must_be_unique_across_files(tmp_path: Path) -> None:
+    doc = (
+        "apiVersion: canaryd.io/v1alpha1\nkind: CanaryPolicy\nmetadata: {{name: same}}\n"
+        "spec:\n  target: {{namespace: ns, inferenceService: {isvc}}}\n"
+    )
+    (tmp_path / "a.yaml").write_text(doc.format(isvc="one"))
+    (tmp_path / "b.yaml").write_text(doc.format(isvc="two"))
+    out = CliRunner().invoke(main, ["validate", str(tmp_path)])
+    assert out.exit_code == 1
+    assert (
+        f"{tmp_path / 'b.yaml'}:1: metadata.name: policy name 'same' is already used" in out.output
+    )
+
+
+def test_error_codes_must_be_a_regex(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: canaryd.io/v1alpha1\nkind: CanaryPolicy\nmetadata: {name: p}\n"
+        "spec:\n  target: {namespace: ns, inferenceService: m}\n"
+        "  analysis:\n    source: {errorCodes: '5[['}\n"
+    )
+    out = CliRunner().invoke(main, ["validate", str(tmp_path)])
+    assert out.exit_code == 1
+    assert "p.yaml:7:26: spec.analysis.source.errorCodes: expected a regular expression" in (
+        out.output
+    )
