@@ -150,7 +150,7 @@ def simulate_cmd(
         _fail(exc)
         return
     if openmetrics_path is not None:
-        _write_openmetrics(openmetrics_path, samples, sc.bounds_ms(), policy)
+        _write_openmetrics(openmetrics_path, samples, sc.bounds_ms(), policy, sc.start.timestamp())
     if report_dir is not None:
         from canaryd.simulation.report import write_report
 
@@ -168,13 +168,15 @@ def _write_openmetrics(
     samples: list[_Sample],
     bounds: tuple[float, ...],
     policy: CanaryPolicy,
+    epoch_s: float,
 ) -> None:
+    """Run 0's counters, timestamped from the scenario's ``start`` wall time."""
     from canaryd.metrics.openmetrics import TickSample, write_openmetrics
 
     ticks = []
     for t, req, err, hs, hc in samples:
-        ticks.append(TickSample(t, "stable", req[0], err[0], bounds, tuple(hs)))
-        ticks.append(TickSample(t, "canary", req[1], err[1], bounds, tuple(hc)))
+        ticks.append(TickSample(epoch_s + t, "stable", req[0], err[0], bounds, tuple(hs)))
+        ticks.append(TickSample(epoch_s + t, "canary", req[1], err[1], bounds, tuple(hc)))
     preset = policy.spec.analysis.source.preset
     with path.open("w", encoding="utf-8") as out:
         write_openmetrics(

@@ -142,3 +142,31 @@ def test_scenario_schema_file_is_current() -> None:
 
     expected = json.dumps(scenario_json_schema(), indent=2, sort_keys=True, default=str) + "\n"
     assert (SIM / "schema.json").read_text() == expected, "run: canaryd schema --scenario"
+
+
+@pytest.mark.integration
+def test_openmetrics_output_backfills_with_promtool(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is installed by scripts/install-prometheus"
+    om = tmp_path / "sim.om"
+    out = CliRunner().invoke(
+        main, ["simulate", str(SIM / "error-regression.yaml"), "--openmetrics", str(om)]
+    )
+    assert out.exit_code == 0, out.output
+    text = om.read_text()
+    assert text.endswith("# EOF\n")
+    assert 'response_code="500"' in text and "istio_request_duration_milliseconds_bucket" in text
+    # Timestamps start at the scenario's wall-clock start (2026-01-05T10:00Z).
+    assert " 1767607210\n" in text
+    done = subprocess.run(
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(om), str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert any((tmp_path / "data").iterdir())
