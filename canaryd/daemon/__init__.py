@@ -1,0 +1,1 @@
+"""The in-cluster daemon: reconciler (tick), leader election (Lease), HTTP probes, ``run``."""
