@@ -298,6 +298,7 @@ class Daemon:
         self._install_signals()
         scheduler = BackgroundScheduler(timezone="UTC")
         if self.elector is not None:
+            self.elector.try_acquire_or_renew()  # so the first tick does not wait a period
             scheduler.add_job(
                 self.elector.try_acquire_or_renew,
                 "interval",
@@ -305,7 +306,6 @@ class Daemon:
                 id="lease",
                 max_instances=1,
                 coalesce=True,
-                next_run_time=_now(),
             )
         scheduler.add_job(
             self.tick,

@@ -544,3 +544,71 @@ def test_daemon_serves_and_stops_on_sigterm(kube: KubeEnv, namespace: str, tmp_p
         f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/canaryd-leader",
     )
     assert lease["spec"]["holderIdentity"] == ""  # released on SIGTERM
+
+
+# -- least privilege -------------------------------------------------------------------------
+
+
+def test_the_daemon_needs_no_more_than_deploy_rbac(kube: KubeEnv, namespace: str) -> None:
+    """The deploy/rbac.yaml rules, bound to a ServiceAccount in a fresh namespace, are enough
+    for a whole rollout: LIST, status, state ConfigMap, Events, annotations, Lease."""
+    import yaml
+    from kubernetes import client as k8s
+
+    from canaryd.kube import bearer_token_client
+
+    docs = list(yaml.safe_load_all((REPO / "deploy" / "rbac.yaml").read_text()))
+    roles = [d for d in docs if d and d["kind"] == "Role"]
+    admin = kube.api_client
+    raw_request(
+        admin,
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts",
+        body={"metadata": {"name": "canaryd"}},
+    )
+    for role in roles:  # the watched-namespace Role and the Lease Role, both in `namespace`
+        name = role["metadata"]["name"]
+        raw_request(
+            admin,
+            "POST",
+            f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
+            body={"metadata": {"name": name}, "rules": role["rules"]},
+        )
+        raw_request(
+            admin,
+            "POST",
+            f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+            body={
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                "subjects": [{"kind": "ServiceAccount", "name": "canaryd", "namespace": namespace}],
+            },
+        )
+    token = k8s.CoreV1Api(admin).create_namespaced_service_account_token(
+        "canaryd",
+        namespace,
+        k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(audiences=[])),
+    )
+    assert token.status is not None and token.status.token
+    sa = bearer_token_client(kube.host, token.status.token, str(kube.ca_file))
+    make_isvc(kube, namespace, "m")
+    elector = LeaderElector(sa, namespace, "canaryd-0")
+    assert elector.try_acquire_or_renew() is True
+    rec = Reconciler(
+        [policy(namespace, "m")],
+        sa,
+        ScriptedSource(),
+        KubernetesStateStore(sa),
+        EventRecorder(sa, "canaryd-0"),
+    )
+    for t in (0.0, 60.0):
+        report = rec.tick(t)
+        assert report.errors == {} and report.conflicts == []
+    annotate(admin, namespace, "m", Manual.ROLLBACK)
+    report = rec.tick(70.0)
+    assert report.errors == {}
+    assert percent(kube, namespace, "m") == 0
+    assert ACTION_ANNOTATION not in isvc_annotations(kube, namespace, "m")
+    assert reasons(kube, namespace, "m") == ["CanaryStarted", "WeightChanged", "RolledBack"]
+    elector.release()
+    sa.close()
