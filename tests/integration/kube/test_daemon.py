@@ -612,3 +612,23 @@ def test_the_daemon_needs_no_more_than_deploy_rbac(kube: KubeEnv, namespace: str
     assert reasons(kube, namespace, "m") == ["CanaryStarted", "WeightChanged", "RolledBack"]
     elector.release()
     sa.close()
+
+
+def test_policies_reload_when_files_change(kube: KubeEnv, namespace: str, tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        make_isvc(kube, namespace, name)
+    (tmp_path / "a.yaml").write_text(policy_yaml(namespace, "a"))
+    # A mounted ConfigMap's timestamped copy: hidden, must not load the policy twice.
+    (tmp_path / "..2026_01_01").mkdir()
+    (tmp_path / "..2026_01_01" / "a.yaml").write_text(policy_yaml(namespace, "a"))
+    daemon = Daemon(RunConfig(policies=[tmp_path], port=0), api_client=kube.new_client())
+    assert [p.name for p in daemon.reconciler.policies] == ["a-policy"]
+    assert daemon.policy_set.problems == []
+    first = daemon.tick()
+    assert first is not None and list(first.decisions) == [RolloutKey(namespace, "a")]
+
+    (tmp_path / "b.yaml").write_text(policy_yaml(namespace, "b"))  # checked every tick
+    second = daemon.tick()
+    assert sorted(p.name for p in daemon.reconciler.policies) == ["a-policy", "b-policy"]
+    assert second is not None and RolloutKey(namespace, "b") in second.decisions
+    assert percent(kube, namespace, "b") == 10
