@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import studylib as c
 
 from canaryd.stats.bounds import interval_information, two_sample_floor
-from canaryd.stats.ratio import ALT_SCALE
+from canaryd.stats.ratio import ALT_SCALE, LATENCY_ALT_SCALE
 
 ALPHA = 0.01
 RPS = 20.0
@@ -185,7 +185,9 @@ def measure(
         float(q[2]),
         float(np.median(mins)) if mins.size else math.nan,
         floor,
-        ALT_SCALE if alt_scale is None else alt_scale,
+        (LATENCY_ALT_SCALE if e.kind in ("latency", "tail") else ALT_SCALE)
+        if alt_scale is None
+        else alt_scale,
         floor_end,
         horizon,
         int(np.sum((when >= 0) & (when < HORIZON))),
@@ -247,7 +249,7 @@ i.e. >= 1.4). Latency: stable {STABLE_LAT.name} over knative buckets, canary as 
 judge averages the e-values at the boundaries nearest stable's p50 and p99 (80 ms and 250 ms, from the
 known stable CDF). Slow creep: the canary's error ratio grows linearly from 1 to {CREEP_END:g} over the
 horizon (per interval). Rollback prior: half-normal on log(rho/rho0), scale ALT_SCALE = {ALT_SCALE:g}
-(ratio.py default).
+for errors and LATENCY_ALT_SCALE = {LATENCY_ALT_SCALE:g} for latency (ratio.py defaults).
 
 **Floor** = `two_sample_floor` along the same expected schedule at the same alpha (and rho0): the
 canary requests at which the expected conditional information reaches log(1/alpha). For latency

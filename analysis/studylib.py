@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
 
 from canaryd.simulation.scenario import ISTIO_BUCKETS_MS, KNATIVE_BUCKETS_MS  # noqa: E402
 from canaryd.stats.histogram import nearest_boundary  # noqa: E402
-from canaryd.stats.ratio import Grid, RateRatioBatch  # noqa: E402
+from canaryd.stats.ratio import LATENCY_ALT_SCALE, Grid, RateRatioBatch  # noqa: E402
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -235,7 +235,8 @@ def latency_crossing(
     assert tr.h_s is not None and tr.h_c is not None
     xs = [exceedances(tr.h_s, k) for k in ks]
     xc = [exceedances(tr.h_c, k) for k in ks]
-    return first_crossing(tr.n_s, xs, tr.n_c, xc, rho0, alpha, alt_scale)
+    scale = LATENCY_ALT_SCALE if alt_scale is None else alt_scale  # as SequentialLatencyJudge
+    return first_crossing(tr.n_s, xs, tr.n_c, xc, rho0, alpha, scale)
 
 
 def canary_at(tr: Traffic, when: IntArray) -> FloatArray:

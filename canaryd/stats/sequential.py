@@ -10,7 +10,7 @@ import numpy as np
 from canaryd.errors import HistogramLayoutError
 from canaryd.observation import VersionCounts
 from canaryd.stats.histogram import common_bounds, histogram_quantile, nearest_boundary, rebucket
-from canaryd.stats.ratio import RateRatioBatch
+from canaryd.stats.ratio import LATENCY_ALT_SCALE, Grid, RateRatioBatch
 from canaryd.stats.verdict import Status, Verdict
 
 MIN_SELECTION_REQUESTS = 30
@@ -151,6 +151,9 @@ class SequentialLatencyJudge:
         self.max_combined = 0.0
         """Running maximum of the averaged e-value: once crossed, the evidence stands."""
 
+    def _grid(self) -> Grid:
+        return Grid.make(1.0 + self.tolerance, alt_scale=LATENCY_ALT_SCALE)
+
     @property
     def selection_requests(self) -> int:
         tail = SELECTION_TAIL_EVENTS / (1.0 - max(self.quantiles))
@@ -208,7 +211,7 @@ class SequentialLatencyJudge:
             return
         self.layout = layout
         self.chosen = chosen
-        self.engine = RateRatioBatch(len(chosen), 1.0 + self.tolerance)
+        self.engine = RateRatioBatch(len(chosen), 1.0 + self.tolerance, self._grid())
         if self.omnibus:
             self.omni = RateRatioBatch(len(layout), 1.0)
         self.hist_s = [0.0] * len(layout)
@@ -360,7 +363,7 @@ class SequentialLatencyJudge:
         self.max_combined = float(state["max_combined"])
         self.engine = self.omni = None
         if state["engine"] is not None:
-            self.engine = RateRatioBatch(len(state["engine"]), 1.0 + self.tolerance)
+            self.engine = RateRatioBatch(len(state["engine"]), 1.0 + self.tolerance, self._grid())
             for r, rs in enumerate(state["engine"]):
                 self.engine.load_row_state(r, rs)
         if state["omni"] is not None:
