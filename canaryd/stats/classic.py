@@ -35,6 +35,7 @@ judge built with the same arguments restores it exactly, so later verdicts are i
 
 from __future__ import annotations
 
+import abc
 import math
 import warnings
 from collections.abc import Sequence
@@ -152,7 +153,7 @@ class _SeriesResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-class _SampleJudge:
+class _SampleJudge(abc.ABC):
     """Shared machinery of the judges that compare per-interval samples of the two versions."""
 
     judge_name: ClassVar[str] = ""
@@ -273,8 +274,9 @@ class _SampleJudge:
             d["last_problem"] = self._last_problem
         return d
 
+    @abc.abstractmethod
     def _test(self, name: str, canary: list[float], stable: list[float]) -> _SeriesResult:
-        raise NotImplementedError
+        """Compare one series (a quantile, the error rate or a custom value) of both versions."""
 
     def verdict(self) -> Verdict:
         names = self.series_names

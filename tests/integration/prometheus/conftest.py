@@ -64,7 +64,8 @@ def _need_binaries() -> None:
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         subprocess.run([str(script)], check=False, timeout=600, capture_output=True)
     if not (shutil.which("promtool") and shutil.which("prometheus")):
-        pytest.skip("prometheus/promtool not installed (run scripts/install-prometheus as root)")
+        # A real Prometheus is part of the suite: a missing one is a failure, never a skip.
+        pytest.fail("prometheus/promtool not installed (run scripts/install-prometheus as root)")
 
 
 def start_prometheus(openmetrics_files: Sequence[Path], workdir: Path) -> PrometheusServer:

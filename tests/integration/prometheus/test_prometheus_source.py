@@ -425,7 +425,6 @@ POLICY = {
 
 
 def test_verdicts_equal_those_from_the_in_memory_counts(prom: PrometheusServer) -> None:
-    pytest.importorskip("canaryd.stats.factory")
     policy = CanaryPolicy.model_validate(POLICY)
     start, end = T0, T0 + N * INTERVAL
     with source(prom.url) as src:
@@ -446,7 +445,6 @@ def test_verdicts_equal_those_from_the_in_memory_counts(prom: PrometheusServer) 
 
 
 def test_cli_analyze_prints_json_and_a_table(prom: PrometheusServer, tmp_path: Path) -> None:
-    pytest.importorskip("canaryd.stats.factory")
     import yaml
 
     policy_file = tmp_path / "policy.yaml"
