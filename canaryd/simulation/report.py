@@ -42,7 +42,9 @@ def write_plots(trace: Trace, out: Path) -> list[str]:
     x = _minutes(trace.t)
 
     fig, ax = plt.subplots(figsize=(8, 2.8))
-    ax.step(x, trace.weight, where="post", color="tab:blue")
+    # The canary's share is set at t=0 and changes only at interval ends.
+    start = trace.weight[:1] if trace.weight else [0]
+    ax.step([0.0, *x], [start[0], *trace.weight], where="post", color="tab:blue")
     for t, action, _ in trace.decisions:
         ax.scatter(
             [t / 60.0],
