@@ -258,6 +258,8 @@ class _Work:
     request: FetchRequest | None
     start_s: float
     window_end: float | None
+    previous_event: str = ""
+    """The Event reason of the rollout's last decision (to report a run of no-data once)."""
 
 
 @dataclass
@@ -460,6 +462,7 @@ class Reconciler:
         stored = self.store.load(key)
         doc = StateDoc.from_dict(stored.data) if stored is not None else None
         version = stored.version if stored is not None else None
+        previous = ""
         if doc is None or doc.state.canary_revision != canary:
             state = entry.controller.new_state(stable, canary)
             window_end: float | None = None
@@ -476,6 +479,7 @@ class Reconciler:
                 )
         else:
             state, window_end = doc.state, doc.window_end
+            previous = str((doc.last_decision or {}).get("event") or "")
             if doc.pending:
                 self._apply(entry.router, doc.pending)
             if state.phase.terminal:
@@ -521,14 +525,14 @@ class Reconciler:
                 )
                 return None
             # Acted on now, between intervals: no observation, the window stays open.
-            return _Work(entry, state, version, manual, manual_raw, None, now, window_end)
+            return _Work(entry, state, version, manual, manual_raw, None, now, window_end, previous)
         start = now - interval
         if window_end is not None and 0 <= now - window_end <= self.max_catchup * interval:
             start = window_end
         request = None
         if state.phase is not Phase.PENDING and start < now:
             request = fetch_request_for(policy, key, stable, canary, key.namespace)
-        return _Work(entry, state, version, manual, manual_raw, request, start, now)
+        return _Work(entry, state, version, manual, manual_raw, request, start, now, previous)
 
     def _fetch(self, work: Sequence[_Work], now: float) -> dict[Hashable, Observation]:
         """One batched fetch per distinct window (the same interval → the same call)."""
@@ -599,7 +603,10 @@ class Reconciler:
             message = f"{message} | {'; '.join(extra)}"
         if failure is not None:
             message += f" (applying it failed, will retry: {failure})"
-        if decision.event:
+        repeat = decision.event == item.previous_event == Reason.ANALYSIS_INCONCLUSIVE
+        if decision.event and not repeat:
+            # A run of inconclusive intervals is one Event (its start), not one a minute;
+            # the log line and the metrics still record every interval.
             self.events.record(key, decision.event, message)
         self._log_decision(key, policy, decision, state, observation, failure)
         self.metrics.decisions.labels(key.namespace, key.name, decision.action.value).inc()

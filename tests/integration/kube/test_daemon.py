@@ -499,6 +499,14 @@ def test_run_once_with_prometheus_down_starts_then_holds(
     assert doc["state"]["phase"] == "progressing" and doc["state"]["no_data_intervals"] == 1
     assert percent(kube, namespace, "m") == 10  # no data never advances
 
+    # A run of inconclusive intervals is one Event, not one per interval.
+    third = subprocess.run(
+        args, check=False, capture_output=True, text=True, timeout=60, cwd=REPO, env=env
+    )
+    assert third.returncode == 0, third.stderr
+    assert reasons(kube, namespace, "m") == ["CanaryStarted", "AnalysisInconclusive"]
+    assert stored(kube, namespace, "m")["state"]["no_data_intervals"] == 2
+
 
 def test_daemon_serves_and_stops_on_sigterm(kube: KubeEnv, namespace: str, tmp_path: Path) -> None:
     make_isvc(kube, namespace, "m")
