@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
 
 import click
 
-from canaryd.controller import Action, RolloutController
+from canaryd.controller import RolloutController
 from canaryd.durations import format_duration
 from canaryd.errors import InputError
 from canaryd.policy.loader import load_policy
 from canaryd.policy.model import CanaryPolicy
 from canaryd.simulation.defaults import default_policy
-from canaryd.simulation.engine import RunResult, SimulationResult, Trace, outcome_of, simulate
+from canaryd.simulation.engine import RunResult, SimulationResult, Trace, simulate
 from canaryd.simulation.scenario import load_scenario
 
 _Sample = tuple[float, list[float], list[float], list[float], list[float]]
@@ -119,23 +120,9 @@ def simulate_cmd(
 
     show_bar = runs > 1 and not as_json and sys.stderr.isatty()
     total = int(sc.duration // sc.tick)
+    bar = click.progressbar(length=total, label=f"simulating {runs} runs", file=sys.stderr)
     try:
-        if show_bar:
-            with click.progressbar(
-                length=total, label=f"simulating {runs} runs", file=sys.stderr
-            ) as bar:
-                result = simulate(
-                    sc,
-                    policy,
-                    base,
-                    runs=runs,
-                    seed=seed,
-                    chaos_restarts=chaos_restarts,
-                    progress=bar.update,
-                    tick_sink=sink,
-                    scenario_name=sc.name or scenario.stem,
-                )
-        else:
+        with bar if show_bar else contextlib.nullcontext():
             result = simulate(
                 sc,
                 policy,
@@ -143,6 +130,7 @@ def simulate_cmd(
                 runs=runs,
                 seed=seed,
                 chaos_restarts=chaos_restarts,
+                progress=bar.update if show_bar else None,
                 tick_sink=sink,
                 scenario_name=sc.name or scenario.stem,
             )
@@ -208,23 +196,13 @@ def replay_cmd(trace: Path, policy_path: Path, policy_name: str | None, as_json:
     state = ctrl.new_state("stable", "canary")
     t0 = observations[0].start_s if observations else 0.0
     d, state = ctrl.step(state, t0)
-    last = d
+    decisions = [d]
     for obs in observations:
         if state.phase.terminal:
             break
-        last, state = ctrl.step(state, obs.end_s, obs)
-    run = RunResult(
-        seed=0,
-        outcome=outcome_of(state.phase),
-        decided_at_s=state.decided_at
-        if state.phase.terminal
-        else (last.t if last.action is Action.PAUSE else None),
-        canary_requests=state.canary_requests,
-        canary_errors=state.canary_errors,
-        final_weight=100 if state.phase.value == "promoted" else state.weight,
-        steps=[{"t": h.t, "weight": h.weight, "reason": h.reason} for h in state.history],
-        verdicts=list(last.verdicts),
-    )
+        d, state = ctrl.step(state, obs.end_s, obs)
+        decisions.append(d)
+    run = RunResult.from_state(state, 0, list(decisions[-1].verdicts), decisions)
     if as_json:
         click.echo(json.dumps(run.to_dict(), indent=2))
         return

@@ -46,6 +46,29 @@ class RunResult:
     verdicts: list[Verdict]
     decisions: list[Decision] = field(default_factory=list)
 
+    @classmethod
+    def from_state(
+        cls, state: RolloutState, seed: int, verdicts: list[Verdict], decisions: list[Decision]
+    ) -> RunResult:
+        """A run's result from its final state and the decisions that led there."""
+        if state.phase.terminal:
+            decided_at = state.decided_at
+        elif state.phase is Phase.PAUSED:
+            decided_at = next((d.t for d in reversed(decisions) if d.action is Action.PAUSE), None)
+        else:
+            decided_at = None
+        return cls(
+            seed=seed,
+            outcome=outcome_of(state.phase),
+            decided_at_s=decided_at,
+            canary_requests=state.canary_requests,
+            canary_errors=state.canary_errors,
+            final_weight=100 if state.phase is Phase.PROMOTED else state.weight,
+            steps=[{"t": h.t, "weight": h.weight, "reason": h.reason} for h in state.history],
+            verdicts=verdicts,
+            decisions=decisions,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "seed": self.seed,
@@ -377,24 +400,10 @@ def simulate(
             if progress is not None:
                 progress(n_ticks - i - 1)
             break
-    results = []
-    for r in range(runs):
-        st = states[r]
-        results.append(
-            RunResult(
-                seed=seed,
-                outcome=outcome_of(st.phase),
-                decided_at_s=st.decided_at
-                if st.phase.terminal
-                else (None if st.phase is not Phase.PAUSED else _paused_at(last_decision[r])),
-                canary_requests=st.canary_requests,
-                canary_errors=st.canary_errors,
-                final_weight=100 if st.phase is Phase.PROMOTED else st.weight,
-                steps=[{"t": h.t, "weight": h.weight, "reason": h.reason} for h in st.history],
-                verdicts=last_verdicts[r],
-                decisions=last_decision[r],
-            )
-        )
+    results = [
+        RunResult.from_state(states[r], seed, last_verdicts[r], last_decision[r])
+        for r in range(runs)
+    ]
     return SimulationResult(
         scenario=scenario_name or (scenario.name or "scenario"),
         policy=policy.name,
@@ -402,13 +411,6 @@ def simulate(
         trace=trace,
         elapsed_s=_time.perf_counter() - started,
     )
-
-
-def _paused_at(decisions: list[Decision]) -> float | None:
-    for d in reversed(decisions):
-        if d.action is Action.PAUSE:
-            return d.t
-    return None
 
 
 def _trace_interval(trace: Trace, t: float, weight: int, obs: Observation, d: Decision) -> None:
