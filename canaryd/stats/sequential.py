@@ -196,6 +196,10 @@ class SequentialLatencyJudge:
             bc = np.diff(np.concatenate([[0.0], c]))
             k = len(bs)
             self.omni.update(np.full(k, n_s), bs, np.full(k, n_c), bc)
+        # Track the running maximum here, not when a verdict is read: a crossing counts even
+        # if nobody looked at that interval.
+        combined = float(np.mean(np.exp(np.minimum(self.engine.log_e(), 700.0))))
+        self.max_combined = max(self.max_combined, combined)
 
     def _select(self, layout: tuple[float, ...], s: np.ndarray) -> None:
         pend = np.asarray(self.pending_s) + s if self.pending_s else s
@@ -286,7 +290,6 @@ class SequentialLatencyJudge:
             estimate=None if math.isnan(est_w) else est_w,
             interval=(float(lo[worst]), float(hi[worst])),
         )
-        self._track_max(combined_now)
         q_txt = self._quantile_text(details)
         if self.max_combined >= 1.0 / self._alpha_excess:
             return Verdict(
@@ -323,9 +326,6 @@ class SequentialLatencyJudge:
             details=details,
             **base,
         )
-
-    def _track_max(self, value: float) -> None:
-        self.max_combined = max(self.max_combined, value)
 
     def _quantile_text(self, details: dict[str, Any]) -> str:
         q = max(self.quantiles)

@@ -253,3 +253,17 @@ def test_errors_judge_never_crashes(rows: list[tuple[int, int, int, int]]) -> No
     v = j.verdict()
     assert v.status in Status
     json.dumps(v.to_dict(), allow_nan=False)
+
+
+def test_latency_crossing_counts_even_when_no_verdict_was_read() -> None:
+    """verdict() is a pure read; the running maximum is kept by update()."""
+    rng = np.random.default_rng(21)
+    looked = SequentialLatencyJudge("latency", 0.01, 0.1, (0.5,))
+    unlooked = SequentialLatencyJudge("latency", 0.01, 0.1, (0.5,))
+    for _ in range(30):
+        s, c = _vc(600, 0, _hist(rng, 600, 80)), _vc(600, 0, _hist(rng, 600, 120))
+        looked.update(s, c)
+        unlooked.update(s, c)
+        looked.verdict()
+    assert looked.state() == unlooked.state()
+    assert looked.verdict() == unlooked.verdict()
