@@ -20,7 +20,13 @@ from canaryd.simulation.engine import simulate
 from canaryd.simulation.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = ("simulations/healthy.yaml", "simulations/error-regression.yaml")
+SCENARIOS = (
+    "simulations/healthy.yaml",
+    "simulations/error-regression.yaml",
+    # Every run pauses (no data for 15 min) and keeps running to the end: the full two hours
+    # of traffic and a controller step per interval for all 1,000 runs, the worst case.
+    "simulations/prometheus-outage.yaml",
+)
 TARGET_S = 60.0
 
 

@@ -9,7 +9,7 @@ the number of requests observed by the histogram.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -89,6 +89,8 @@ class Observation:
     canary: VersionCounts | None = None
     no_data_reason: str | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    checked: bool = field(default=False, compare=False, repr=False)
+    """Set by ``validated()``, so repeated validation costs nothing."""
 
     @property
     def usable(self) -> bool:
@@ -96,7 +98,7 @@ class Observation:
 
     def validated(self) -> Observation:
         """Return self, or a no-data observation naming the first problem in the counts."""
-        if self.no_data_reason is not None:
+        if self.checked or self.no_data_reason is not None:
             return self
         if self.stable is None or self.canary is None:
             missing = "stable" if self.stable is None else "canary"
@@ -105,4 +107,4 @@ class Observation:
             why = vc.problem()
             if why is not None:
                 return Observation(self.start_s, self.end_s, no_data_reason=f"{name}: {why}")
-        return self
+        return replace(self, checked=True)

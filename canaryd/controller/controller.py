@@ -119,6 +119,8 @@ class RolloutController:
                 return handled
         if state.phase is Phase.PENDING:
             return self._start(state, now)
+        if observation is not None:
+            observation = observation.validated()  # once: the checks walk every count
         self._sync(state)
         state = self._ingest(state, observation)
         verdicts = tuple(self._panel.verdicts())
@@ -234,10 +236,10 @@ class RolloutController:
         if state.phase is Phase.PAUSED:
             return Decision(Action.HOLD, f"paused: {state.reason}", now, verdicts=v), state
         # 2. Missing data is inconclusive; after the timeout the policy decides.
-        usable = obs is not None and obs.validated().usable
+        usable = obs is not None and obs.usable
         since = state.last_data_at if state.last_data_at is not None else state.started_at
         if not usable and since is not None and now - since >= spec.no_data.timeout:
-            why = (obs.validated().no_data_reason if obs is not None else None) or "no observation"
+            why = (obs.no_data_reason if obs is not None else None) or "no observation"
             reason = (
                 f"no usable metrics for {format_duration(now - since)} "
                 f"(noData.timeout {format_duration(spec.no_data.timeout)}): {why}"
@@ -246,7 +248,7 @@ class RolloutController:
                 return self._finish(state, now, Phase.ROLLED_BACK, reason, v)
             return self._pause(state, now, reason, v)
         if not usable:
-            why = (obs.validated().no_data_reason if obs is not None else None) or "no observation"
+            why = (obs.no_data_reason if obs is not None else None) or "no observation"
             return Decision(
                 Action.HOLD,
                 f"no data this interval: {why}",

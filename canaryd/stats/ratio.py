@@ -110,6 +110,13 @@ def loglik_increment(log_rho: FloatArray, n_s: Any, x_s: Any, n_c: Any, x_c: Any
     and add zero.
     """
     ns, xs, nc, xc = (_as_rows(v) for v in (n_s, x_s, n_c, x_c))
+    return _increment(log_rho, ns, xs, nc, xc)
+
+
+def _increment(
+    log_rho: FloatArray, ns: FloatArray, xs: FloatArray, nc: FloatArray, xc: FloatArray
+) -> FloatArray:
+    """``loglik_increment`` on rows already converted by ``_as_rows``."""
     informative = (ns > 0) & (nc > 0) & ((xs + xc) > 0)
     out = np.zeros((ns.shape[0], log_rho.shape[0]))
     if not informative.any():
@@ -144,9 +151,12 @@ class RateRatioBatch:
 
     def update(self, n_s: Any, x_s: Any, n_c: Any, x_c: Any) -> None:
         """Add one interval for every row (arrays of shape ``(rows,)`` or scalars)."""
-        self.loglik += loglik_increment(self.grid.log_rho, n_s, x_s, n_c, x_c)
-        self.events += np.stack([_as_rows(x_s), _as_rows(x_c)], axis=1)
-        self.requests += np.stack([_as_rows(n_s), _as_rows(n_c)], axis=1)
+        ns, xs, nc, xc = (_as_rows(v) for v in (n_s, x_s, n_c, x_c))
+        self.loglik += _increment(self.grid.log_rho, ns, xs, nc, xc)
+        self.events[:, 0] += xs
+        self.events[:, 1] += xc
+        self.requests[:, 0] += ns
+        self.requests[:, 1] += nc
         np.maximum(self.max_log_e, self.log_e(), out=self.max_log_e)
 
     def log_e(self) -> FloatArray:
