@@ -161,7 +161,13 @@ def _write_openmetrics(
     """Run 0's counters, timestamped from the scenario's ``start`` wall time."""
     from canaryd.metrics.openmetrics import TickSample, write_openmetrics
 
-    ticks = []
+    # Counters start at 0 when the scenario starts: without that sample Prometheus would
+    # extrapolate the first interval's increase() instead of counting it.
+    zeros = tuple(0.0 for _ in bounds)
+    ticks = [
+        TickSample(epoch_s, "stable", 0.0, 0.0, bounds, zeros),
+        TickSample(epoch_s, "canary", 0.0, 0.0, bounds, zeros),
+    ]
     for t, req, err, hs, hc in samples:
         ticks.append(TickSample(epoch_s + t, "stable", req[0], err[0], bounds, tuple(hs)))
         ticks.append(TickSample(epoch_s + t, "canary", req[1], err[1], bounds, tuple(hc)))

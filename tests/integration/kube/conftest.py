@@ -10,13 +10,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,46 +126,6 @@ def apply_crds(api_client: k8s.ApiClient, directory: Path) -> list[str]:
             except ApiException:
                 time.sleep(0.1)
     return names
-
-
-@pytest.fixture(scope="session")
-def kube(request: pytest.FixtureRequest) -> Iterator[KubeEnv]:
-    _run_visible(request, [str(ENVTEST), "build"], BUILD_TIMEOUT)
-    workdir = Path(tempfile.mkdtemp(prefix="canaryd-envtest-"))
-    client: k8s.ApiClient | None = None
-    try:
-        _run_visible(request, [str(ENVTEST), "start", str(workdir)], 300)
-        kubeconfig = workdir / "kubeconfig"
-        client = load_api_client(str(kubeconfig))
-        source = crd_dir()
-        apply_crds(client, source)
-        yield KubeEnv(
-            api_client=client,
-            kubeconfig=kubeconfig,
-            dir=workdir,
-            host=client.configuration.host,
-            ca_file=workdir / "pki" / "ca.crt",
-            crd_source=source,
-        )
-    finally:
-        if client is not None:
-            client.close()
-        subprocess.run([str(ENVTEST), "stop", str(workdir)], timeout=60, check=False)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-@pytest.fixture
-def namespace(kube: KubeEnv) -> str:
-    """A fresh namespace per test (never deleted: a bare apiserver has no namespace controller
-    to finalize it, and the whole etcd goes away at the end of the session)."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    raw_request(
-        kube.api_client,
-        "POST",
-        "/api/v1/namespaces",
-        body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
-    )
-    return name
 
 
 # -- objects -------------------------------------------------------------------------------
