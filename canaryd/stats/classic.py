@@ -40,7 +40,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypedDict, Unpack
 
 import numpy as np
 from scipy import stats
@@ -153,8 +153,17 @@ class _SeriesResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-class _SampleJudge(abc.ABC):
-    """Shared machinery of the judges that compare per-interval samples of the two versions."""
+class JudgeArgs(TypedDict, total=False):
+    """The settings every classic judge shares (keyword arguments after ``metric, kind``)."""
+
+    critical: bool
+    quantiles: Sequence[float]
+    custom_name: str | None
+    min_intervals: int
+
+
+class _ClassicJudge:
+    """What every classic judge knows about its metric."""
 
     judge_name: ClassVar[str] = ""
     peeking_safe: ClassVar[bool] = False
@@ -174,6 +183,15 @@ class _SampleJudge(abc.ABC):
         self.critical = bool(critical)
         self.custom_name = custom_name
         self.min_intervals = int(min_intervals)
+
+
+class _SampleJudge(_ClassicJudge, abc.ABC):
+    """Shared machinery of the judges that compare per-interval samples of the two versions."""
+
+    def __init__(
+        self, metric: str, kind: Kind | str = "errors", **common: Unpack[JudgeArgs]
+    ) -> None:
+        super().__init__(metric, kind, **common)
         self._stable: dict[str, list[float]] = {k: [] for k in self.series_names}
         self._canary: dict[str, list[float]] = {k: [] for k in self.series_names}
         self._intervals = 0
@@ -387,24 +405,14 @@ class MannWhitneyJudge(_SampleJudge):
         metric: str,
         kind: Kind | str = "errors",
         *,
-        critical: bool = True,
-        quantiles: Sequence[float] = (0.5, 0.9, 0.99),
-        custom_name: str | None = None,
-        min_intervals: int = 5,
         tolerance: float = 0.25,
         confidence: float = 0.98,
         effect_size_thresholds: tuple[float, float] | None = None,
         critical_thresholds: tuple[float, float] | None = None,
         measure: str = "meanRatio",
+        **common: Unpack[JudgeArgs],
     ) -> None:
-        super().__init__(
-            metric,
-            kind,
-            critical=critical,
-            quantiles=quantiles,
-            custom_name=custom_name,
-            min_intervals=min_intervals,
-        )
+        super().__init__(metric, kind, **common)
         if not 0.0 < confidence < 1.0:
             raise ValueError(f"confidence must be in (0, 1), got {confidence}")
         if tolerance < 0:
@@ -477,20 +485,10 @@ class KSJudge(_SampleJudge):
         metric: str,
         kind: Kind | str = "errors",
         *,
-        critical: bool = True,
-        quantiles: Sequence[float] = (0.5, 0.9, 0.99),
-        custom_name: str | None = None,
-        min_intervals: int = 5,
         alpha: float = 0.05,
+        **common: Unpack[JudgeArgs],
     ) -> None:
-        super().__init__(
-            metric,
-            kind,
-            critical=critical,
-            quantiles=quantiles,
-            custom_name=custom_name,
-            min_intervals=min_intervals,
-        )
+        super().__init__(metric, kind, **common)
         self.alpha = _check_alpha(alpha)
 
     def _test(self, name: str, canary: list[float], stable: list[float]) -> _SeriesResult:
@@ -545,21 +543,11 @@ class WelchTJudge(_SampleJudge):
         metric: str,
         kind: Kind | str = "errors",
         *,
-        critical: bool = True,
-        quantiles: Sequence[float] = (0.5, 0.9, 0.99),
-        custom_name: str | None = None,
-        min_intervals: int = 5,
         alpha: float = 0.05,
         tolerance: float = 0.0,
+        **common: Unpack[JudgeArgs],
     ) -> None:
-        super().__init__(
-            metric,
-            kind,
-            critical=critical,
-            quantiles=quantiles,
-            custom_name=custom_name,
-            min_intervals=min_intervals,
-        )
+        super().__init__(metric, kind, **common)
         self.alpha = _check_alpha(alpha)
         if tolerance < 0:
             raise ValueError(f"tolerance must be non-negative, got {tolerance}")
@@ -657,7 +645,7 @@ def _merge_sparse(table: np.ndarray, min_expected: float = 5.0) -> tuple[np.ndar
     return np.column_stack(groups), ends
 
 
-class ChiSquareJudge:
+class ChiSquareJudge(_ClassicJudge):
     """Chi-square test on counts cumulated over the rollout (``judge: chi-square``).
 
     Not anytime-valid: re-running it every interval inflates false rollbacks (a cumulative
@@ -682,26 +670,18 @@ class ChiSquareJudge:
     """
 
     judge_name: ClassVar[str] = "chi-square"
-    peeking_safe: ClassVar[bool] = False
 
     def __init__(
         self,
         metric: str,
         kind: Kind | str = "errors",
         *,
-        critical: bool = True,
-        quantiles: Sequence[float] = (0.5, 0.9, 0.99),
-        custom_name: str | None = None,
-        min_intervals: int = 5,
         alpha: float = 0.05,
+        **common: Unpack[JudgeArgs],
     ) -> None:
-        self.kind, self.quantiles = _check_common(kind, quantiles, min_intervals)
+        super().__init__(metric, kind, **common)
         if self.kind == "custom":
             raise ValueError("chi-square needs counts: use it for errors or latency, not custom")
-        self.metric = metric
-        self.critical = bool(critical)
-        self.custom_name = custom_name
-        self.min_intervals = int(min_intervals)
         self.alpha = _check_alpha(alpha)
         self._requests = [0.0, 0.0]  # stable, canary
         self._errors = [0.0, 0.0]
@@ -942,7 +922,7 @@ class ChiSquareJudge:
         self._last_problem = state.get("last_problem")
 
 
-class ThresholdJudge:
+class ThresholdJudge(_ClassicJudge):
     """Flagger-style absolute checks of the canary alone (``judge: threshold``).
 
     Not a statistical test and not anytime-valid: every interval is another chance for noise to
@@ -967,24 +947,21 @@ class ThresholdJudge:
     """
 
     judge_name: ClassVar[str] = "threshold"
-    peeking_safe: ClassVar[bool] = False
 
     def __init__(
         self,
         metric: str,
         kind: Kind | str = "errors",
         *,
-        critical: bool = True,
-        quantiles: Sequence[float] = (0.5, 0.9, 0.99),
-        custom_name: str | None = None,
-        min_intervals: int = 1,
         min: float | None = None,
         max: float | None = None,
         success_min: float | None = None,
         quantile: float | None = None,
         failure_limit: int = 5,
+        **common: Unpack[JudgeArgs],
     ) -> None:
-        self.kind, self.quantiles = _check_common(kind, quantiles, min_intervals)
+        common.setdefault("min_intervals", 1)  # every interval is a check of its own
+        super().__init__(metric, kind, **common)
         if min is None and max is None and success_min is None:
             raise ValueError("threshold needs min, max or success_min")
         if success_min is not None and self.kind != "errors":
@@ -1000,10 +977,6 @@ class ThresholdJudge:
             q = sorted(self.quantiles)[-1] if self.quantiles else 0.99
         if not 0.0 < q <= 1.0:
             raise ValueError(f"quantile must be in (0, 1], got {q}")
-        self.metric = metric
-        self.critical = bool(critical)
-        self.custom_name = custom_name
-        self.min_intervals = int(min_intervals)
         self.min = None if min is None else float(min)
         self.max = None if max is None else float(max)
         self.success_min = None if success_min is None else float(success_min)
