@@ -169,7 +169,8 @@ class RolloutController:
         if self.window is not None and not self.window.is_open(now):
             return Decision(Action.HOLD, "waiting for the rollout window", now), state
         w = self.steps[0].weight
-        reason = f"canary {state.canary_revision or 'revision'} started at {w}%"
+        rev = f" (revision {state.canary_revision})" if state.canary_revision else ""
+        reason = f"started the canary at {w}%{rev}"
         new = state.with_(
             phase=Phase.PROGRESSING,
             step=0,
