@@ -44,6 +44,7 @@ from tests.integration.kube.conftest import (
     create_isvc,
     get_isvc,
     sample_predictor,
+    serverless_status,
     set_isvc_status,
 )
 from tests.integration.prometheus.conftest import PrometheusServer, start_prometheus
@@ -185,19 +186,7 @@ def test_simulated_decisions_are_the_clusters(
         kube,
         namespace,
         NAME,
-        {
-            "observedGeneration": 1,
-            "conditions": [
-                {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-05T10:00:00Z"}
-            ],
-            "components": {
-                "predictor": {
-                    "latestReadyRevision": "canary",
-                    "latestCreatedRevision": "canary",
-                    "latestRolledoutRevision": "stable",
-                }
-            },
-        },
+        serverless_status("stable", "canary", ready_since="2026-01-05T10:00:00Z"),
     )
     client = kube.new_client()
     source = Recording(PrometheusByUrl(url))

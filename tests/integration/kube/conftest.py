@@ -150,6 +150,21 @@ def sample_predictor(image_tag: str = "v1") -> JSON:
     }
 
 
+def serverless_status(stable: str, latest: str, ready_since: str = "2026-01-01T00:00:00Z") -> JSON:
+    """A Ready Serverless InferenceService status: ``stable`` rolled out, ``latest`` ready."""
+    return {
+        "observedGeneration": 1,
+        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": ready_since}],
+        "components": {
+            "predictor": {
+                "latestReadyRevision": latest,
+                "latestCreatedRevision": latest,
+                "latestRolledoutRevision": stable,
+            }
+        },
+    }
+
+
 def create_isvc(kube: KubeEnv, namespace: str, name: str, spec: JSON) -> JSON:
     body = {
         "apiVersion": "serving.kserve.io/v1beta1",

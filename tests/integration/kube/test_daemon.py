@@ -37,7 +37,16 @@ from canaryd.policy.model import CanaryPolicy
 from canaryd.state.base import RolloutKey, StoredState
 from canaryd.state.kubernetes import KubernetesStateStore
 
-from .conftest import ISVC, REPO, KubeEnv, create_isvc, get_isvc, sample_predictor, set_isvc_status
+from .conftest import (
+    ISVC,
+    REPO,
+    KubeEnv,
+    create_isvc,
+    get_isvc,
+    sample_predictor,
+    serverless_status,
+    set_isvc_status,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -68,25 +77,9 @@ def policy(namespace: str, name: str) -> CanaryPolicy:
     return load_policies_text(policy_yaml(namespace, name), "test.yaml")[0].policy
 
 
-def serverless_status(stable: str = "m-00001", latest: str = "m-00002") -> JSON:
-    return {
-        "observedGeneration": 1,
-        "conditions": [
-            {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}
-        ],
-        "components": {
-            "predictor": {
-                "latestReadyRevision": latest,
-                "latestCreatedRevision": latest,
-                "latestRolledoutRevision": stable,
-            }
-        },
-    }
-
-
 def make_isvc(kube: KubeEnv, namespace: str, name: str) -> None:
     create_isvc(kube, namespace, name, {"predictor": sample_predictor("v2")})
-    set_isvc_status(kube, namespace, name, serverless_status())
+    set_isvc_status(kube, namespace, name, serverless_status("m-00001", "m-00002"))
 
 
 class ScriptedSource:

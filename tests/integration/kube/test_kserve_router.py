@@ -18,6 +18,7 @@ from .conftest import (
     get_isvc,
     rv,
     sample_predictor,
+    serverless_status,
     set_isvc_status,
     without_path,
 )
@@ -34,21 +35,11 @@ def _serverless_status(stable: str, latest: str, canary_percent: int | None) -> 
             {"revisionName": latest, "percent": canary_percent, "latestRevision": True},
             {"revisionName": stable, "percent": 100 - canary_percent, "latestRevision": False},
         ]
-    return {
-        "observedGeneration": 1,
-        "conditions": [
-            {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}
-        ],
-        "components": {
-            "predictor": {
-                "latestReadyRevision": latest,
-                "latestCreatedRevision": latest,
-                "latestRolledoutRevision": stable,
-                "previousRolledoutRevision": "iris-predictor-00000",
-                "traffic": traffic,
-            }
-        },
-    }
+    status = serverless_status(stable, latest)
+    status["components"]["predictor"].update(
+        previousRolledoutRevision="iris-predictor-00000", traffic=traffic
+    )
+    return status
 
 
 @pytest.fixture
