@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from canaryd.jsonnum import decode_float, encode_float
+
 
 @dataclass(frozen=True)
 class VersionCounts:
@@ -55,7 +57,7 @@ class VersionCounts:
         return {
             "requests": self.requests,
             "errors": self.errors,
-            "bounds_ms": [_enc(b) for b in self.bounds_ms],
+            "bounds_ms": [encode_float(b) for b in self.bounds_ms],
             "bucket_counts": list(self.bucket_counts),
             "values": dict(self.values),
         }
@@ -65,18 +67,10 @@ class VersionCounts:
         return cls(
             requests=float(d["requests"]),
             errors=float(d["errors"]),
-            bounds_ms=tuple(_dec(b) for b in d.get("bounds_ms", ())),
+            bounds_ms=tuple(decode_float(b) for b in d.get("bounds_ms", ())),
             bucket_counts=tuple(float(c) for c in d.get("bucket_counts", ())),
             values={str(k): float(v) for k, v in d.get("values", {}).items()},
         )
-
-
-def _enc(b: float) -> float | str:
-    return "+Inf" if b == math.inf else b
-
-
-def _dec(b: float | str) -> float:
-    return math.inf if b in ("+Inf", "inf", "Infinity") else float(b)
 
 
 @dataclass(frozen=True)
@@ -88,7 +82,9 @@ class Observation:
     stable: VersionCounts | None = None
     canary: VersionCounts | None = None
     no_data_reason: str | None = None
-    extra: dict[str, float] = field(default_factory=dict)
+    errors_measured: bool = True
+    """False when the source cannot count errors at all (a preset without an error counter):
+    its zeros are then not evidence, and the error judges are not fed."""
     checked: bool = field(default=False, compare=False, repr=False)
     """Set by ``validated()``, so repeated validation costs nothing."""
 

@@ -46,6 +46,7 @@ import numpy as np
 from scipy import stats
 
 from canaryd.errors import HistogramLayoutError
+from canaryd.jsonnum import decode_float, encode_float, encode_tree
 from canaryd.observation import VersionCounts
 from canaryd.stats.histogram import common_bounds, histogram_quantile, rebucket
 from canaryd.stats.kayenta import kayenta_classify
@@ -61,26 +62,6 @@ _COMPUTE_ERRORS = (ValueError, ArithmeticError, IndexError, HistogramLayoutError
 def quantile_label(q: float) -> str:
     """``0.99`` -> ``"p99"``, ``0.999`` -> ``"p99.9"``."""
     return f"p{round(q * 100, 6):g}"
-
-
-def _enc_bound(b: float) -> float | str:
-    return "+Inf" if b == math.inf else b
-
-
-def _dec_bound(b: float | str) -> float:
-    return math.inf if b in ("+Inf", "inf", "Infinity") else float(b)
-
-
-def _json_details(x: Any) -> Any:
-    """Details as JSON-safe values: non-finite floats become "NaN"/"+Inf"/"-Inf" (as in
-    ``Verdict.to_dict``), at any depth, so verdicts compare equal after a state round trip."""
-    if isinstance(x, dict):
-        return {k: _json_details(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_json_details(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return "NaN" if math.isnan(x) else ("+Inf" if x > 0 else "-Inf")
-    return x
 
 
 def _counts_problem(vc: VersionCounts, kind: str) -> str | None:
@@ -262,7 +243,7 @@ class _SampleJudge(_ClassicJudge, abc.ABC):
         return self.min_intervals
 
     def _verdict(self, **kw: Any) -> Verdict:
-        kw["details"] = _json_details(kw.get("details", {}))
+        kw["details"] = encode_tree(kw.get("details", {}))
         return Verdict(metric=self.metric, judge=self.judge_name, critical=self.critical, **kw)
 
     def _too_little(self, n_s: int, n_c: int) -> Verdict:
@@ -752,7 +733,7 @@ class ChiSquareJudge(_ClassicJudge):
             status=status,
             reason=reason,
             critical=self.critical,
-            details=_json_details(details),
+            details=encode_tree(details),
             **kw,
         )
 
@@ -850,7 +831,7 @@ class ChiSquareJudge(_ClassicJudge):
             "quantile": quantile_label(q),
             "canary_quantile_ms": pq_c,
             "stable_quantile_ms": pq_s,
-            "merged_upper_bounds_ms": [_enc_bound(bounds[j]) for j in ends],
+            "merged_upper_bounds_ms": [encode_float(bounds[j]) for j in ends],
         }
         if merged.shape[1] < 2:
             return self._v(
@@ -902,7 +883,7 @@ class ChiSquareJudge(_ClassicJudge):
             "judge": self.judge_name,
             "requests": list(self._requests),
             "errors": list(self._errors),
-            "bounds_ms": [_enc_bound(b) for b in self._bounds],
+            "bounds_ms": [encode_float(b) for b in self._bounds],
             "cumulative": [list(c) for c in self._cum],
             "traffic_intervals": list(self._traffic_intervals),
             "intervals": self._intervals,
@@ -914,7 +895,7 @@ class ChiSquareJudge(_ClassicJudge):
         _check_state(state, self.judge_name)
         self._requests = [float(x) for x in state["requests"]]
         self._errors = [float(x) for x in state["errors"]]
-        self._bounds = tuple(_dec_bound(b) for b in state["bounds_ms"])
+        self._bounds = tuple(decode_float(b) for b in state["bounds_ms"])
         self._cum = [[float(x) for x in c] for c in state["cumulative"]]
         self._traffic_intervals = [int(x) for x in state["traffic_intervals"]]
         self._intervals = int(state["intervals"])
@@ -1073,7 +1054,7 @@ class ThresholdJudge(_ClassicJudge):
             "estimate": self._last_value,
             "threshold": threshold,
             "canary_samples": float(self._checks),
-            "details": _json_details(details),
+            "details": encode_tree(details),
         }
         tally = (
             f"{self._failed} of {self._checks} checks failed ({self.value_name} "

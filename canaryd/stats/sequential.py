@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from canaryd.errors import HistogramLayoutError
+from canaryd.jsonnum import decode_float, encode_float
 from canaryd.observation import VersionCounts
 from canaryd.stats.histogram import common_bounds, histogram_quantile, nearest_boundary, rebucket
 from canaryd.stats.ratio import LATENCY_ALT_SCALE, Grid, RateRatioBatch
@@ -57,10 +58,10 @@ class SequentialErrorsJudge:
             "critical": self.critical,
             "canary_samples": float(nc),
             "stable_samples": float(ns),
+            "canary_events": float(xc),
+            "stable_events": float(xs),
             "threshold": 1.0 / self.alpha,
             "details": {
-                "canary_errors": float(xc),
-                "stable_errors": float(xs),
                 "canary_error_rate": float(xc / nc) if nc else math.nan,
                 "stable_error_rate": float(xs / ns) if ns else math.nan,
                 "max_ratio_tolerated": rho0,
@@ -337,7 +338,7 @@ class SequentialLatencyJudge:
 
     def state(self) -> dict[str, Any]:
         return {
-            "layout": None if self.layout is None else [_enc(b) for b in self.layout],
+            "layout": None if self.layout is None else [encode_float(b) for b in self.layout],
             "chosen": list(self.chosen),
             "engine": None
             if self.engine is None
@@ -354,7 +355,7 @@ class SequentialLatencyJudge:
 
     def load_state(self, state: dict[str, Any]) -> None:
         layout = state["layout"]
-        self.layout = None if layout is None else tuple(_dec(b) for b in layout)
+        self.layout = None if layout is None else tuple(decode_float(b) for b in layout)
         self.chosen = [int(k) for k in state["chosen"]]
         self.hist_s = [float(x) for x in state["hist_s"]]
         self.hist_c = [float(x) for x in state["hist_c"]]
@@ -370,11 +371,3 @@ class SequentialLatencyJudge:
             self.omni = RateRatioBatch(len(state["omni"]), 1.0)
             for r, rs in enumerate(state["omni"]):
                 self.omni.load_row_state(r, rs)
-
-
-def _enc(b: float) -> float | str:
-    return "+Inf" if math.isinf(b) else b
-
-
-def _dec(b: float | str) -> float:
-    return math.inf if b == "+Inf" else float(b)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from canaryd.jsonnum import decode_optional, encode_optional, encode_tree
 
 
 class Status(StrEnum):
@@ -38,6 +39,11 @@ class Verdict:
     threshold: float | None = None
     canary_samples: float = 0.0
     stable_samples: float = 0.0
+    canary_events: float | None = None
+    """Count-based judges: the canary's count of the judged event (errors; requests slower
+    than the worst boundary) among ``canary_samples``. None where the judge counts none."""
+    stable_events: float | None = None
+    """The same for stable; the controller plans the evidence it still needs from it."""
     critical: bool = True
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -47,15 +53,19 @@ class Verdict:
             "judge": self.judge,
             "status": self.status.value,
             "reason": self.reason,
-            "estimate": _num(self.estimate),
-            "interval": None if self.interval is None else [_num(x) for x in self.interval],
-            "e_value": _num(self.e_value),
-            "p_value": _num(self.p_value),
-            "threshold": _num(self.threshold),
+            "estimate": encode_optional(self.estimate),
+            "interval": None
+            if self.interval is None
+            else [encode_optional(x) for x in self.interval],
+            "e_value": encode_optional(self.e_value),
+            "p_value": encode_optional(self.p_value),
+            "threshold": encode_optional(self.threshold),
             "canary_samples": self.canary_samples,
             "stable_samples": self.stable_samples,
+            "canary_events": self.canary_events,
+            "stable_events": self.stable_events,
             "critical": self.critical,
-            "details": {k: _num(v) if isinstance(v, float) else v for k, v in self.details.items()},
+            "details": encode_tree(self.details),
         }
 
     @classmethod
@@ -66,15 +76,17 @@ class Verdict:
             judge=d["judge"],
             status=Status(d["status"]),
             reason=d["reason"],
-            estimate=_den(d.get("estimate")),
+            estimate=decode_optional(d.get("estimate")),
             interval=None
             if interval is None
-            else (_den(interval[0]) or 0.0, _den(interval[1]) or 0.0),
-            e_value=_den(d.get("e_value")),
-            p_value=_den(d.get("p_value")),
-            threshold=_den(d.get("threshold")),
+            else (decode_optional(interval[0]) or 0.0, decode_optional(interval[1]) or 0.0),
+            e_value=decode_optional(d.get("e_value")),
+            p_value=decode_optional(d.get("p_value")),
+            threshold=decode_optional(d.get("threshold")),
             canary_samples=float(d.get("canary_samples", 0.0)),
             stable_samples=float(d.get("stable_samples", 0.0)),
+            canary_events=decode_optional(d.get("canary_events")),
+            stable_events=decode_optional(d.get("stable_events")),
             critical=bool(d.get("critical", True)),
             details=dict(d.get("details", {})),
         )
@@ -93,22 +105,3 @@ class Verdict:
             parts.append(f"p={self.p_value:.3g}")
         parts.append(self.reason)
         return " ".join(parts[:1]) + " (" + "; ".join(parts[1:]) + ")"
-
-
-def _num(x: float | None) -> float | str | None:
-    """JSON has no inf/NaN; encode them as strings so a round trip is exact."""
-    if x is None:
-        return None
-    if math.isnan(x):
-        return "NaN"
-    if math.isinf(x):
-        return "+Inf" if x > 0 else "-Inf"
-    return x
-
-
-def _den(x: float | str | None) -> float | None:
-    if x is None:
-        return None
-    if isinstance(x, str):
-        return {"NaN": math.nan, "+Inf": math.inf, "-Inf": -math.inf}[x]
-    return float(x)
