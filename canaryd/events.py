@@ -22,13 +22,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Protocol
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from canaryd.kube import INFERENCE_SERVICE, JSON, raw_request
+from canaryd.reasons import Reason
 from canaryd.state.base import RolloutKey
 
 log = logging.getLogger(__name__)
@@ -38,35 +38,19 @@ NOTE_LIMIT = 1024  # bytes, events.k8s.io/v1 validation
 _ELLIPSIS = "…"
 
 
-class Reason(StrEnum):
-    CANARY_STARTED = "CanaryStarted"
-    WEIGHT_CHANGED = "WeightChanged"
-    PROMOTED = "Promoted"
-    ROLLED_BACK = "RolledBack"
-    PAUSED = "Paused"
-    RESUMED = "Resumed"
-    ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
-    ABORTED = "Aborted"
-
-
-WARNING_REASONS = frozenset(
-    {Reason.ROLLED_BACK, Reason.PAUSED, Reason.ANALYSIS_INCONCLUSIVE, Reason.ABORTED}
-)
-_ACTIONS: dict[str, str] = {
-    Reason.CANARY_STARTED: "StartCanary",
-    Reason.WEIGHT_CHANGED: "SetWeight",
-    Reason.PROMOTED: "Promote",
-    Reason.ROLLED_BACK: "Rollback",
-    Reason.PAUSED: "Pause",
-    Reason.RESUMED: "Resume",
-    Reason.ANALYSIS_INCONCLUSIVE: "Analyze",
-    Reason.ABORTED: "Abort",
-}
-
-
 def default_type(reason: Reason | str) -> str:
-    """``Warning`` for rollback, pause, inconclusive analysis and abort; ``Normal`` otherwise."""
-    return "Warning" if reason in WARNING_REASONS else "Normal"
+    """The Event type of ``reason`` (see ``Reason.severity``); ``Normal`` for an unknown one."""
+    try:
+        return Reason(reason).severity
+    except ValueError:
+        return "Normal"
+
+
+def _verb(reason: Reason | str) -> str:
+    try:
+        return Reason(reason).verb
+    except ValueError:
+        return str(reason)
 
 
 def truncate_note(message: str, limit: int = NOTE_LIMIT) -> str:
@@ -188,7 +172,7 @@ class EventRecorder:
             "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "reportingController": REPORTING_CONTROLLER,
             "reportingInstance": self.instance,
-            "action": _ACTIONS.get(reason_text, reason_text)[:128],
+            "action": _verb(reason)[:128],
             "reason": reason_text[:128],
             "regarding": regarding,
             "note": truncate_note(message),

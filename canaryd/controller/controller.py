@@ -20,28 +20,21 @@ from canaryd.controller.state import Action, Manual, Phase, RolloutState, StepRe
 from canaryd.durations import format_duration
 from canaryd.observation import Observation
 from canaryd.policy.model import CanaryPolicy, Metric, Step
+from canaryd.reasons import Reason
 from canaryd.stats.bounds import interval_information
 from canaryd.stats.panel import Assessment, JudgePanel, assess
 from canaryd.stats.verdict import Verdict
 
-EVENT_STARTED = "CanaryStarted"
-EVENT_WEIGHT = "WeightChanged"
-EVENT_PROMOTED = "Promoted"
-EVENT_ROLLED_BACK = "RolledBack"
-EVENT_PAUSED = "Paused"
-EVENT_RESUMED = "Resumed"
-EVENT_INCONCLUSIVE = "AnalysisInconclusive"
-
 
 @dataclass(frozen=True)
 class Decision:
-    """What to do now, and why. ``event`` is the Kubernetes Event reason ('' for a quiet hold)."""
+    """What to do now, and why. ``event`` is the Event reason to record (None: a quiet hold)."""
 
     action: Action
     reason: str
     t: float
     weight: int | None = None
-    event: str = ""
+    event: Reason | None = None
     verdicts: tuple[Verdict, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -50,7 +43,7 @@ class Decision:
             "reason": self.reason,
             "t": self.t,
             "weight": self.weight,
-            "event": self.event,
+            "event": None if self.event is None else self.event.value,
             "verdicts": [v.to_dict() for v in self.verdicts],
         }
 
@@ -162,7 +155,7 @@ class RolloutController:
                 step_started_at=now,
             )
             self._synced = new if self._synced is state else self._synced
-            return Decision(Action.HOLD, "resumed by a human", now, event=EVENT_RESUMED), new
+            return Decision(Action.HOLD, "resumed by a human", now, event=Reason.RESUMED), new
         return None
 
     def _start(self, state: RolloutState, now: float) -> tuple[Decision, RolloutState]:
@@ -181,7 +174,7 @@ class RolloutController:
             reason=reason,
         )
         new = self._record(new, now, w, reason)
-        return Decision(Action.SET_WEIGHT, reason, now, weight=w, event=EVENT_STARTED), new
+        return Decision(Action.SET_WEIGHT, reason, now, weight=w, event=Reason.CANARY_STARTED), new
 
     def _ingest(self, state: RolloutState, obs: Observation | None) -> RolloutState:
         if obs is None:
@@ -209,9 +202,9 @@ class RolloutController:
         verdicts: tuple[Verdict, ...],
     ) -> tuple[Decision, RolloutState]:
         if phase is Phase.PROMOTED:
-            action, weight, event = Action.PROMOTE, 100, EVENT_PROMOTED
+            action, weight, event = Action.PROMOTE, 100, Reason.PROMOTED
         else:
-            action, weight, event = Action.ROLLBACK, 0, EVENT_ROLLED_BACK
+            action, weight, event = Action.ROLLBACK, 0, Reason.ROLLED_BACK
         new = state.with_(phase=phase, reason=reason, decided_at=now, paused_from=None)
         new = self._record(new, now, weight, reason)
         return Decision(action, reason, now, weight=weight, event=event, verdicts=verdicts), new
@@ -220,7 +213,7 @@ class RolloutController:
         self, state: RolloutState, now: float, reason: str, verdicts: tuple[Verdict, ...]
     ) -> tuple[Decision, RolloutState]:
         new = state.with_(phase=Phase.PAUSED, paused_from=state.phase, reason=reason)
-        return Decision(Action.PAUSE, reason, now, event=EVENT_PAUSED, verdicts=verdicts), new
+        return Decision(Action.PAUSE, reason, now, event=Reason.PAUSED, verdicts=verdicts), new
 
     def _decide(
         self, state: RolloutState, now: float, obs: Observation | None, a: Assessment
@@ -254,7 +247,7 @@ class RolloutController:
                 Action.HOLD,
                 f"no data this interval: {why}",
                 now,
-                event=EVENT_INCONCLUSIVE,
+                event=Reason.ANALYSIS_INCONCLUSIVE,
                 verdicts=v,
             ), state
         # 3. Bounded duration.
@@ -273,7 +266,11 @@ class RolloutController:
         if a.inconclusive:
             names = ", ".join(f"{x.metric} ({x.reason})" for x in a.inconclusive)
             return Decision(
-                Action.HOLD, f"inconclusive: {names}", now, event=EVENT_INCONCLUSIVE, verdicts=v
+                Action.HOLD,
+                f"inconclusive: {names}",
+                now,
+                event=Reason.ANALYSIS_INCONCLUSIVE,
+                verdicts=v,
             ), state
         return self._progress(state, now, a)
 
@@ -307,7 +304,7 @@ class RolloutController:
             )
             new = self._record(new, now, nxt, reason)
             return Decision(
-                Action.SET_WEIGHT, reason, now, weight=nxt, event=EVENT_WEIGHT, verdicts=v
+                Action.SET_WEIGHT, reason, now, weight=nxt, event=Reason.WEIGHT_CHANGED, verdicts=v
             ), new
         if spec.promotion.criterion == "nonInferiority":
             if early:
@@ -327,7 +324,9 @@ class RolloutController:
         if short and not early:
             if spec.promotion.on_insufficient_evidence == "pause":
                 return self._pause(state, now, short, v)
-            return Decision(Action.HOLD, short, now, event=EVENT_INCONCLUSIVE, verdicts=v), state
+            return Decision(
+                Action.HOLD, short, now, event=Reason.ANALYSIS_INCONCLUSIVE, verdicts=v
+            ), state
         reason = (
             "every critical metric shown no worse than tolerated"
             if early and not met
@@ -374,5 +373,5 @@ class RolloutController:
             return 1.0 - max(metric.quantiles)
         if verdict is None:
             return 1e-3  # nothing seen yet: assume a rare event, which asks for more evidence
-        errors = float(verdict.details.get("stable_errors", 0.0))
+        errors = verdict.stable_events or 0.0
         return (errors + 0.5) / (verdict.stable_samples + 1.0)

@@ -153,8 +153,9 @@ resume_cmd = _manual_command(Manual.RESUME)
 
 def rollout_status(api_client: Any, namespace: str, name: str) -> dict[str, Any]:
     """The stored rollout state (from the ConfigMap) and the live router status."""
-    from canaryd.daemon.reconciler import StateDoc, build_router
+    from canaryd.daemon.reconciler import StateDoc
     from canaryd.policy.model import Router
+    from canaryd.routing.factory import build_router
     from canaryd.state.base import RolloutKey
     from canaryd.state.kubernetes import KubernetesStateStore
 

@@ -47,45 +47,22 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from canaryd.controller import Action, Decision, Manual, Phase, RolloutController, RolloutState
 from canaryd.errors import CanarydError, ConflictError, NotFoundError
-from canaryd.events import EventSink, Reason
+from canaryd.events import EventSink
 from canaryd.kube import INFERENCE_SERVICE, JSON, custom_objects, translate, update_custom_object
 from canaryd.metrics.source import FetchRequest, MetricSource, fetch_request_for
 from canaryd.observation import Observation
-from canaryd.policy.model import CanaryPolicy, Router
-from canaryd.routing import IstioRouter, KServeRawRouter, KServeRouter, TrafficRouter
+from canaryd.policy.model import CanaryPolicy
+from canaryd.reasons import Reason
+from canaryd.routing import TrafficRouter
+from canaryd.routing.factory import router_for_policy
 from canaryd.state.base import RolloutKey, StateStore
 
 log = logging.getLogger("canaryd.daemon")
 
 ACTION_ANNOTATION = "canaryd.io/action"
 DOC_VERSION = 1
-EVENT_INVALID_ACTION = "InvalidAction"
-EVENT_ACTION_IGNORED = "ActionIgnored"
 
 RouterFactory = Callable[[CanaryPolicy, k8s.ApiClient], TrafficRouter]
-
-
-def build_router(
-    api: k8s.ApiClient, namespace: str, name: str, component: str, router: Router
-) -> TrafficRouter:
-    """The TrafficRouter a policy's ``spec.router`` asks for."""
-    if router.type == "kserve-raw":
-        return KServeRawRouter(api, namespace, name)
-    if router.type == "istio":
-        assert router.istio is not None  # the policy model refuses istio without settings
-        return IstioRouter(
-            api,
-            router.istio.namespace or namespace,
-            router.istio.virtual_service,
-            router.istio.stable_host,
-            router.istio.canary_host,
-        )
-    return KServeRouter(api, namespace, name, component)
-
-
-def router_for_policy(policy: CanaryPolicy, api: k8s.ApiClient) -> TrafficRouter:
-    t = policy.spec.target
-    return build_router(api, t.namespace, t.inference_service, t.component, policy.spec.router)
 
 
 def key_of(policy: CanaryPolicy) -> RolloutKey:
@@ -450,7 +427,7 @@ class Reconciler:
                 self._drop_annotation(key, manual_raw)
                 self.events.record(
                     key,
-                    EVENT_INVALID_ACTION,
+                    Reason.INVALID_ACTION,
                     f"ignored {ACTION_ANNOTATION}={manual_raw!r}: expected one of "
                     + ", ".join(m.value for m in Manual),
                     "Warning",
@@ -643,7 +620,7 @@ class Reconciler:
 
     def _ignored(self, key: RolloutKey, action: str, why: str) -> None:
         self.events.record(
-            key, EVENT_ACTION_IGNORED, f"{ACTION_ANNOTATION}={action} ignored: {why}", "Warning"
+            key, Reason.ACTION_IGNORED, f"{ACTION_ANNOTATION}={action} ignored: {why}", "Warning"
         )
         log.warning(
             "manual action ignored",

@@ -71,7 +71,7 @@ def analyze_window(
             no_data.append({"start": a, "end": b, "reason": obs.no_data_reason})
             continue
         assert obs.stable is not None and obs.canary is not None
-        if obs.extra.get("errors_measured", 1.0) == 0.0:
+        if not obs.errors_measured:
             errors_measured = False
         for j in judges:
             j.update(obs.stable, obs.canary)

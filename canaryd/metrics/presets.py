@@ -35,7 +35,7 @@ Presets (the defaults below are what the projects export out of the box):
     ``version_label: serving_knative_dev_revision`` when pod labels are relabelled that way).
     Requests are the histogram's ``_count``. Errors come from a configurable counter
     (``kserve_errors_metric``); without one, errors are **not measured**: every interval
-    reports 0 errors and the observation carries ``extra["errors_measured"] = 0.0`` so that a
+    reports 0 errors and the observation says ``errors_measured=False`` so that a
     verdict on errors can say so.
 
 ``custom``

@@ -57,7 +57,7 @@ class JudgePanel:
     def observe(self, observation: Observation) -> str | None:
         """Feed one interval; return the no-data reason when it could not be used.
 
-        A source that cannot measure errors (``extra["errors_measured"] == 0``, e.g. the
+        A source that cannot measure errors (``Observation.errors_measured`` false, e.g. the
         kserve preset without an error counter) reports zero errors; those zeros are not
         evidence, so error judges are not fed and say so.
         """
@@ -65,7 +65,7 @@ class JudgePanel:
         if not obs.usable:
             return obs.no_data_reason or "no data"
         assert obs.stable is not None and obs.canary is not None
-        blind = observation.extra.get("errors_measured", 1.0) == 0.0
+        blind = not observation.errors_measured
         for judge in self.judges:
             if blind and judge.metric in self._error_metrics:
                 self.unmeasured.add(judge.metric)

@@ -207,7 +207,7 @@ def test_unmeasured_errors_are_inconclusive_not_evidence() -> None:
     _, st = ctrl.step(ctrl.new_state(), 0.0)
     for t in range(60, 900, 60):
         o = obs(float(t), s_err=0, c_err=0)
-        blind = Observation(o.start_s, o.end_s, o.stable, o.canary, extra={"errors_measured": 0.0})
+        blind = Observation(o.start_s, o.end_s, o.stable, o.canary, errors_measured=False)
         d, st = ctrl.step(st, float(t), blind)
     assert st.phase is Phase.PROGRESSING
     assert d.action is Action.HOLD and "does not measure errors" in d.reason

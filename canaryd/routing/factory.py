@@ -1,0 +1,40 @@
+"""Build the TrafficRouter a policy asks for (``spec.router``): the one place that knows them all.
+
+A router is constructed from the policy's target (namespace, InferenceService, component) and
+its ``spec.router`` settings. Adding a way of splitting traffic means adding a branch here and a
+module beside this one; the daemon, ``canaryd status`` and the tests all come through here.
+"""
+
+from __future__ import annotations
+
+from kubernetes import client as k8s
+
+from canaryd.policy.model import CanaryPolicy, Router
+from canaryd.routing.base import TrafficRouter
+from canaryd.routing.istio import IstioRouter
+from canaryd.routing.kserve import KServeRouter
+from canaryd.routing.kserve_raw import KServeRawRouter
+
+
+def build_router(
+    api: k8s.ApiClient, namespace: str, name: str, component: str, router: Router
+) -> TrafficRouter:
+    """The TrafficRouter for ``router`` settings, acting on ``namespace/name``'s ``component``."""
+    if router.type == "kserve-raw":
+        return KServeRawRouter(api, namespace, name)
+    if router.type == "istio":
+        assert router.istio is not None  # the policy model refuses istio without settings
+        return IstioRouter(
+            api,
+            router.istio.namespace or namespace,
+            router.istio.virtual_service,
+            router.istio.stable_host,
+            router.istio.canary_host,
+        )
+    return KServeRouter(api, namespace, name, component)
+
+
+def router_for_policy(policy: CanaryPolicy, api: k8s.ApiClient) -> TrafficRouter:
+    """The router of ``policy`` (its target and ``spec.router``)."""
+    t = policy.spec.target
+    return build_router(api, t.namespace, t.inference_service, t.component, policy.spec.router)
