@@ -1,0 +1,220 @@
+"""Demultiplexing: one batched answer per metric kind back into one Observation per rollout.
+
+Answers are keyed by ``(namespace, revision)`` (namespace None for the custom preset, whose
+queries fix it); label spellings of one revision (istio's ``-deployment``/``-private``
+suffixes) add up. ``observation_for`` turns a chunk's answers into one rollout's observation
+and names the first problem it finds: a missing series, a counter reset, NaN, a partial
+bucket set, a missing custom value. It never raises.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from canaryd.errors import MetricsError
+from canaryd.metrics.presets import QuerySet, revision_for, version_label_of
+from canaryd.metrics.source import FetchRequest
+from canaryd.observation import Observation, VersionCounts
+
+_Key = tuple[str | None, str]
+"""(namespace or None for the custom preset, revision)."""
+
+
+@dataclass
+class Answers:
+    """Demultiplexed answers of one chunk."""
+
+    requests: dict[_Key, float] = field(default_factory=dict)
+    errors: dict[_Key, float] | None = None
+    buckets: dict[_Key, dict[float, float]] | None = None
+    resets: dict[_Key, float] | None = None
+    custom: dict[str, dict[_Key, float]] = field(default_factory=dict)
+    failed: str | None = None
+    custom_failed: dict[str, str] = field(default_factory=dict)
+
+
+def observation_for(
+    r: FetchRequest,
+    ans: Answers,
+    start_s: float,
+    end_s: float,
+    *,
+    round_counts: bool = True,
+    require_same_layout: bool = True,
+) -> Observation:
+    """One rollout's observation from its chunk's answers; no-data naming the first problem."""
+    if ans.failed is not None:
+        return no_data(start_s, end_s, ans.failed)
+    ns: str | None = None if r.source.preset == "custom" else r.namespace
+    revs = {"stable": r.stable_revision, "canary": r.canary_revision}
+    keys = {v: (ns, rev) for v, rev in revs.items()}
+    missing = [v for v, k in keys.items() if k not in ans.requests]
+    if len(missing) == 2:
+        return no_data(
+            start_s,
+            end_s,
+            f"no data in the window for stable {r.stable_revision!r} or canary "
+            f"{r.canary_revision!r}",
+        )
+    if missing:
+        v = missing[0]
+        return no_data(start_s, end_s, f"no {v} series (revision {revs[v]!r})")
+    if ans.resets is not None:
+        for v, k in keys.items():
+            n = ans.resets.get(k, 0.0)
+            if math.isnan(n) or n > 0:
+                return no_data(
+                    start_s, end_s, f"counter reset in the window ({v} revision {revs[v]!r})"
+                )
+    errors_measured = ans.errors is not None
+    counts: dict[str, VersionCounts] = {}
+    layouts: dict[str, tuple[float, ...]] = {}
+    for v, k in keys.items():
+        req = ans.requests[k]
+        if ans.errors is None:
+            err = 0.0
+        elif k in ans.errors:
+            err = ans.errors[k]
+        else:
+            return no_data(start_s, end_s, f"no {v} error series (revision {revs[v]!r})")
+        bounds: tuple[float, ...] = ()
+        cum: tuple[float, ...] = ()
+        if r.need_latency:
+            if ans.buckets is None:
+                return no_data(start_s, end_s, "no latency histogram query for this source")
+            hist = ans.buckets.get(k)
+            if not hist:
+                return no_data(start_s, end_s, f"no {v} latency histogram (revision {revs[v]!r})")
+            if math.inf not in hist:
+                return no_data(
+                    start_s, end_s, f"partial bucket set: {v} histogram has no +Inf bucket"
+                )
+            bounds = tuple(sorted(hist))
+            cum = tuple(hist[b] for b in bounds)
+            layouts[v] = bounds
+        values: dict[str, float] = {}
+        for name, _ in r.custom_metrics:
+            if name in ans.custom_failed:
+                return no_data(start_s, end_s, f"custom metric {name!r}: {ans.custom_failed[name]}")
+            got = ans.custom.get(name, {}).get((None, revs[v]))
+            if got is None:
+                return no_data(start_s, end_s, f"custom metric {name!r}: no {v} value")
+            if not math.isfinite(got):
+                return no_data(start_s, end_s, f"custom metric {name!r}: {v} value is {got}")
+            values[name] = got
+        nums = (req, err, *cum)
+        if any(not math.isfinite(x) for x in nums):
+            return no_data(start_s, end_s, f"NaN or Inf in the {v} counts")
+        if round_counts:
+            req, err = float(round(req)), float(round(err))
+            cum = tuple(float(round(c)) for c in cum)
+        counts[v] = VersionCounts(req, err, bounds, cum, values)
+    if (
+        require_same_layout
+        and r.source.preset != "custom"
+        and len(layouts) == 2
+        and layouts["stable"] != layouts["canary"]
+    ):
+        only_s = sorted(set(layouts["stable"]) - set(layouts["canary"]))
+        only_c = sorted(set(layouts["canary"]) - set(layouts["stable"]))
+        return no_data(
+            start_s,
+            end_s,
+            "partial bucket set: stable and canary histograms differ "
+            f"(only stable: {_les(only_s)}; only canary: {_les(only_c)})",
+        )
+    return Observation(
+        start_s,
+        end_s,
+        stable=counts["stable"],
+        canary=counts["canary"],
+        errors_measured=errors_measured,
+    ).validated()
+
+
+def _les(values: Sequence[float]) -> str:
+    return ", ".join(f"le={v:g}" for v in values) or "-"
+
+
+def no_data(start_s: float, end_s: float, reason: str) -> Observation:
+    return Observation(start_s, end_s, no_data_reason=reason)
+
+
+def request_problem(r: FetchRequest) -> str | None:
+    if not r.stable_revision or not r.canary_revision:
+        return "stable or canary revision is not known yet"
+    if r.stable_revision == r.canary_revision:
+        return f"stable and canary are the same revision ({r.stable_revision!r})"
+    try:
+        version_label_of(r.source)
+    except MetricsError as exc:
+        return str(exc)
+    return None
+
+
+def _label_key(
+    labels: dict[str, str], qs: QuerySet, wanted: set[str], use_namespace: bool = True
+) -> _Key | None:
+    value = labels.get(qs.version_label)
+    if value is None:
+        return None
+    rev = revision_for(value, wanted, qs.suffixes)
+    if rev is None:
+        return None
+    ns = labels.get(qs.namespace_label) if (use_namespace and qs.namespace_label) else None
+    if use_namespace and qs.namespace_label and ns is None:
+        return None
+    return (ns, rev)
+
+
+def _value(row: dict[str, Any]) -> float:
+    try:
+        return float(row["value"][1])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return math.nan
+
+
+def scalars(
+    rows: list[dict[str, Any]],
+    qs: QuerySet,
+    wanted: set[str],
+    kind: str,
+    use_namespace: bool = True,
+) -> dict[_Key, float]:
+    """Sum values per (namespace, revision); label spellings of one revision add up."""
+    out: dict[_Key, float] = {}
+    for row in rows:
+        key = _label_key(row.get("metric", {}), qs, wanted, use_namespace)
+        if key is None:
+            continue
+        out[key] = out.get(key, 0.0) + _value(row)
+    return out
+
+
+def buckets(
+    rows: list[dict[str, Any]], qs: QuerySet, wanted: set[str]
+) -> dict[_Key, dict[float, float]]:
+    """Cumulative buckets per (namespace, revision), bounds converted to milliseconds."""
+    out: dict[_Key, dict[float, float]] = defaultdict(dict)
+    for row in rows:
+        labels = row.get("metric", {})
+        key = _label_key(labels, qs, wanted)
+        if key is None:
+            continue
+        try:
+            le = float(labels["le"])
+        except (KeyError, ValueError):
+            continue
+        bound = le if math.isinf(le) else _ms(le, qs.latency_scale_ms)
+        hist = out[key]
+        hist[bound] = hist.get(bound, 0.0) + _value(row)
+    return dict(out)
+
+
+def _ms(le: float, scale: float) -> float:
+    """``le * scale`` without binary noise (0.3 s is 300 ms, not 300.00000000000006)."""
+    return le if scale == 1.0 else float(f"{le * scale:.12g}")
