@@ -28,6 +28,16 @@ class Reason(StrEnum):
     ABORTED = "Aborted"
     INVALID_ACTION = "InvalidAction"
     ACTION_IGNORED = "ActionIgnored"
+    POLICY_CHANGED = "PolicyChanged"
+    """The policy was edited mid-rollout; the note says what changed and what was done."""
+    POLICY_CONFLICT = "ConflictingPolicies"
+    """Several policies target one InferenceService: none of them acts on it."""
+    POLICY_REFUSED = "PolicyRefused"
+    """The policy is not allowed to act (e.g. a route in another namespace)."""
+    STATE_INVALID = "StateInvalid"
+    """The stored state cannot be read or does not fit the policy: held, nothing moves."""
+    STATE_LOST = "StateLost"
+    """The stored state disappeared while the canary had traffic: paused for a human."""
 
     @property
     def severity(self) -> str:
@@ -48,6 +58,10 @@ _WARNINGS = frozenset(
         Reason.ABORTED,
         Reason.INVALID_ACTION,
         Reason.ACTION_IGNORED,
+        Reason.POLICY_CONFLICT,
+        Reason.POLICY_REFUSED,
+        Reason.STATE_INVALID,
+        Reason.STATE_LOST,
     }
 )
 _VERBS: dict[Reason, str] = {
@@ -61,4 +75,9 @@ _VERBS: dict[Reason, str] = {
     Reason.ABORTED: "Abort",
     Reason.INVALID_ACTION: "IgnoreAction",
     Reason.ACTION_IGNORED: "IgnoreAction",
+    Reason.POLICY_CHANGED: "AdoptPolicy",
+    Reason.POLICY_CONFLICT: "Hold",
+    Reason.POLICY_REFUSED: "Hold",
+    Reason.STATE_INVALID: "Hold",
+    Reason.STATE_LOST: "Pause",
 }

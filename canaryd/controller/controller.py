@@ -96,6 +96,21 @@ class RolloutController:
             judges=self._fresh_panel_state(),
         )
 
+    @staticmethod
+    def changes(state: RolloutState, manual: Manual) -> bool:
+        """Whether ``manual`` would change ``state`` (the rules ``step`` applies to it).
+
+        Promote and rollback end any rollout that has not ended; pause acts unless paused;
+        resume only on a paused rollout. Nothing changes an ended rollout.
+        """
+        if state.phase.terminal:
+            return False
+        if manual in (Manual.PROMOTE, Manual.ROLLBACK):
+            return True
+        if manual is Manual.PAUSE:
+            return state.phase is not Phase.PAUSED
+        return state.phase is Phase.PAUSED
+
     def step(
         self,
         state: RolloutState,
@@ -123,6 +138,66 @@ class RolloutController:
         self._synced = state
         return decision, state
 
+    # --- when the policy or the stored state changes under a running rollout -----------
+    def restart_evidence(self, state: RolloutState, now: float, why: str) -> RolloutState:
+        """``state`` with fresh judges (the analysis changed): same phase, step and weight.
+
+        The old evidence was gathered under other judges, tolerances or quantiles and means
+        nothing under these; the new e-processes start from nothing, at this step.
+        """
+        new = state.with_(
+            judges=self._fresh_panel_state(),
+            step_started_at=now,
+            step_canary_requests=0.0,
+            reason=why,
+        )
+        self._synced = None
+        return new
+
+    def nearest_step(self, weight: int) -> int:
+        """The index of the largest step whose weight is at most ``weight`` (0 if none)."""
+        best = 0
+        for i, s in enumerate(self.steps):
+            if s.weight <= weight:
+                best = i
+        return best
+
+    def adopt_steps(self, state: RolloutState, now: float) -> RolloutState:
+        """``state`` moved onto this policy's steps (the steps changed mid-rollout).
+
+        A rollout keeps its step when that step still has its weight; otherwise it goes to the
+        largest step at or below its current weight, so traffic never rises because of an
+        edit. The caller applies a weight that changed.
+        """
+        if state.phase not in (Phase.PROGRESSING, Phase.PAUSED):
+            return state
+        if 0 <= state.step < len(self.steps) and self.steps[state.step].weight == state.weight:
+            return state
+        i = self.nearest_step(state.weight)
+        w = self.steps[i].weight
+        reason = f"the policy's steps changed: now step {i + 1} of {len(self.steps)} at {w}%"
+        new = state.with_(step=i, step_started_at=now, step_canary_requests=0.0, reason=reason)
+        if w != state.weight:
+            new = self._record(new, now, w, reason)
+        self._synced = None
+        return new
+
+    def paused_state(
+        self, stable: str, canary: str, weight: int, now: float, reason: str
+    ) -> RolloutState:
+        """A fresh rollout paused at the step nearest ``weight`` (its stored state was lost)."""
+        i = self.nearest_step(weight)
+        return self.new_state(stable, canary).with_(
+            phase=Phase.PAUSED,
+            paused_from=Phase.PROGRESSING,
+            step=i,
+            weight=self.steps[i].weight,
+            started_at=now,
+            step_started_at=now,
+            last_data_at=now,
+            reason=reason,
+        )
+
     # --- internals ---------------------------------------------------------------------
     def _fresh_panel_state(self) -> dict[str, Any]:
         return JudgePanel(self.policy).state()
@@ -139,13 +214,15 @@ class RolloutController:
     def _manual(
         self, state: RolloutState, now: float, manual: Manual
     ) -> tuple[Decision, RolloutState] | None:
+        if not self.changes(state, manual):
+            return None
         if manual is Manual.ROLLBACK:
             return self._finish(state, now, Phase.ROLLED_BACK, "manual rollback", ())
         if manual is Manual.PROMOTE:
             return self._finish(state, now, Phase.PROMOTED, "manual promotion", ())
-        if manual is Manual.PAUSE and state.phase is not Phase.PAUSED:
+        if manual is Manual.PAUSE:
             return self._pause(state, now, "paused by a human", ())
-        if manual is Manual.RESUME and state.phase is Phase.PAUSED:
+        if manual is Manual.RESUME:
             back = state.paused_from or Phase.PROGRESSING
             new = state.with_(
                 phase=back,

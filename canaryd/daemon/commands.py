@@ -11,15 +11,12 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from canaryd.controller import Manual
 from canaryd.errors import CanarydError, NotFoundError
-
-if TYPE_CHECKING:
-    from canaryd.kube import JSON
 
 KUBECONFIG = click.option(
     "--kubeconfig",
@@ -62,6 +59,28 @@ def _target(value: str) -> tuple[str, str]:
     default=None,
     help="Namespace of the leader Lease (default: $CANARYD_LEASE_NAMESPACE; none: no election).",
 )
+@click.option(
+    "--settle",
+    "settle_s",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds after a window's end before it is judged (its last scrapes land).",
+)
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(1, 1000),
+    default=10,
+    show_default=True,
+    help="Write a rollout's evidence at least every N windows (decisions are always written).",
+)
+@click.option(
+    "--allow-cross-namespace",
+    multiple=True,
+    metavar="TARGET_NS=ROUTE_NS",
+    help="Allow policies for models in TARGET_NS to drive routes in ROUTE_NS (repeatable).",
+)
+@click.option("--context", default=None, help="Kubeconfig context.")
 @click.option("--log-level", default="INFO", show_default=True)
 def run_cmd(
     policies: tuple[Path, ...],
@@ -73,51 +92,55 @@ def run_cmd(
     once: bool,
     tick_s: float,
     lease_namespace: str | None,
+    settle_s: float,
+    checkpoint_every: int,
+    allow_cross_namespace: tuple[str, ...],
+    context: str | None,
     log_level: str,
 ) -> None:
     """Run the canary analysis daemon (one JSON log line per decision)."""
     import logging
 
     from canaryd.daemon import jsonlog
-    from canaryd.daemon.run import Daemon, config_from_env
+    from canaryd.daemon.run import Daemon, config_from_env, parse_cross_namespace
 
     jsonlog.configure(log_level.upper())
-    config = config_from_env(
-        policies=list(policies),
-        prometheus=prometheus,
-        kubeconfig=str(kubeconfig) if kubeconfig else None,
-        namespaces=[n.strip() for n in namespaces.split(",") if n.strip()] if namespaces else None,
-        port=port,
-        host=host,
-        once=once,
-        tick_s=tick_s,
-        lease_namespace=lease_namespace,
-    )
-    if config.lease_namespace is None and not once:
-        logging.getLogger("canaryd.run").warning(
-            "no lease namespace: leader election is off; run a single replica"
+    try:
+        config = config_from_env(
+            policies=list(policies),
+            prometheus=prometheus,
+            kubeconfig=str(kubeconfig) if kubeconfig else None,
+            context=context,
+            namespaces=[n.strip() for n in namespaces.split(",") if n.strip()]
+            if namespaces
+            else None,
+            port=port,
+            host=host,
+            once=once,
+            tick_s=tick_s,
+            lease_namespace=lease_namespace,
+            settle_s=settle_s,
+            checkpoint_every=checkpoint_every,
+            cross_namespace=parse_cross_namespace(allow_cross_namespace),
         )
-    daemon = Daemon(config)
-    sys.exit(daemon.run_once() if once else daemon.run_forever())
+        if config.lease_namespace is None and not once:
+            logging.getLogger("canaryd.run").warning(
+                "no lease namespace: leader election is off; run a single replica"
+            )
+        daemon = Daemon(config)
+        sys.exit(daemon.run_once() if once else daemon.run_forever())
+    except CanarydError as exc:
+        click.echo(f"canaryd run: {exc}", err=True)
+        sys.exit(3)
 
 
 def annotate(api_client: Any, namespace: str, name: str, action: Manual) -> bool:
     """Set ``canaryd.io/action`` on the InferenceService; returns whether it wrote."""
-    from canaryd.daemon.reconciler import ACTION_ANNOTATION
-    from canaryd.kube import INFERENCE_SERVICE, custom_objects, update_custom_object
+    from canaryd.daemon.manual import request_action
+    from canaryd.identity import RolloutKey
+    from canaryd.kube import KubeObjects
 
-    def mutate(obj: JSON) -> JSON:
-        meta = obj.setdefault("metadata", {})
-        ann = meta.get("annotations")
-        if not isinstance(ann, dict):
-            ann = meta["annotations"] = {}
-        ann[ACTION_ANNOTATION] = action.value
-        return obj
-
-    _, wrote = update_custom_object(
-        custom_objects(api_client), INFERENCE_SERVICE, namespace, name, mutate
-    )
-    return wrote
+    return request_action(KubeObjects(api_client), RolloutKey(namespace, name), action)
 
 
 def _manual_command(action: Manual) -> click.Command:
@@ -153,14 +176,16 @@ resume_cmd = _manual_command(Manual.RESUME)
 
 def rollout_status(api_client: Any, namespace: str, name: str) -> dict[str, Any]:
     """The stored rollout state (from the ConfigMap) and the live router status."""
-    from canaryd.daemon.reconciler import StateDoc
+    from canaryd.identity import RolloutKey
+    from canaryd.kube import KubeObjects
     from canaryd.policy.model import Router
     from canaryd.routing.factory import build_router
-    from canaryd.state.base import RolloutKey
+    from canaryd.state.document import StateDoc
     from canaryd.state.kubernetes import KubernetesStateStore
 
     key = RolloutKey(namespace, name)
-    store = KubernetesStateStore(api_client)
+    objects = KubeObjects(api_client)
+    store = KubernetesStateStore(objects)
     stored = store.load(key)
     out: dict[str, Any] = {"rollout": str(key), "state_configmap": store.name_for(key)}
     router_spec = Router()
@@ -186,11 +211,11 @@ def rollout_status(api_client: Any, namespace: str, name: str) -> dict[str, Any]
             "intervals": st.intervals,
             "no_data_intervals": st.no_data_intervals,
             "updated": doc.updated,
-            "pending": doc.pending,
+            "pending": None if doc.pending is None else doc.pending.to_dict(),
         }
         out["last_decision"] = doc.last_decision
     try:
-        router = build_router(api_client, namespace, name, component, router_spec)
+        router = build_router(objects, namespace, name, component, router_spec)
         ts = router.status()
         out["router"] = {
             "type": router_spec.type,

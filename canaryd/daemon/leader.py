@@ -28,9 +28,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 
-from canaryd.kube import JSON, api_status, raw_request
+from canaryd.kube import JSON, ApiConflictError, ApiError, ApiNotFoundError, raw_request
 
 log = logging.getLogger("canaryd.leader")
 
@@ -82,6 +81,16 @@ class LeaderElector:
     def _path(self) -> str:
         return f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases"
 
+    def may_write(self) -> bool:
+        """Whether a write started now lands before anyone else can hold the Lease.
+
+        True while the last renewal (timed from the start of its round) is younger than the
+        renew deadline; a write bounded by the write timeout (``lease_duration -
+        renew_deadline`` at most) then completes before the Lease can expire. The daemon checks
+        it before every write, so two daemons can never both write.
+        """
+        return self.is_leader
+
     @property
     def is_leader(self) -> bool:
         with self._lock:
@@ -95,10 +104,10 @@ class LeaderElector:
         was = self.is_leader
         try:
             won = self._round()
-        except ApiException as err:
+        except ApiError as err:
             log.warning(
                 "lease round failed",
-                extra={"fields": {"status": api_status(err), "reason": str(err.reason)}},
+                extra={"fields": {"status": err.status, "error": str(err)}},
             )
             won = False
         except Exception as exc:  # connection refused etc.: we just did not renew
@@ -119,9 +128,7 @@ class LeaderElector:
         now_w = self._wall()
         try:
             lease = raw_request(self._client, "GET", f"{self._path}/{self.name}")
-        except ApiException as err:
-            if api_status(err) != 404:
-                raise
+        except ApiNotFoundError:
             return self._create(now_m, now_w)
         spec = lease.get("spec") or {}
         meta = lease.get("metadata") or {}
@@ -157,11 +164,9 @@ class LeaderElector:
         }
         try:
             written = raw_request(self._client, "PUT", f"{self._path}/{self.name}", body=body)
-        except ApiException as err:
-            if api_status(err) == 409:
-                self._lost()
-                return False
-            raise
+        except ApiConflictError:
+            self._lost()
+            return False
         self._won(written, now_m)
         return True
 
@@ -180,11 +185,9 @@ class LeaderElector:
         }
         try:
             written = raw_request(self._client, "POST", self._path, body=body)
-        except ApiException as err:
-            if api_status(err) == 409:
-                self._lost()
-                return False
-            raise
+        except ApiConflictError:
+            self._lost()
+            return False
         self._won(written, now_m)
         return True
 

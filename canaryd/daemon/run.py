@@ -1,18 +1,21 @@
 """``canaryd run``: the in-cluster daemon (and ``--once`` for cron jobs and tests).
 
-Scheduling: an APScheduler ``BackgroundScheduler`` runs one **fixed tick every 5 s**
-(``--tick``) that asks the reconciler which rollouts are due; each rollout's due time comes
-from its own ``analysis.interval`` and the ``window_end`` stored with its state. A fixed tick
-(rather than a job at the GCD of the intervals) keeps policy reloads trivial, bounds how long a
-manual annotation waits, and lets a restarted daemon resume each rollout on its own schedule.
-A second job renews the leader Lease (every ``retry_period``); ticks and renewals run in
-separate executor threads, so a slow Prometheus cannot cost the Lease. Only the leader
-reconciles; standbys keep serving ``/metrics`` and the probes.
+Wiring: policies (``PolicySet``) → the rollouts they ask for (``Reconciler``) → the collections
+the daemon must see, mirrored by a ``WatchCache`` → ``KubeObjects`` reading through it → routers,
+the state store and manual controls. Metrics come from a ``PrometheusPool`` (each policy's own
+Prometheus, else the daemon's default). Events from an ``EventRecorder``.
 
-Policies are loaded from ``--policies`` (files or directories). Invalid files are logged with
-their located problems and the valid ones are served. They are reloaded on SIGHUP and when a
-file changes (checked every tick, by path, size and mtime). SIGTERM/SIGINT stop the scheduler,
-wait for a running tick, release the Lease and stop the HTTP server.
+Scheduling: an APScheduler ``BackgroundScheduler`` runs one fixed tick every 5 s (``--tick``);
+the reconciler judges each rollout's windows as they complete on its analysis grid. A second
+job renews the leader Lease (every ``renew_period``) in its own thread, so a slow Prometheus
+cannot cost the leadership; only the leader ticks, and every write checks that it still leads.
+
+Probes never call the apiserver: ``/healthz`` is the tick heartbeat, ``/readyz`` the policies and
+the watch cache's health (synced, no watch failing for long).
+
+Policies are reloaded on SIGHUP and when a file changes (checked every tick; only changed files
+are parsed again). SIGTERM/SIGINT stop the scheduler, wait for a running tick, flush Event
+series, release the Lease and stop the HTTP server.
 """
 
 from __future__ import annotations
@@ -22,30 +25,31 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
 
 from kubernetes import client as k8s
 
 from canaryd.daemon.leader import LeaderElector
+from canaryd.daemon.policies import PolicySet
 from canaryd.daemon.reconciler import Reconciler, TickReport
 from canaryd.daemon.server import HealthServer
-from canaryd.errors import InputError
-from canaryd.events import EventRecorder
-from canaryd.kube import load_api_client
-from canaryd.metrics.source import FetchRequest
-from canaryd.observation import Observation
-from canaryd.policy.loader import YAML_SUFFIXES, load_policy_file
-from canaryd.policy.model import CanaryPolicy
-from canaryd.state.kubernetes import KubernetesStateStore
-
-if TYPE_CHECKING:
-    from canaryd.metrics.prometheus import PrometheusSource
+from canaryd.errors import CanarydError
+from canaryd.identity import RolloutKey
+from canaryd.kube import INFERENCE_SERVICE, KubeObjects, load_api_client
+from canaryd.kube.events import EventRecorder
+from canaryd.kube.watching import WatchCache
+from canaryd.metrics.pool import PrometheusPool
 
 log = logging.getLogger("canaryd.run")
+
+PROMETHEUS_ENV = "CANARYD_PROMETHEUS_URL"
+
+
+class StartupError(CanarydError):
+    """The daemon cannot start as configured; the message says what to change."""
 
 
 @dataclass
@@ -53,6 +57,7 @@ class RunConfig:
     policies: Sequence[Path]
     prometheus: str | None = None
     kubeconfig: str | None = None
+    context: str | None = None
     namespaces: Sequence[str] | None = None
     port: int = 8080
     host: str = "0.0.0.0"
@@ -62,145 +67,40 @@ class RunConfig:
     identity: str | None = None
     lease_duration_s: float = 15.0
     renew_period_s: float = 5.0
+    settle_s: float = 10.0
+    """A window is judged this long after its end, so its last scrapes have landed."""
+    checkpoint_every: int = 10
+    cross_namespace: Sequence[tuple[str, str]] = field(default_factory=list)
+    clock: Callable[[], float] = time.time
+    """Wall time in epoch seconds (a drill may run the daemon on a shifted clock)."""
 
 
-# -- policies --------------------------------------------------------------------------------
-
-
-def _visible_policy_files(paths: Sequence[Path]) -> list[Path]:
-    """YAML files under ``paths``, skipping hidden entries such as a mounted ConfigMap's
-    ``..data`` / ``..2024_…`` directories (which would otherwise load every policy twice)."""
-    out: list[Path] = []
-    seen: set[Path] = set()
-    for root in paths:
-        if root.is_dir():
-            found = sorted(
-                f
-                for f in root.rglob("*")
-                if f.suffix in YAML_SUFFIXES
-                and not any(part.startswith(".") for part in f.relative_to(root).parts)
-                and f.is_file()
-            )
-        else:
-            found = [root]
-        for f in found:
-            real = f.resolve()
-            if real not in seen:
-                seen.add(real)
-                out.append(f)
-    return out
-
-
-@dataclass
-class PolicySet:
-    """The policies under some paths, with change detection."""
-
-    paths: Sequence[Path]
-    policies: list[CanaryPolicy] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    loaded: bool = False
-    _signature: tuple[tuple[str, int, int], ...] = ()
-
-    def signature(self) -> tuple[tuple[str, int, int], ...]:
-        sig = []
-        for f in _visible_policy_files(self.paths):
-            try:
-                st = f.stat()
-            except OSError:
-                continue
-            sig.append((str(f), st.st_size, st.st_mtime_ns))
-        return tuple(sig)
-
-    def changed(self) -> bool:
-        return self.signature() != self._signature
-
-    def load(self) -> list[CanaryPolicy]:
-        self._signature = self.signature()
-        policies: list[CanaryPolicy] = []
-        problems: list[str] = []
-        files = _visible_policy_files(self.paths)
-        if not files:
-            problems.append(f"no policy files under {', '.join(map(str, self.paths))}")
-        for f in files:
-            try:
-                policies.extend(lp.policy for lp in load_policy_file(f))
-            except InputError as exc:
-                problems.extend(str(p) for p in exc.problems)
-        for p in problems:
-            log.error("invalid policy", extra={"fields": {"problem": p}})
-        log.info(
-            "policies loaded",
-            extra={
-                "fields": {
-                    "policies": [p.name for p in policies],
-                    "files": len(files),
-                    "problems": len(problems),
-                }
-            },
+def _check_sources(config: RunConfig, policies: PolicySet) -> None:
+    missing = [
+        lp
+        for lp in policies.policies
+        if not (lp.policy.spec.analysis.source.prometheus or config.prometheus)
+    ]
+    if missing:
+        where = ", ".join(f"{lp.policy.name} ({lp.file})" for lp in missing)
+        raise StartupError(
+            f"no Prometheus to read for {where}: pass --prometheus URL, set {PROMETHEUS_ENV}, "
+            "or set spec.analysis.source.prometheus in the policy"
         )
-        self.policies, self.problems, self.loaded = policies, problems, True
-        return policies
-
-
-# -- metrics source: one PrometheusSource per URL ---------------------------------------------
-
-
-class PrometheusByUrl:
-    """A MetricSource that sends each request to ``--prometheus`` if given, else to its policy's
-    ``analysis.source.prometheus``; a request with neither is no-data."""
-
-    def __init__(self, override: str | None) -> None:
-        self.override = override
-        self._sources: dict[str, PrometheusSource] = {}
-
-    def fetch(
-        self, requests: Sequence[FetchRequest], start_s: float, end_s: float
-    ) -> dict[Hashable, Observation]:
-        from canaryd.metrics.prometheus import PrometheusSource
-
-        out: dict[Hashable, Observation] = {}
-        by_url: dict[str, list[FetchRequest]] = {}
-        for r in requests:
-            url = self.override or r.source.prometheus
-            if not url:
-                out[r.key] = Observation(
-                    start_s,
-                    end_s,
-                    no_data_reason="no Prometheus URL (--prometheus or "
-                    "spec.analysis.source.prometheus)",
-                )
-            else:
-                by_url.setdefault(url, []).append(r)
-        for url, reqs in by_url.items():
-            if url not in self._sources:
-                self._sources[url] = PrometheusSource(url)
-            out.update(self._sources[url].fetch(reqs, start_s, end_s))
-        return out
-
-    def close(self) -> None:
-        for s in self._sources.values():
-            s.close()
-
-
-# -- the daemon ----------------------------------------------------------------------------
 
 
 class Daemon:
-    """Wires policies, Kubernetes, Prometheus, the reconciler, the Lease and the HTTP server."""
+    """Wires policies, the watch cache, Prometheus, the reconciler, the Lease and the server."""
 
     def __init__(self, config: RunConfig, api_client: k8s.ApiClient | None = None) -> None:
         self.config = config
-        self.api = api_client or load_api_client(config.kubeconfig)
+        self.api = api_client or load_api_client(config.kubeconfig, config.context)
         self.policy_set = PolicySet(list(config.policies))
-        self.source = PrometheusByUrl(config.prometheus)
-        self.reconciler = Reconciler(
-            self.policy_set.load(),
-            self.api,
-            self.source,
-            KubernetesStateStore(self.api),
-            EventRecorder(self.api, config.identity),
-            namespaces=config.namespaces,
-        )
+        self.policy_set.load()
+        _check_sources(config, self.policy_set)
+        self.cache = WatchCache(self.api)
+        self.objects = KubeObjects(self.api, self.cache)
+        self.source = PrometheusPool(config.prometheus)
         self.elector = (
             LeaderElector(
                 self.api,
@@ -212,11 +112,31 @@ class Daemon:
             if config.lease_namespace
             else None
         )
+        self.events = EventRecorder(self.api, config.identity, uid_of=self._uid_of)
+        self.reconciler = Reconciler(
+            self.policy_set.policies,
+            self.objects,
+            self.source,
+            self.events,
+            clock=config.clock,
+            namespaces=config.namespaces,
+            cross_namespace=config.cross_namespace,
+            settle_s=config.settle_s,
+            checkpoint_every=config.checkpoint_every,
+            may_write=self.elector.may_write if self.elector is not None else None,
+        )
+        self.cache.ensure(self.reconciler.collections())
         self._reload = threading.Event()
         self._stop = threading.Event()
         self._heartbeat = time.monotonic()
-        self._api_ok: tuple[float, str | None] = (0.0, "not checked yet")
         self._tick_lock = threading.Lock()
+
+    def _uid_of(self, key: RolloutKey) -> str | None:
+        got = self.cache.lookup(INFERENCE_SERVICE, key.namespace, key.name)
+        if isinstance(got, dict):
+            uid = (got.get("metadata") or {}).get("uid")
+            return str(uid) if uid else None
+        return None
 
     # -- probes --------------------------------------------------------------------------
 
@@ -229,15 +149,7 @@ class Daemon:
             return "policies not loaded"
         if not self.reconciler.policies:
             return "no valid policy loaded"
-        checked, why = self._api_ok
-        if time.monotonic() - checked > 5.0:
-            try:
-                k8s.VersionApi(self.api).get_code(_request_timeout=3)
-                why = None
-            except Exception as exc:
-                why = f"kube API unreachable: {type(exc).__name__}: {exc}"[:300]
-            self._api_ok = (time.monotonic(), why)
-        return why
+        return self.cache.problem()
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -245,31 +157,44 @@ class Daemon:
         if self._reload.is_set() or self.policy_set.changed():
             self._reload.clear()
             self.reconciler.set_policies(self.policy_set.load())
+            self.cache.ensure(self.reconciler.collections())
 
-    def tick(self, *, force: bool = False) -> TickReport | None:
+    def tick(self) -> TickReport | None:
         with self._tick_lock:
             self._heartbeat = time.monotonic()
             try:
                 self.maybe_reload()
                 if self.elector is not None and not self.elector.is_leader:
                     return None
-                return self.reconciler.tick(force=force)
+                return self.reconciler.tick()
             except Exception:
                 log.exception("tick failed")
                 return None
             finally:
                 self._heartbeat = time.monotonic()
 
+    def start_cache(self, timeout_s: float = 60.0) -> bool:
+        self.cache.start()
+        ok = self.cache.wait_synced(timeout_s)
+        if not ok:
+            log.warning(
+                "watch cache not synced yet; reads fall back to the API",
+                extra={"fields": {"problem": self.cache.problem()}},
+            )
+        return ok
+
     def run_once(self) -> int:
         if self.elector is not None and not self.elector.try_acquire_or_renew():
             log.info("another canaryd holds the lease; nothing to do")
             return 0
         try:
-            report = self.tick(force=True)
+            self.start_cache()
+            report = self.tick()
+            self.reconciler.checkpoint_all()  # this process ends: keep what it judged
         finally:
             if self.elector is not None:
                 self.elector.release()
-            self.source.close()
+            self._shutdown()
         if report is None:
             return 1
         log.info(
@@ -287,15 +212,22 @@ class Daemon:
     def run_forever(self) -> int:
         from apscheduler.schedulers.background import BackgroundScheduler
 
-        server = HealthServer(
-            self.reconciler.metrics.registry,
-            self.alive,
-            self.ready,
-            host=self.config.host,
-            port=self.config.port,
-        ).start()
+        try:
+            server = HealthServer(
+                self.reconciler.metrics.registry,
+                self.alive,
+                self.ready,
+                host=self.config.host,
+                port=self.config.port,
+            ).start()
+        except OSError as exc:
+            raise StartupError(
+                f"cannot serve on {self.config.host}:{self.config.port}: "
+                f"{exc.strerror or exc} (choose another --port)"
+            ) from None
         log.info("serving /metrics /healthz /readyz", extra={"fields": {"port": server.port}})
         self._install_signals()
+        self.start_cache()
         scheduler = BackgroundScheduler(timezone="UTC")
         if self.elector is not None:
             self.elector.try_acquire_or_renew()  # so the first tick does not wait a period
@@ -323,11 +255,18 @@ class Daemon:
         finally:
             log.info("shutting down")
             scheduler.shutdown(wait=True)
+            with self._tick_lock:
+                self.reconciler.checkpoint_all()
             if self.elector is not None:
                 self.elector.release()
             server.stop()
-            self.source.close()
+            self._shutdown()
         return 0
+
+    def _shutdown(self) -> None:
+        self.events.flush()
+        self.cache.stop()
+        self.source.close()
 
     def _install_signals(self) -> None:
         def stop(signum: int, frame: FrameType | None) -> None:
@@ -353,8 +292,25 @@ def _now() -> object:
     return datetime.now(UTC)
 
 
+def parse_cross_namespace(values: Sequence[str]) -> list[tuple[str, str]]:
+    """``TARGET_NS=ROUTE_NS`` pairs (comma-separated or repeated) -> pairs."""
+    out: list[tuple[str, str]] = []
+    for value in values:
+        for item in value.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            target, sep, route = item.partition("=")
+            if not sep or not target or not route:
+                raise StartupError(
+                    f"--allow-cross-namespace expects TARGET_NS=ROUTE_NS, got {item!r}"
+                )
+            out.append((target.strip(), route.strip()))
+    return out
+
+
 def config_from_env(**kwargs: object) -> RunConfig:
-    """A RunConfig with CANARYD_NAMESPACES / CANARYD_LEASE_NAMESPACE defaults from the env."""
+    """A RunConfig with CANARYD_* defaults from the environment for what was not given."""
     cfg = RunConfig(**kwargs)  # type: ignore[arg-type]
     if cfg.namespaces is None and os.environ.get("CANARYD_NAMESPACES"):
         cfg.namespaces = [
@@ -362,4 +318,6 @@ def config_from_env(**kwargs: object) -> RunConfig:
         ]
     if cfg.lease_namespace is None:
         cfg.lease_namespace = os.environ.get("CANARYD_LEASE_NAMESPACE") or None
+    if cfg.prometheus is None:
+        cfg.prometheus = os.environ.get(PROMETHEUS_ENV) or None
     return cfg

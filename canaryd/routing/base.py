@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from canaryd.kube.resources import Resource
+
 
 @dataclass(frozen=True)
 class TrafficStatus:
@@ -24,7 +26,13 @@ class TrafficRouter(Protocol):
     """One implementation per way of splitting traffic (KServe, KServe raw, Istio, simulated).
 
     Every write is idempotent: repeating a call with the same argument changes nothing.
+    Reads go through ``canaryd.kube.Objects`` (the daemon's watch cache); ``reads`` names the
+    collections a router reads, so the daemon watches them.
     """
+
+    def reads(self) -> list[tuple[Resource, str]]:
+        """(resource, namespace) of every object ``status`` and the writes read."""
+        ...
 
     def status(self) -> TrafficStatus: ...
 

@@ -7,8 +7,7 @@ module beside this one; the daemon, ``canaryd status`` and the tests all come th
 
 from __future__ import annotations
 
-from kubernetes import client as k8s
-
+from canaryd.kube import Objects
 from canaryd.policy.model import CanaryPolicy, Router
 from canaryd.routing.base import TrafficRouter
 from canaryd.routing.istio import IstioRouter
@@ -17,24 +16,24 @@ from canaryd.routing.kserve_raw import KServeRawRouter
 
 
 def build_router(
-    api: k8s.ApiClient, namespace: str, name: str, component: str, router: Router
+    objects: Objects, namespace: str, name: str, component: str, router: Router
 ) -> TrafficRouter:
     """The TrafficRouter for ``router`` settings, acting on ``namespace/name``'s ``component``."""
     if router.type == "kserve-raw":
-        return KServeRawRouter(api, namespace, name)
+        return KServeRawRouter(objects, namespace, name)
     if router.type == "istio":
         assert router.istio is not None  # the policy model refuses istio without settings
         return IstioRouter(
-            api,
+            objects,
             router.istio.namespace or namespace,
             router.istio.virtual_service,
             router.istio.stable_host,
             router.istio.canary_host,
         )
-    return KServeRouter(api, namespace, name, component)
+    return KServeRouter(objects, namespace, name, component)
 
 
-def router_for_policy(policy: CanaryPolicy, api: k8s.ApiClient) -> TrafficRouter:
+def router_for_policy(policy: CanaryPolicy, objects: Objects) -> TrafficRouter:
     """The router of ``policy`` (its target and ``spec.router``)."""
     t = policy.spec.target
-    return build_router(api, t.namespace, t.inference_service, t.component, policy.spec.router)
+    return build_router(objects, t.namespace, t.inference_service, t.component, policy.spec.router)

@@ -32,11 +32,12 @@ from kubernetes import client as k8s
 from canaryd.errors import RoutingError
 from canaryd.kube import (
     JSON,
+    VIRTUAL_SERVICE,
+    Objects,
     Resource,
-    custom_objects,
-    get_custom_object,
+    as_objects,
     preferred_version,
-    update_custom_object,
+    update_object,
 )
 from canaryd.routing.base import TrafficStatus, check_percent
 
@@ -55,7 +56,7 @@ class IstioRouter:
 
     def __init__(
         self,
-        api: k8s.ApiClient | k8s.CustomObjectsApi,
+        objects: Objects | k8s.ApiClient,
         namespace: str,
         name: str,
         stable_host: str,
@@ -66,7 +67,7 @@ class IstioRouter:
     ) -> None:
         if stable_host == canary_host:
             raise RoutingError(f"stable and canary host are the same: {stable_host!r}")
-        self._api = custom_objects(api)
+        self._objects = as_objects(objects)
         self.namespace = namespace
         self.name = name
         self.stable_host = stable_host
@@ -84,11 +85,14 @@ class IstioRouter:
     def resource(self) -> Resource:
         """The VirtualService resource at the version the apiserver serves (v1 preferred)."""
         if self._version is None:
-            self._version = preferred_version(self._api.api_client, GROUP, VERSIONS)
-        return Resource(GROUP, self._version, "virtualservices", "VirtualService")
+            self._version = preferred_version(self._objects, GROUP, VERSIONS)
+        return VIRTUAL_SERVICE.with_version(self._version)
 
     def get(self) -> JSON:
-        return get_custom_object(self._api, self.resource, self.namespace, self.name)
+        return self._objects.get(self.resource, self.namespace, self.name)
+
+    def reads(self) -> list[tuple[Resource, str]]:
+        return [(self.resource, self.namespace)]
 
     def status(self) -> TrafficStatus:
         obj = self.get()
@@ -131,7 +135,7 @@ class IstioRouter:
             canary["weight"] = percent
             return obj
 
-        update_custom_object(self._api, self.resource, self.namespace, self.name, mutate)
+        update_object(self._objects, self.resource, self.namespace, self.name, mutate)
 
     def _check_owner(self, obj: JSON) -> None:
         for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:

@@ -19,13 +19,7 @@ from typing import Any
 from kubernetes import client as k8s
 
 from canaryd.errors import RoutingError
-from canaryd.kube import (
-    INFERENCE_SERVICE,
-    JSON,
-    custom_objects,
-    get_custom_object,
-    update_custom_object,
-)
+from canaryd.kube import INFERENCE_SERVICE, JSON, Objects, Resource, as_objects, update_object
 from canaryd.routing.base import TrafficStatus, check_percent
 
 FIELD = "canaryTrafficPercent"
@@ -37,14 +31,14 @@ class KServeRouter:
 
     def __init__(
         self,
-        api: k8s.ApiClient | k8s.CustomObjectsApi,
+        objects: Objects | k8s.ApiClient,
         namespace: str,
         name: str,
         component: str = "predictor",
     ) -> None:
         if component not in COMPONENTS:
             raise RoutingError(f"component must be one of {COMPONENTS}, got {component!r}")
-        self._api = custom_objects(api)
+        self._objects = as_objects(objects)
         self.namespace = namespace
         self.name = name
         self.component = component
@@ -55,8 +49,11 @@ class KServeRouter:
     # -- reading -----------------------------------------------------------------------
 
     def get(self) -> JSON:
-        """The InferenceService as the apiserver has it (raises NotFoundError on 404)."""
-        return get_custom_object(self._api, INFERENCE_SERVICE, self.namespace, self.name)
+        """The InferenceService (from the watch cache when cached; ApiNotFoundError when absent)."""
+        return self._objects.get(INFERENCE_SERVICE, self.namespace, self.name)
+
+    def reads(self) -> list[tuple[Resource, str]]:
+        return [(INFERENCE_SERVICE, self.namespace)]
 
     def status(self) -> TrafficStatus:
         return traffic_status(self.get(), self.component)
@@ -78,8 +75,8 @@ class KServeRouter:
             change(self._component_spec(obj))
             return obj
 
-        _, wrote = update_custom_object(
-            self._api, INFERENCE_SERVICE, self.namespace, self.name, mutate
+        _, wrote = update_object(
+            self._objects, INFERENCE_SERVICE, self.namespace, self.name, mutate
         )
         return wrote
 

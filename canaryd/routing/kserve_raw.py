@@ -26,13 +26,7 @@ from collections.abc import Callable
 from kubernetes import client as k8s
 
 from canaryd.errors import RoutingError
-from canaryd.kube import (
-    INFERENCE_SERVICE,
-    JSON,
-    custom_objects,
-    get_custom_object,
-    update_custom_object,
-)
+from canaryd.kube import INFERENCE_SERVICE, JSON, Objects, Resource, as_objects, update_object
 from canaryd.routing.base import TrafficStatus, check_percent
 from canaryd.routing.kserve import condition
 
@@ -42,12 +36,12 @@ class KServeRawRouter:
 
     def __init__(
         self,
-        api: k8s.ApiClient | k8s.CustomObjectsApi,
+        objects: Objects | k8s.ApiClient,
         namespace: str,
         name: str,
         canary_index: int | None = None,
     ) -> None:
-        self._api = custom_objects(api)
+        self._objects = as_objects(objects)
         self.namespace = namespace
         self.name = name
         self.canary_index = canary_index
@@ -56,7 +50,10 @@ class KServeRawRouter:
         return f"KServeRawRouter({self.namespace}/{self.name}, canary_index={self.canary_index})"
 
     def get(self) -> JSON:
-        return get_custom_object(self._api, INFERENCE_SERVICE, self.namespace, self.name)
+        return self._objects.get(INFERENCE_SERVICE, self.namespace, self.name)
+
+    def reads(self) -> list[tuple[Resource, str]]:
+        return [(INFERENCE_SERVICE, self.namespace)]
 
     def status(self) -> TrafficStatus:
         obj = self.get()
@@ -147,7 +144,7 @@ class KServeRawRouter:
                 spec.pop("canary", None)
             return obj
 
-        update_custom_object(self._api, INFERENCE_SERVICE, self.namespace, self.name, mutate)
+        update_object(self._objects, INFERENCE_SERVICE, self.namespace, self.name, mutate)
 
     def _index(self, entries: list[JSON]) -> int | None:
         if self.canary_index is not None:

@@ -5,16 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from canaryd.identity import RolloutKey
 
-@dataclass(frozen=True)
-class RolloutKey:
-    """A rollout is identified by the InferenceService it acts on."""
-
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}"
+__all__ = ["RolloutKey", "StateStore", "StoredState"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +27,10 @@ class StateStore(Protocol):
     """
 
     def load(self, key: RolloutKey) -> StoredState | None: ...
+
+    def version(self, key: RolloutKey) -> str | None:
+        """The stored version without decoding the document (None when absent)."""
+        ...
 
     def save(self, key: RolloutKey, data: dict[str, Any], expected_version: str | None) -> str: ...
 

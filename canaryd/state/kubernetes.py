@@ -17,6 +17,10 @@ Same contract as :class:`canaryd.state.memory.MemoryStateStore`:
 
 One difference: creating needs the InferenceService's uid for the ownerReference, so
 ``save(key, data, None)`` raises ``NotFoundError`` when the InferenceService does not exist.
+
+Reads go through ``canaryd.kube.Objects``: in the daemon that is the watch cache (the
+ConfigMaps labelled ``app.kubernetes.io/managed-by=canaryd``), so ``load`` and ``version``
+cost no API call; writes are merge patches carrying the resourceVersion.
 """
 
 from __future__ import annotations
@@ -27,22 +31,22 @@ import re
 from typing import Any
 
 from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 
 from canaryd.errors import CanarydError, ConflictError
 from canaryd.kube import (
-    FIELD_MANAGER,
+    CONFIG_MAP,
     INFERENCE_SERVICE,
     JSON,
-    MERGE_PATCH,
-    api_status,
-    raw_request,
-    translate,
+    ApiConflictError,
+    ApiNotFoundError,
+    Objects,
+    as_objects,
 )
 from canaryd.state.base import RolloutKey, StoredState
 
 DATA_KEY = "state.json"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "canaryd"}
+MANAGED_SELECTOR = "app.kubernetes.io/managed-by=canaryd"
 ROLLOUT_LABEL = "canaryd.io/inferenceservice"
 _MAX_NAME = 253
 _MAX_LABEL = 63
@@ -65,53 +69,50 @@ def _label_value(value: str) -> str:
 class KubernetesStateStore:
     """StateStore on ConfigMaps (see the module docstring for the contract)."""
 
-    def __init__(self, api_client: k8s.ApiClient, prefix: str = "canaryd-") -> None:
-        self._client = api_client
+    def __init__(self, objects: Objects | k8s.ApiClient, prefix: str = "canaryd-") -> None:
+        self._objects = as_objects(objects)
         self._prefix = prefix
 
     def name_for(self, key: RolloutKey) -> str:
         return configmap_name(key.name, self._prefix)
 
-    def _path(self, key: RolloutKey, name: str | None = None) -> str:
-        base = f"/api/v1/namespaces/{key.namespace}/configmaps"
-        return f"{base}/{name}" if name else base
-
     def get_configmap(self, key: RolloutKey) -> JSON | None:
-        """The raw ConfigMap, or None (for inspection and tests)."""
+        """The ConfigMap (cached where the daemon caches it), or None."""
         try:
-            return raw_request(self._client, "GET", self._path(key, self.name_for(key)))
-        except ApiException as err:
-            if api_status(err) == 404:
-                return None
-            raise translate(err, f"state ConfigMap for {key}", CanarydError) from err
+            return self._objects.get(CONFIG_MAP, key.namespace, self.name_for(key))
+        except ApiNotFoundError:
+            return None
+
+    def version(self, key: RolloutKey) -> str | None:
+        """The stored document's version (resourceVersion) without decoding it; None if absent."""
+        cm = self.get_configmap(key)
+        return None if cm is None else str(cm["metadata"]["resourceVersion"])
 
     def load(self, key: RolloutKey) -> StoredState | None:
         cm = self.get_configmap(key)
         if cm is None:
             return None
+        where = f"ConfigMap {key.namespace}/{self.name_for(key)}"
         text = (cm.get("data") or {}).get(DATA_KEY)
         version = str(cm["metadata"]["resourceVersion"])
         if text is None:
-            raise CanarydError(
-                f"ConfigMap {key.namespace}/{self.name_for(key)} has no {DATA_KEY} key"
-            )
+            raise CanarydError(f"{where} has no {DATA_KEY} key")
         try:
             data = json.loads(text)
         except ValueError as err:
-            raise CanarydError(
-                f"ConfigMap {key.namespace}/{self.name_for(key)}: {DATA_KEY} is not JSON: {err}"
-            ) from err
+            raise CanarydError(f"{where}: {DATA_KEY} is not JSON: {err}") from None
         if not isinstance(data, dict):
-            raise CanarydError(
-                f"ConfigMap {key.namespace}/{self.name_for(key)}: {DATA_KEY} is not an object"
-            )
+            raise CanarydError(f"{where}: {DATA_KEY} is not an object")
         return StoredState(data, version)
 
     def save(self, key: RolloutKey, data: dict[str, Any], expected_version: str | None) -> str:
-        text = json.dumps(data, sort_keys=True, allow_nan=False)
+        return self.save_text(
+            key, json.dumps(data, sort_keys=True, allow_nan=False), expected_version
+        )
+
+    def save_text(self, key: RolloutKey, text: str, expected_version: str | None) -> str:
+        """``save`` with the document already encoded (the daemon encodes once)."""
         name = self.name_for(key)
-        what = f"state ConfigMap {key.namespace}/{name}"
-        query = {"fieldManager": FIELD_MANAGER}
         if expected_version is None:
             body = {
                 "apiVersion": "v1",
@@ -125,47 +126,27 @@ class KubernetesStateStore:
                 "data": {DATA_KEY: text},
             }
             try:
-                created = raw_request(self._client, "POST", self._path(key), body=body, query=query)
-            except ApiException as err:
-                if api_status(err) == 409:
-                    raise ConflictError(f"state for {key} already exists") from err
-                raise translate(err, what, CanarydError) from err
+                created = self._objects.create(CONFIG_MAP, key.namespace, body)
+            except ApiConflictError as err:
+                raise ConflictError(f"state for {key} already exists") from err
             return str(created["metadata"]["resourceVersion"])
         patch = {"metadata": {"resourceVersion": expected_version}, "data": {DATA_KEY: text}}
         try:
-            written = raw_request(
-                self._client,
-                "PATCH",
-                self._path(key, name),
-                body=patch,
-                query=query,
-                content_type=MERGE_PATCH,
-            )
-        except ApiException as err:
-            if api_status(err) in (404, 409):
-                raise ConflictError(
-                    f"state for {key} changed (expected version {expected_version})"
-                ) from err
-            raise translate(err, what, CanarydError) from err
+            written = self._objects.patch(CONFIG_MAP, key.namespace, name, patch)
+        except (ApiConflictError, ApiNotFoundError) as err:
+            raise ConflictError(
+                f"state for {key} changed (expected version {expected_version})"
+            ) from err
         return str(written["metadata"]["resourceVersion"])
 
     def delete(self, key: RolloutKey) -> None:
-        try:
-            raw_request(self._client, "DELETE", self._path(key, self.name_for(key)))
-        except ApiException as err:
-            if api_status(err) != 404:
-                raise translate(err, f"state ConfigMap for {key}", CanarydError) from err
+        self._objects.delete(CONFIG_MAP, key.namespace, self.name_for(key))
 
     def _owner_reference(self, key: RolloutKey) -> JSON:
-        res = INFERENCE_SERVICE
-        path = f"/apis/{res.api_version}/namespaces/{key.namespace}/{res.plural}/{key.name}"
-        try:
-            isvc = raw_request(self._client, "GET", path)
-        except ApiException as err:
-            raise translate(err, f"InferenceService {key}", CanarydError) from err
+        isvc = self._objects.get(INFERENCE_SERVICE, key.namespace, key.name)
         return {
-            "apiVersion": res.api_version,
-            "kind": res.kind,
+            "apiVersion": INFERENCE_SERVICE.api_version,
+            "kind": INFERENCE_SERVICE.kind,
             "name": key.name,
             "uid": isvc["metadata"]["uid"],
             # Not a controller reference: KServe's controller owns the InferenceService's

@@ -25,6 +25,11 @@ class MemoryStateStore:
             return None
         return StoredState(json.loads(got[0]), str(got[1]))
 
+    def version(self, key: RolloutKey) -> str | None:
+        with self._lock:
+            got = self._docs.get(key)
+        return None if got is None else str(got[1])
+
     def save(self, key: RolloutKey, data: dict[str, Any], expected_version: str | None) -> str:
         text = json.dumps(copy.deepcopy(data), sort_keys=True, allow_nan=False)
         with self._lock:

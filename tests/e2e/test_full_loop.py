@@ -2,7 +2,7 @@
 
 Every component is real: ``canaryd simulate`` writes run 0's counters as OpenMetrics, promtool
 backfills them into a real Prometheus, the daemon's ``Reconciler`` reads them through the real
-``PrometheusSource`` (``PrometheusByUrl``, as ``canaryd run`` wires it) and drives a real
+``PrometheusSource`` (``PrometheusPool``, as ``canaryd run`` wires it) and drives a real
 InferenceService on a real kube-apiserver (state ConfigMap, Events, canaryTrafficPercent).
 The daemon ticks on a virtual clock at the simulator's interval ends (scenario ``start`` + 60k s),
 so its windows are the simulator's intervals, and it must see the same counts, take the same
@@ -26,10 +26,10 @@ from click.testing import CliRunner
 
 from canaryd.cli import main
 from canaryd.daemon.reconciler import Reconciler
-from canaryd.daemon.run import PrometheusByUrl
-from canaryd.events import EventRecorder
-from canaryd.kube import JSON, raw_request
+from canaryd.kube import JSON, KubeObjects, raw_request
+from canaryd.kube.events import EventRecorder
 from canaryd.metrics.openmetrics import format_value
+from canaryd.metrics.pool import PrometheusPool
 from canaryd.metrics.source import FetchRequest
 from canaryd.observation import Observation, VersionCounts
 from canaryd.policy.loader import load_policies_text
@@ -82,7 +82,7 @@ spec:
 class Recording:
     """The daemon's MetricSource, unchanged; remembers what each fetch returned."""
 
-    def __init__(self, inner: PrometheusByUrl) -> None:
+    def __init__(self, inner: PrometheusPool) -> None:
         self.inner = inner
         self.seen: list[Observation] = []
 
@@ -189,14 +189,8 @@ def test_simulated_decisions_are_the_clusters(
         serverless_status("stable", "canary", ready_since="2026-01-05T10:00:00Z"),
     )
     client = kube.new_client()
-    source = Recording(PrometheusByUrl(url))
-    rec = Reconciler(
-        [policy],
-        client,
-        source,
-        KubernetesStateStore(client),
-        EventRecorder(client, "canaryd-e2e"),
-    )
+    source = Recording(PrometheusPool(url))
+    rec = Reconciler([policy], KubeObjects(client), source, EventRecorder(client, "canaryd-e2e"))
     key = RolloutKey(namespace, NAME)
     store = KubernetesStateStore(kube.api_client)
 

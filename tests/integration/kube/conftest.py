@@ -21,9 +21,16 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 
-from canaryd.kube import JSON, load_api_client, raw_request
+from canaryd.kube import (
+    JSON,
+    ApiConflictError,
+    ApiError,
+    KubeObjects,
+    Resource,
+    load_api_client,
+    raw_request,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 ENVTEST = REPO / "scripts" / "envtest"
@@ -123,7 +130,7 @@ def apply_crds(api_client: k8s.ApiClient, directory: Path) -> list[str]:
             try:
                 raw_request(api_client, "GET", f"/apis/{group}")
                 break
-            except ApiException:
+            except ApiError:
                 time.sleep(0.1)
     return names
 
@@ -213,10 +220,10 @@ def rv(obj: JSON) -> str:
     return str(obj["metadata"]["resourceVersion"])
 
 
-class ConcurrentWriter(k8s.CustomObjectsApi):
-    """Wraps CustomObjectsApi: before the router's first patch lands, ``bump`` runs through a
-    second client (a real concurrent write), so the router's resourceVersion is stale and the
-    apiserver answers 409."""
+class ConcurrentWriter(KubeObjects):
+    """Real object reads and writes; before the router's first patch lands, ``bump`` runs
+    through a second client (a real concurrent write), so the router's resourceVersion is stale
+    and the apiserver answers 409."""
 
     def __init__(self, api_client: k8s.ApiClient, bump: Callable[[], None], times: int = 1):
         super().__init__(api_client)
@@ -225,14 +232,13 @@ class ConcurrentWriter(k8s.CustomObjectsApi):
         self.patch_calls = 0
         self.conflicts = 0
 
-    def patch_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> Any:
+    def patch(self, resource: Resource, namespace: str, name: str, patch: JSON) -> JSON:
         self.patch_calls += 1
         if self.remaining > 0:
             self.remaining -= 1
             self._bump()
         try:
-            return super().patch_namespaced_custom_object(*args, **kwargs)
-        except ApiException as err:
-            if err.status == 409:
-                self.conflicts += 1
+            return super().patch(resource, namespace, name, patch)
+        except ApiConflictError:
+            self.conflicts += 1
             raise

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 
-from canaryd.events import EventRecorder, Reason
-from canaryd.kube import JSON, bearer_token_client, raw_request
+from canaryd.kube import JSON, ApiError, bearer_token_client, raw_request
+from canaryd.kube.events import EventRecorder
+from canaryd.reasons import Reason
 from canaryd.routing.istio import IstioRouter
 from canaryd.routing.kserve import KServeRouter
 from canaryd.state.base import RolloutKey
@@ -63,7 +63,7 @@ def _ensure_namespace(api_client: k8s.ApiClient, name: str) -> None:
             "/api/v1/namespaces",
             body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
         )
-    except ApiException as err:
+    except ApiError as err:
         if err.status != 409:
             raise
 
@@ -230,7 +230,7 @@ def test_service_account_can_do_its_job(kube: KubeEnv, deployed: Deployed) -> No
 def _status_of(call: Any) -> int:
     try:
         call()
-    except ApiException as err:
+    except ApiError as err:
         return int(err.status)
     return 200
 

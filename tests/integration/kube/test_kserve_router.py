@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from canaryd.errors import NotFoundError, RoutingError
-from canaryd.events import EventRecorder, Reason
 from canaryd.kube import raw_request
+from canaryd.kube.events import EventRecorder
+from canaryd.reasons import Reason
 from canaryd.routing.kserve import KServeRouter
 from canaryd.state.base import RolloutKey
 

@@ -9,14 +9,9 @@ from typing import Any
 import pytest
 
 from canaryd.errors import ConflictError, NotFoundError
-from canaryd.events import (
-    NOTE_LIMIT,
-    EventRecorder,
-    MemoryEventSink,
-    Reason,
-    truncate_note,
-)
 from canaryd.kube import raw_request
+from canaryd.kube.events import NOTE_LIMIT, EventRecorder, MemoryEventSink, truncate_note
+from canaryd.reasons import Reason
 from canaryd.state.base import RolloutKey, StateStore
 from canaryd.state.kubernetes import KubernetesStateStore, configmap_name
 from canaryd.state.memory import MemoryStateStore
@@ -193,7 +188,7 @@ def test_recording_failure_is_reported_not_raised(kube: KubeEnv) -> None:
 def test_memory_sink() -> None:
     sink = MemoryEventSink()
     sink.record(RolloutKey("ns", "m"), Reason.CANARY_STARTED, "10%")
-    sink.record(RolloutKey("ns", "m"), Reason.ROLLED_BACK, "errors ×3", event_type=None)
+    sink.record(RolloutKey("ns", "m"), Reason.ROLLED_BACK, "errors ×3")
     assert sink.reasons() == ["CanaryStarted", "RolledBack"]
     assert [e.type for e in sink.events] == ["Normal", "Warning"]
     assert (
