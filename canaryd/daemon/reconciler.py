@@ -465,7 +465,7 @@ class Reconciler:
             state = r.controller.paused_state(stable, canary, cluster_percent, t, why)
             r.doc = replace(base, state=state, window_end=t)
             self._write(r, "adopt", report)
-            self._event(r.key, Reason.STATE_LOST, why, once=f"lost/{canary}/{r.version}")
+            self._event(r.key, Reason.STATE_LOST, why, once=f"lost/{uid}/{canary}/{r.version}")
             return
         r.doc = base
 
@@ -665,7 +665,7 @@ class Reconciler:
         Returns False when the write lost to a concurrent writer (nothing was acted on)."""
         assert r.doc is not None
         seq = r.doc.seq + 1
-        key = decision_key(state.canary_revision, seq)
+        key = decision_key(r.doc.target_uid, state.canary_revision, seq)
         reason = decision.event or _reason_of(decision)
         message = _message(decision)
         pending = None

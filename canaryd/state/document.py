@@ -219,7 +219,10 @@ class StateDoc:
         pending = (
             None
             if pending_raw is None
-            else Pending.from_dict(pending_raw, decision_key(state.canary_revision, seq))
+            else Pending.from_dict(
+                pending_raw,
+                decision_key(str(d.get("target_uid") or ""), state.canary_revision, seq),
+            )
         )
         router = d.get("router")
         last = d.get("last_decision")
@@ -279,9 +282,11 @@ class StateDoc:
         return out
 
 
-def decision_key(canary_revision: str, seq: int) -> str:
-    """The key of the ``seq``-th applied decision of the rollout of ``canary_revision``."""
-    return f"{canary_revision}#{seq}"
+def decision_key(target_uid: str, canary_revision: str, seq: int) -> str:
+    """The key of the ``seq``-th applied decision of the rollout of ``canary_revision`` on the
+    InferenceService with ``target_uid`` (a model deleted and created again under its name is
+    another rollout, whose Events are its own)."""
+    return f"{target_uid[:13]}/{canary_revision}#{seq}"
 
 
 # -- packing float vectors -----------------------------------------------------------------
