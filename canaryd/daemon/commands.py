@@ -81,6 +81,14 @@ def _target(value: str) -> tuple[str, str]:
     help="Allow policies for models in TARGET_NS to drive routes in ROUTE_NS (repeatable).",
 )
 @click.option("--context", default=None, help="Kubeconfig context.")
+@click.option(
+    "--clock-offset",
+    type=float,
+    default=0.0,
+    hidden=True,
+    help="Drills and benchmarks: run the daemon this many seconds in the past (its analysis "
+    "windows, decisions and timestamps), to act live on data recorded earlier.",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def run_cmd(
     policies: tuple[Path, ...],
@@ -96,10 +104,12 @@ def run_cmd(
     checkpoint_every: int,
     allow_cross_namespace: tuple[str, ...],
     context: str | None,
+    clock_offset: float,
     log_level: str,
 ) -> None:
     """Run the canary analysis daemon (one JSON log line per decision)."""
     import logging
+    import time
 
     from canaryd.daemon import jsonlog
     from canaryd.daemon.run import Daemon, config_from_env, parse_cross_namespace
@@ -122,6 +132,7 @@ def run_cmd(
             settle_s=settle_s,
             checkpoint_every=checkpoint_every,
             cross_namespace=parse_cross_namespace(allow_cross_namespace),
+            clock=(lambda: time.time() - clock_offset) if clock_offset else time.time,
         )
         if config.lease_namespace is None and not once:
             logging.getLogger("canaryd.run").warning(

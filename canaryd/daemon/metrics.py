@@ -87,8 +87,13 @@ class DaemonMetrics:
         self.rollouts = Gauge(
             "canaryd_rollouts", "Rollouts with a policy, by phase.", ["phase"], registry=r
         )
+        self._observed: dict[RolloutKey, tuple[Phase, int]] = {}
 
     def observe_state(self, key: RolloutKey, state: RolloutState) -> None:
+        """Set the phase and weight gauges (only when they changed: label lookups cost)."""
+        if self._observed.get(key) == (state.phase, state.weight):
+            return
+        self._observed[key] = (state.phase, state.weight)
         for ph in Phase:
             self.phase.labels(key.namespace, key.name, ph.value).set(
                 1.0 if ph is state.phase else 0.0
@@ -102,6 +107,7 @@ class DaemonMetrics:
 
     def forget(self, key: RolloutKey) -> None:
         """Drop a rollout's labelled series (its policy is gone)."""
+        self._observed.pop(key, None)
         for ph in Phase:
             _remove(self.phase, key.namespace, key.name, ph.value)
         _remove(self.weight, key.namespace, key.name)

@@ -20,6 +20,8 @@ from canaryd.errors import CanarydError
 
 DEFAULT_TIMEOUT_S = (3.0, 15.0)
 """(connect, read) timeout of every request canaryd makes, unless a call asks for another."""
+POOL_SIZE = 64
+"""HTTP connections kept per client: every watched collection holds one open (a watch)."""
 
 
 class KubeConfigError(CanarydError):
@@ -45,7 +47,7 @@ def load_api_client(
             raise KubeConfigError(f"none of the files in KUBECONFIG exist ({env})")
         return _from_files(present, context)
     if in_cluster and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        configuration = k8s.Configuration()
+        configuration = _configuration()
         try:
             k8s_config.load_incluster_config(client_configuration=configuration)
         except k8s_config.ConfigException as exc:
@@ -60,8 +62,14 @@ def load_api_client(
     return _from_files([str(default)], context)
 
 
-def _from_files(files: list[str], context: str | None) -> k8s.ApiClient:
+def _configuration() -> k8s.Configuration:
     configuration = k8s.Configuration()
+    configuration.connection_pool_maxsize = POOL_SIZE
+    return configuration
+
+
+def _from_files(files: list[str], context: str | None) -> k8s.ApiClient:
+    configuration = _configuration()
     try:
         # A ':'-joined list is merged as kubectl merges $KUBECONFIG (first file wins).
         k8s_config.load_kube_config(
@@ -81,6 +89,7 @@ def _from_files(files: list[str], context: str | None) -> k8s.ApiClient:
 def bearer_token_client(host: str, token: str, ca_cert_file: str | None) -> k8s.ApiClient:
     """An ApiClient that authenticates with a bearer token (for example a ServiceAccount's)."""
     configuration = k8s.Configuration(host=host)
+    configuration.connection_pool_maxsize = POOL_SIZE
     configuration.api_key = {"BearerToken": token}
     configuration.api_key_prefix = {"BearerToken": "Bearer"}
     if ca_cert_file is not None:

@@ -219,6 +219,8 @@ class _Reflector:
         self.failing_since = None
 
     def _failed(self, exc: BaseException) -> None:
+        if self.stopped.is_set():
+            return  # a stream broken by our own shutdown
         self.cache.stats["errors"] += 1
         self.last_error = f"{type(exc).__name__}: {exc}"[:300]
         if self.failing_since is None:
