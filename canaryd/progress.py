@@ -1,11 +1,13 @@
 """A one-line terminal progress bar whose ETA is honest.
 
-The ETA is the work left divided by the *recent* rate: the progress over the last
-``window_s`` seconds of updates, not the average since the start. A simulation's first
-intervals cost the most (every run is still active; later many have finished), and set-up time
-before the first update is not progress at all: an average from the start over-states the ETA
-several-fold at first (``simulate --runs 2000`` once said 14 minutes for a 69 s run). No ETA is
-shown before ``min_updates`` updates spanning at least ``min_span_s``: a rate from one or two
+Work comes in two kinds: units *worked* (they took time) and units *skipped* (done without
+work: a simulated run that reached a decision skips the rest of the scenario). The bar shows
+both; the ETA divides what is left by the *recent* rate of worked units only, over the last
+``window_s`` seconds. So the ETA is what the rest costs if nothing more is skipped: an upper
+bound that shrinks as runs finish early, shown as "at most ... left". An average from the start
+(click's bar) counts set-up time and the slow first intervals, and a skip would look like a
+burst of speed; ``simulate --runs 2000`` once said 14 minutes for a 69 s run that way. No ETA
+is shown before ``min_updates`` updates spanning at least ``min_span_s``: a rate from one or two
 samples is a guess.
 """
 
@@ -43,6 +45,7 @@ class Progress:
         self.total = max(0, total)
         self.label = label
         self.pos = 0
+        self.worked = 0
         self.updates = 0
         self._file = file if file is not None else sys.stderr
         self._clock = clock
@@ -65,12 +68,13 @@ class Progress:
         self._file.write("\r" + self.line(now, final=True) + "\n")
         self._file.flush()
 
-    def update(self, n: int) -> None:
-        """``n`` more units of work are done."""
+    def update(self, n: int, skipped: int = 0) -> None:
+        """``n`` more units were worked, and ``skipped`` more are done without work."""
         now = self._clock()
-        self.pos = min(self.total, self.pos + max(0, n))
+        self.pos = min(self.total, self.pos + max(0, n) + max(0, skipped))
+        self.worked += max(0, n)
         self.updates += 1
-        self._samples.append((now, self.pos))
+        self._samples.append((now, self.worked))
         # Keep the samples inside the window, but always two to measure a rate from.
         while len(self._samples) > 2 and now - self._samples[0][0] > self._window_s:
             self._samples.popleft()
@@ -78,7 +82,7 @@ class Progress:
             self._draw(now)
 
     def rate(self) -> float | None:
-        """Units per second over the sliding window, or None while there is too little to tell."""
+        """Worked units per second over the sliding window, or None while too little is known."""
         if self.updates < self._min_updates or len(self._samples) < 2:
             return None
         (t0, p0), (t1, p1) = self._samples[0], self._samples[-1]
@@ -87,7 +91,7 @@ class Progress:
         return (p1 - p0) / (t1 - t0)
 
     def eta_s(self) -> float | None:
-        """Seconds left at the recent rate, or None (not enough updates yet)."""
+        """Seconds left at the recent rate if nothing more is skipped, or None (too early)."""
         if self.pos >= self.total:
             return 0.0
         r = self.rate()
@@ -103,7 +107,7 @@ class Progress:
         else:
             eta = self.eta_s()
             tail = f"{elapsed} elapsed, " + (
-                "ETA ..." if eta is None else f"ETA {format_duration(eta)}"
+                "ETA ..." if eta is None else f"at most {format_duration(eta)} left"
             )
         return f"{self.label} [{bar}] {frac:4.0%}  {tail}"
 

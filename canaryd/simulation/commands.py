@@ -141,7 +141,10 @@ def simulate_cmd(
 
     bar = None
     if runs > 1 and not as_json and sys.stderr.isatty():
-        bar = Progress(int(sc.duration // sc.tick), f"simulating {runs} runs", file=sys.stderr)
+        intervals = int(sc.duration // sc.tick) // max(
+            1, round(policy.spec.analysis.interval / sc.tick)
+        )
+        bar = Progress(runs * intervals, f"simulating {runs} runs", file=sys.stderr)
     with contextlib.ExitStack() as stack:
         if bar is not None:
             stack.enter_context(bar)

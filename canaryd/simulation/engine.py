@@ -296,7 +296,10 @@ class _World:
         return any(o.at < end and start < o.at + o.for_ for o in self.sc.metrics_outage)
 
 
-ProgressFn = Callable[[int], None]
+ProgressFn = Callable[[int, int], None]
+"""``progress(worked, skipped)`` after each interval, in run-intervals: ``worked`` runs were
+stepped, and ``skipped`` intervals will never be (runs that just reached a decision skip the
+rest of the scenario). Over a whole call they add up to ``runs x intervals``."""
 
 
 def simulate(
@@ -317,6 +320,8 @@ def simulate(
     that many random interval ends and rebuilds it from its JSON-serialized state; the
     outcome must not change (the restarts use their own random stream).
     ``tick_sink(t, req, err, hist_s, hist_c)`` receives run 0's cumulative counters per tick.
+    ``progress`` (see ``ProgressFn``) measures the work in run-intervals, the unit the cost
+    grows with: every undecided run costs a controller step per interval.
     """
     import time as _time
 
@@ -424,10 +429,12 @@ def simulate(
         start = t1 - interval
         outage = world.outage(start, t1)
         cs = np.cumsum(hist, axis=2)
+        worked = skipped = 0
         for r in range(runs):
             st = states[r]
             if st.phase.terminal:
                 continue
+            worked += 1
             if interval_index in chaos_at[r]:
                 restored = RolloutState.from_dict(json.loads(json.dumps(st.to_dict())))
                 controllers[r] = RolloutController(policy, epoch=epoch)
@@ -447,6 +454,8 @@ def simulate(
                 )
             d, st = controllers[r].step(st, t1, obs)
             apply(r, d, st)
+            if st.phase.terminal:
+                skipped += n_intervals - interval_index - 1
             if r == 0:
                 trace.record(t1, int(weights[0]), obs, d)
         req[:] = 0
@@ -454,10 +463,8 @@ def simulate(
         hist[:] = 0
         interval_index += 1
         if progress is not None:
-            progress(ticks_per_interval)
+            progress(worked, skipped)
         if all(s.phase.terminal for s in states):
-            if progress is not None:
-                progress(n_ticks - i - 1)
             break
     results = [
         RunResult.from_state(states[r], seed, last_verdicts[r], last_decision[r])

@@ -1,4 +1,4 @@
-"""The progress bar's ETA: the recent rate, and none before a few updates."""
+"""The progress bar's ETA: the recent rate of worked units, and none before a few updates."""
 
 from __future__ import annotations
 
@@ -68,6 +68,42 @@ def test_the_bar_draws_on_its_file_and_ends_with_the_elapsed_time() -> None:
             clock.t += 1.0
             p.update(10)
     text = out.getvalue()
-    assert "ETA ..." in text and "ETA 0s" in text
+    assert "ETA ..." in text and "at most 0s left" in text
     assert text.endswith("simulating [" + "#" * 30 + "] 100%  done in 10s\n")
     assert p.pos == 100
+
+
+def test_skipped_work_moves_the_bar_but_not_the_rate() -> None:
+    """Runs that reach a decision skip the rest: progress, but no evidence of speed."""
+    clock = Clock()
+    p, _ = bar(10_000, clock)
+    with p:
+        for _ in range(10):
+            clock.t += 1.0
+            p.update(100)  # 100 run-intervals a second
+        assert p.rate() == 100.0
+        clock.t += 1.0
+        p.update(100, skipped=5000)  # half the runs decided: their remaining intervals are done
+        assert p.pos == 6100 and p.worked == 1100
+        assert p.rate() == 100.0
+        assert p.eta_s() == (10_000 - 6100) / 100.0
+
+
+def test_the_simulator_reports_every_run_interval_once() -> None:
+    from pathlib import Path
+
+    from canaryd.simulation.defaults import default_policy
+    from canaryd.simulation.engine import simulate
+    from canaryd.simulation.scenario import load_scenario
+
+    sc, base = load_scenario(
+        Path(__file__).resolve().parents[2] / "simulations/error-regression.yaml"
+    )
+    calls: list[tuple[int, int]] = []
+    simulate(
+        sc, default_policy(), base, runs=20, seed=1, progress=lambda w, s: calls.append((w, s))
+    )
+    intervals = int(sc.duration // sc.tick) // 6  # 1m intervals of 10 s ticks
+    assert sum(w + s for w, s in calls) == 20 * intervals
+    assert calls[0] == (20, 0)  # every run is stepped in the first interval
+    assert sum(s for _, s in calls) > 0  # and they all roll back well before the end
