@@ -56,6 +56,11 @@ def scraped() -> Iterator[str]:
     metrics.errors.labels("models", "iris").inc()
     metrics.conflicts.labels("models", "iris").inc()
     metrics.tick_seconds.set(0.12)
+    metrics.tick_duration.observe(0.12)
+    metrics.state_writes.labels("decision").inc()
+    metrics.refused.labels("models", "gpt", "state").set(1)
+    for usable in ("true", "false"):
+        metrics.windows.labels(usable).inc()
     server = HealthServer(
         metrics.registry, alive=lambda: True, ready=lambda: None, host="127.0.0.1", port=0
     ).start()
@@ -86,6 +91,10 @@ def scraped() -> Iterator[str]:
         while True:
             # Tick between scrapes, as the daemon does, until Prometheus has a few samples.
             metrics.ticks.inc()
+            metrics.tick_duration.observe(0.1)
+            metrics.state_writes.labels("checkpoint").inc()
+            metrics.windows.labels("true").inc()
+            metrics.windows.labels("false").inc()
             try:
                 got = requests.get(
                     f"{url}/api/v1/query",
