@@ -1,21 +1,84 @@
-"""The ``canaryd`` command line."""
+"""The ``canaryd`` command line.
+
+Every command module is cheap to import: scipy, numpy, pandas, matplotlib, kubernetes and the
+Prometheus client are imported inside the commands that use them, so ``canaryd --help`` and
+``canaryd validate`` start fast (``benchmarks/bench_startup.py``; guarded by
+``tests/unit/test_startup.py``).
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
+from canaryd.daemon.commands import (
+    pause_cmd,
+    promote_cmd,
+    resume_cmd,
+    rollback_cmd,
+    run_cmd,
+    status_cmd,
+)
 from canaryd.errors import InputError, Problem
+from canaryd.exitcodes import HELP as EXIT_CODES_HELP
+from canaryd.exitcodes import ExitCode
+from canaryd.metrics.analyze import analyze
 from canaryd.policy.lint import lint
 from canaryd.policy.loader import LoadedPolicy, load_policy_file, policy_files
 from canaryd.policy.model import policy_json_schema
 from canaryd.simulation.commands import replay_cmd, simulate_cmd
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _UsageExit(click.ClickException):
+    """A click error shown exactly as click shows it, but exiting 3 (usage or configuration)."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, original: click.ClickException) -> None:
+        super().__init__(original.message)
+        self.original = original
+
+    def show(self, file: Any = None) -> None:
+        self.original.show(file)
+
+
+class CanarydGroup(click.Group):
+    """The command group; a usage or configuration error click reports exits 3, not 2.
+
+    Click reports bad flags, missing arguments and unreadable paths (``click.Path(exists=True)``)
+    as a ``UsageError`` with exit code 2, which a CI gate would read as "inconclusive".
+    """
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.ClickException as exc:
+            raise _UsageExit(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _UsageExit:
+            raise
+        except click.ClickException as exc:
+            raise _UsageExit(exc) from None
+
+
+@click.group(
+    cls=CanarydGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=EXIT_CODES_HELP.replace("Exit codes:", "Exit codes of analyze, replay and simulate:"),
+)
 @click.version_option(package_name="canaryd")
 def main() -> None:
     """canaryd: canary analysis for KServe models with anytime-valid sequential tests."""
@@ -102,23 +165,17 @@ def schema(scenario: bool) -> None:
     click.echo(json.dumps(policy_json_schema(), indent=2, sort_keys=True))
 
 
-from canaryd.metrics.analyze import analyze  # noqa: E402
-
-main.add_command(analyze)
-
-main.add_command(simulate_cmd)
-main.add_command(replay_cmd)
-
-from canaryd.daemon.commands import (  # noqa: E402
-    pause_cmd,
-    promote_cmd,
-    resume_cmd,
-    rollback_cmd,
+for _cmd in (
+    analyze,
+    simulate_cmd,
+    replay_cmd,
     run_cmd,
     status_cmd,
-)
-
-for _cmd in (run_cmd, status_cmd, promote_cmd, rollback_cmd, pause_cmd, resume_cmd):
+    promote_cmd,
+    rollback_cmd,
+    pause_cmd,
+    resume_cmd,
+):
     main.add_command(_cmd)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,7 +1,29 @@
-"""The rollout controller: a pure state machine shared by the daemon and the simulator."""
+"""The rollout controller: a pure state machine shared by the daemon and the simulator.
 
-from canaryd.controller.controller import Decision, RolloutController, RolloutWindow
-from canaryd.controller.state import Action, Manual, Phase, RolloutState, StepRecord
+The state types (``controller.state``) are plain and cheap; the controller itself pulls in the
+judges and scipy. Names are resolved lazily (PEP 562) so that ``from canaryd.controller import
+Manual`` in a CLI module does not import scipy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from canaryd.controller.controller import Decision, RolloutController, RolloutWindow
+    from canaryd.controller.state import Action, Manual, Phase, RolloutState, StepRecord
+
+_WHERE = {
+    "Decision": "controller",
+    "RolloutController": "controller",
+    "RolloutWindow": "controller",
+    "Action": "state",
+    "Manual": "state",
+    "Phase": "state",
+    "RolloutState": "state",
+    "StepRecord": "state",
+}
 
 __all__ = [
     "Action",
@@ -13,3 +35,9 @@ __all__ = [
     "RolloutWindow",
     "StepRecord",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"canaryd.controller.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'canaryd.controller' has no attribute {name!r}")

@@ -142,6 +142,17 @@ class PrometheusSource:
     def fetch_one(self, request: FetchRequest, start_s: float, end_s: float) -> Observation:
         return self.fetch([request], start_s, end_s)[request.key]
 
+    def probe(self, at_s: float) -> QueryError | None:
+        """Whether Prometheus answers at all: one trivial query (``vector(1)``) at ``at_s``, with
+        the retry policy and its ``budget_s``. None when it answered, else the last failure
+        (``retryable`` false for an answer that says the URL or the credentials are wrong)."""
+        deadline = self._clock() + self.config.retry.budget_s
+        try:
+            self._query_with_retries("vector(1)", at_s, deadline)
+        except QueryError as exc:
+            return exc
+        return None
+
     # -- batching -----------------------------------------------------------------------
 
     def _render(

@@ -16,13 +16,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
-from canaryd.durations import parse_duration
+from canaryd.durations import format_duration, parse_duration
 
 API_VERSION = "canaryd.io/v1alpha1"
 KIND = "CanaryPolicy"
@@ -41,9 +42,18 @@ def _duration(v: Any) -> float:
     return parse_duration(v)
 
 
+def _duration_text(seconds: float) -> str:
+    """Seconds as a duration ``parse_duration`` reads back exactly (``600.0`` -> ``10m``)."""
+    if float(seconds).is_integer():
+        return format_duration(seconds)
+    return f"{seconds * 1000:g}ms"
+
+
 Duration = Annotated[
     float,
     BeforeValidator(_duration),
+    # JSON dumps (the report's embedded policy) write durations as a person does, loadable again.
+    PlainSerializer(_duration_text, return_type=str, when_used="json"),
     WithJsonSchema(
         {
             "type": "string",

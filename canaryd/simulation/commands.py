@@ -1,35 +1,48 @@
-"""``canaryd simulate`` and ``canaryd replay``."""
+"""``canaryd simulate`` and ``canaryd replay``.
+
+Both exit with the codes of ``canaryd.exitcodes`` (``simulate`` only with ``--runs 1``; a study
+of many runs exits 0 when it ran): 0 promoted, 1 rolled back, 2 paused or undecided, 3 a bad
+flag or an input file that does not load. This module imports only what ``--help`` needs; the
+engine (numpy, scipy, pandas) and the report (matplotlib) are imported when a command runs.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
 
-from canaryd.controller import RolloutController
 from canaryd.durations import format_duration
 from canaryd.errors import InputError
-from canaryd.policy.loader import load_policy
-from canaryd.policy.model import CanaryPolicy
-from canaryd.simulation.defaults import default_policy
-from canaryd.simulation.engine import RunResult, SimulationResult, Trace, simulate
-from canaryd.simulation.scenario import load_scenario
+from canaryd.exitcodes import HELP as EXIT_CODES_HELP
+from canaryd.exitcodes import ExitCode, for_outcome
 
+if TYPE_CHECKING:
+    from canaryd.policy.model import CanaryPolicy
+    from canaryd.simulation.engine import RunResult, SimulationResult
+
+FC = TypeVar("FC", bound=Callable[..., object] | click.Command)
 _Sample = tuple[float, list[float], list[float], list[float], list[float]]
 
 
-def _fail(exc: InputError) -> None:
+def _fail(exc: InputError) -> NoReturn:
     for p in exc.problems:
         click.echo(str(p), err=True)
-    sys.exit(1)
+    sys.exit(ExitCode.USAGE)
 
 
 def policy_for(
     scenario_policy: str | None, name: str | None, base: Path, override: Path | None
 ) -> CanaryPolicy:
+    from canaryd.policy.loader import load_policy
+    from canaryd.simulation.defaults import default_policy
+
     if override is not None:
         return load_policy(override, name)
     if scenario_policy is not None:
@@ -37,21 +50,22 @@ def policy_for(
     return default_policy()
 
 
-def _summary(result: SimulationResult) -> str:
+def _summary(result: SimulationResult, origin_s: float = 0.0) -> str:
     lines = [
         f"scenario {result.scenario} with policy {result.policy}: "
         f"{len(result.runs)} run(s) in {result.elapsed_s:.2f}s"
     ]
     lines.append("outcomes: " + ", ".join(f"{k} {n}" for k, n in result.outcomes.items() if n))
     run = result.runs[0]
-    when = "" if run.decided_at_s is None else f" at {format_duration(run.decided_at_s)}"
+    when = "" if run.decided_at_s is None else f" at {format_duration(run.decided_at_s - origin_s)}"
     lines.append(
         f"run 0: {run.outcome}{when}; {run.canary_requests:.0f} canary requests, "
         f"{run.canary_errors:.0f} errors, final weight {run.final_weight}%"
     )
     lines.append("decisions:")
     for s in run.steps:
-        lines.append(f"  {format_duration(s['t']):>8}  {s['weight']:>3}%  {s['reason']}")
+        t = format_duration(s["t"] - origin_s)
+        lines.append(f"  {t:>8}  {s['weight']:>3}%  {s['reason']}")
     if run.verdicts:
         lines.append("last verdicts:")
         lines.extend(f"  {v.summary()}" for v in run.verdicts)
@@ -62,7 +76,16 @@ def _summary(result: SimulationResult) -> str:
     return "\n".join(lines)
 
 
-@click.command("simulate")
+def _report_option(what: str) -> Callable[[FC], FC]:
+    return click.option(
+        "--report",
+        "report_path",
+        type=click.Path(path_type=Path),
+        help=f"Write one self-contained HTML report of {what} (a FILE.html, or DIR/report.html).",
+    )
+
+
+@click.command("simulate", epilog=EXIT_CODES_HELP + " With --runs > 1: 0 when the study ran.")
 @click.argument("scenario", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--policy",
@@ -74,12 +97,7 @@ def _summary(result: SimulationResult) -> str:
 @click.option("--runs", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option(
-    "--report",
-    "report_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Write report.html and plots of run 0 here.",
-)
+@_report_option("the runs")
 @click.option(
     "--chaos-restarts",
     default=0,
@@ -100,17 +118,20 @@ def simulate_cmd(
     runs: int,
     seed: int,
     as_json: bool,
-    report_dir: Path | None,
+    report_path: Path | None,
     chaos_restarts: int,
     openmetrics_path: Path | None,
 ) -> None:
     """Run SCENARIO through the same controller and judges the daemon uses."""
+    from canaryd.progress import Progress
+    from canaryd.simulation.engine import simulate
+    from canaryd.simulation.scenario import load_scenario
+
     try:
         sc, base = load_scenario(scenario)
         policy = policy_for(sc.policy, policy_name or sc.policy_name, base, policy_path)
     except InputError as exc:
         _fail(exc)
-        return
     sink = None
     samples: list[_Sample] = []
     if openmetrics_path is not None:
@@ -118,11 +139,16 @@ def simulate_cmd(
         def sink(t, req, err, hs, hc):  # type: ignore[no-untyped-def]
             samples.append((t, req.tolist(), err.tolist(), hs.tolist(), hc.tolist()))
 
-    show_bar = runs > 1 and not as_json and sys.stderr.isatty()
-    total = int(sc.duration // sc.tick)
-    bar = click.progressbar(length=total, label=f"simulating {runs} runs", file=sys.stderr)
-    try:
-        with bar if show_bar else contextlib.nullcontext():
+    bar = None
+    if runs > 1 and not as_json and sys.stderr.isatty():
+        intervals = int(sc.duration // sc.tick) // max(
+            1, round(policy.spec.analysis.interval / sc.tick)
+        )
+        bar = Progress(runs * intervals, f"simulating {runs} runs", file=sys.stderr)
+    with contextlib.ExitStack() as stack:
+        if bar is not None:
+            stack.enter_context(bar)
+        try:
             result = simulate(
                 sc,
                 policy,
@@ -130,25 +156,37 @@ def simulate_cmd(
                 runs=runs,
                 seed=seed,
                 chaos_restarts=chaos_restarts,
-                progress=bar.update if show_bar else None,
+                progress=bar.update if bar is not None else None,
                 tick_sink=sink,
                 scenario_name=sc.name or scenario.stem,
             )
-    except InputError as exc:
-        _fail(exc)
-        return
+        except InputError as exc:
+            _fail(exc)
     if openmetrics_path is not None:
         _write_openmetrics(openmetrics_path, samples, sc.bounds_ms(), policy, sc.start.timestamp())
-    if report_dir is not None:
-        from canaryd.simulation.report import write_report
+    if report_path is not None:
+        from canaryd.simulation.report import ReportInputs, write_report
 
-        path = write_report(result, report_dir)
+        path = write_report(
+            result,
+            report_path,
+            ReportInputs(
+                policy=policy,
+                source=str(scenario),
+                kind="simulation",
+                scenario=sc,
+                scenario_text=scenario.read_text(encoding="utf-8"),
+                seed=seed,
+                chaos_restarts=chaos_restarts,
+            ),
+        )
         if not as_json:
             click.echo(f"report: {path}", err=True)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
         click.echo(_summary(result))
+    sys.exit(for_outcome(result.runs[0].outcome) if runs == 1 else ExitCode.NO_WORSE)
 
 
 def _write_openmetrics(
@@ -181,36 +219,72 @@ def _write_openmetrics(
         )
 
 
-@click.command("replay")
+def _shifted(run: RunResult, origin_s: float) -> RunResult:
+    """The run with every time relative to ``origin_s`` (a report's t=0)."""
+    return replace(
+        run,
+        decided_at_s=None if run.decided_at_s is None else run.decided_at_s - origin_s,
+        steps=[{**s, "t": s["t"] - origin_s} for s in run.steps],
+    )
+
+
+@click.command("replay", epilog=EXIT_CODES_HELP)
 @click.argument("trace", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--policy", "policy_path", required=True, type=click.Path(exists=True, path_type=Path)
 )
 @click.option("--policy-name", help="Which policy, when the file holds several.")
 @click.option("--json", "as_json", is_flag=True)
-def replay_cmd(trace: Path, policy_path: Path, policy_name: str | None, as_json: bool) -> None:
+@_report_option("the replay")
+def replay_cmd(
+    trace: Path,
+    policy_path: Path,
+    policy_name: str | None,
+    as_json: bool,
+    report_path: Path | None,
+) -> None:
     """Replay a recorded per-interval trace (open loop) through a policy's decisions."""
+    from canaryd.controller import Action, RolloutController
     from canaryd.metrics.replay import read_trace
+    from canaryd.policy.loader import load_policy
+    from canaryd.simulation.engine import RunResult, SimulationResult, Trace, trace_quantiles
 
     try:
         policy = load_policy(policy_path, policy_name)
         observations = read_trace(trace)
     except InputError as exc:
         _fail(exc)
-        return
     ctrl = RolloutController(policy)
     state = ctrl.new_state("stable", "canary")
     t0 = observations[0].start_s if observations else 0.0
     d, state = ctrl.step(state, t0)
     decisions = [d]
+    series = Trace(quantiles=trace_quantiles(policy))
+    series.decisions.append((0.0, d.action.value, d.reason))
+    weight = d.weight or 0
     for obs in observations:
         if state.phase.terminal:
             break
         d, state = ctrl.step(state, obs.end_s, obs)
         decisions.append(d)
+        weight = d.weight if d.weight is not None else weight
+        # The report's clock starts at the trace's first interval.
+        series.record(obs.end_s - t0, weight, obs, replace(d, t=d.t - t0))
+        if d.action is not Action.HOLD:
+            series.decisions.append((d.t - t0, d.action.value, d.reason))
     run = RunResult.from_state(state, 0, list(decisions[-1].verdicts), decisions)
+    result = SimulationResult(trace.name, policy.name, [run], trace=series)
+    if report_path is not None:
+        from canaryd.simulation.report import ReportInputs, write_report
+
+        shown = replace(result, runs=[_shifted(run, t0)])
+        path = write_report(
+            shown, report_path, ReportInputs(policy=policy, source=str(trace), kind="replay")
+        )
+        if not as_json:
+            click.echo(f"report: {path}", err=True)
     if as_json:
         click.echo(json.dumps(run.to_dict(), indent=2))
-        return
-    result = SimulationResult(trace.name, policy.name, [run], trace=Trace())
-    click.echo(_summary(result))
+    else:
+        click.echo(_summary(result, origin_s=t0))
+    sys.exit(for_outcome(run.outcome))

@@ -82,20 +82,79 @@ class RunResult:
         }
 
 
+DEFAULT_TRACE_QUANTILES = (0.5, 0.99)
+"""Latency quantiles a trace records when the policy tests no latency metric."""
+
+
+def trace_quantiles(policy: CanaryPolicy) -> tuple[float, ...]:
+    """The latency quantiles the policy's latency metrics test, in order (a report plots these)."""
+    qs = {q for m in policy.spec.analysis.metrics if m.kind == "latency" for q in m.quantiles}
+    return tuple(sorted(qs)) or DEFAULT_TRACE_QUANTILES
+
+
 @dataclass
 class Trace:
-    """Per-interval series of one run, for reports."""
+    """Per-interval series of one run, for reports.
 
+    Every series has one value per interval end in ``t`` (NaN where the interval had no data);
+    ``stable_latency_ms[q]`` and ``canary_latency_ms[q]`` hold ``histogram_quantile(q, ...)``
+    of each interval for every ``q`` in ``quantiles``.
+    """
+
+    quantiles: tuple[float, ...] = DEFAULT_TRACE_QUANTILES
     t: list[float] = field(default_factory=list)
     weight: list[int] = field(default_factory=list)
+    stable_requests: list[float] = field(default_factory=list)
+    canary_requests: list[float] = field(default_factory=list)
+    stable_errors: list[float] = field(default_factory=list)
+    canary_errors: list[float] = field(default_factory=list)
     stable_error_rate: list[float] = field(default_factory=list)
     canary_error_rate: list[float] = field(default_factory=list)
-    stable_p99_ms: list[float] = field(default_factory=list)
-    canary_p99_ms: list[float] = field(default_factory=list)
+    stable_latency_ms: dict[float, list[float]] = field(default_factory=dict)
+    canary_latency_ms: dict[float, list[float]] = field(default_factory=dict)
     e_values: dict[str, list[float]] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
     decisions: list[tuple[float, str, str]] = field(default_factory=list)
     no_data: list[float] = field(default_factory=list)
+
+    def record(self, t: float, weight: int, obs: Observation, d: Decision) -> None:
+        """Append one interval: its counts (or NaN for no data) and the decision taken on it."""
+        from canaryd.stats.histogram import histogram_quantile
+
+        self.t.append(t)
+        self.weight.append(weight)
+        nan = math.nan
+        if obs.usable and obs.stable is not None and obs.canary is not None:
+            s, c = obs.stable, obs.canary
+            counts = (s.requests, c.requests, s.errors, c.errors)
+            for q in self.quantiles:
+                self.stable_latency_ms.setdefault(q, []).append(
+                    histogram_quantile(q, s.bounds_ms, s.bucket_counts) if s.requests else nan
+                )
+                self.canary_latency_ms.setdefault(q, []).append(
+                    histogram_quantile(q, c.bounds_ms, c.bucket_counts) if c.requests else nan
+                )
+        else:
+            self.no_data.append(t)
+            counts = (nan, nan, nan, nan)
+            for q in self.quantiles:
+                self.stable_latency_ms.setdefault(q, []).append(nan)
+                self.canary_latency_ms.setdefault(q, []).append(nan)
+        sr, cr, se, ce = counts
+        self.stable_requests.append(sr)
+        self.canary_requests.append(cr)
+        self.stable_errors.append(se)
+        self.canary_errors.append(ce)
+        self.stable_error_rate.append(se / sr if sr else nan)
+        self.canary_error_rate.append(ce / cr if cr else nan)
+        for v in d.verdicts:
+            self.e_values.setdefault(v.metric, [nan] * (len(self.t) - 1))
+            self.e_values[v.metric].append(v.e_value if v.e_value is not None else nan)
+            if v.threshold is not None:
+                self.thresholds[v.metric] = v.threshold
+        for series in self.e_values.values():
+            while len(series) < len(self.t):
+                series.append(nan)
 
 
 @dataclass
@@ -237,7 +296,10 @@ class _World:
         return any(o.at < end and start < o.at + o.for_ for o in self.sc.metrics_outage)
 
 
-ProgressFn = Callable[[int], None]
+ProgressFn = Callable[[int, int], None]
+"""``progress(worked, skipped)`` after each interval, in run-intervals: ``worked`` runs were
+stepped, and ``skipped`` intervals will never be (runs that just reached a decision skip the
+rest of the scenario). Over a whole call they add up to ``runs x intervals``."""
 
 
 def simulate(
@@ -258,6 +320,8 @@ def simulate(
     that many random interval ends and rebuilds it from its JSON-serialized state; the
     outcome must not change (the restarts use their own random stream).
     ``tick_sink(t, req, err, hist_s, hist_c)`` receives run 0's cumulative counters per tick.
+    ``progress`` (see ``ProgressFn``) measures the work in run-intervals, the unit the cost
+    grows with: every undecided run costs a controller step per interval.
     """
     import time as _time
 
@@ -304,7 +368,7 @@ def simulate(
     weights = np.zeros(runs)
     last_decision: list[list[Decision]] = [[] for _ in range(runs)]
     last_verdicts: list[list[Verdict]] = [[] for _ in range(runs)]
-    trace = Trace()
+    trace = Trace(quantiles=trace_quantiles(policy))
 
     def apply(r: int, d: Decision, st: RolloutState) -> None:
         states[r] = st
@@ -365,10 +429,12 @@ def simulate(
         start = t1 - interval
         outage = world.outage(start, t1)
         cs = np.cumsum(hist, axis=2)
+        worked = skipped = 0
         for r in range(runs):
             st = states[r]
             if st.phase.terminal:
                 continue
+            worked += 1
             if interval_index in chaos_at[r]:
                 restored = RolloutState.from_dict(json.loads(json.dumps(st.to_dict())))
                 controllers[r] = RolloutController(policy, epoch=epoch)
@@ -388,17 +454,17 @@ def simulate(
                 )
             d, st = controllers[r].step(st, t1, obs)
             apply(r, d, st)
+            if st.phase.terminal:
+                skipped += n_intervals - interval_index - 1
             if r == 0:
-                _trace_interval(trace, t1, int(weights[0]), obs, d)
+                trace.record(t1, int(weights[0]), obs, d)
         req[:] = 0
         err[:] = 0
         hist[:] = 0
         interval_index += 1
         if progress is not None:
-            progress(ticks_per_interval)
+            progress(worked, skipped)
         if all(s.phase.terminal for s in states):
-            if progress is not None:
-                progress(n_ticks - i - 1)
             break
     results = [
         RunResult.from_state(states[r], seed, last_verdicts[r], last_decision[r])
@@ -411,33 +477,3 @@ def simulate(
         trace=trace,
         elapsed_s=_time.perf_counter() - started,
     )
-
-
-def _trace_interval(trace: Trace, t: float, weight: int, obs: Observation, d: Decision) -> None:
-    from canaryd.stats.histogram import histogram_quantile
-
-    trace.t.append(t)
-    trace.weight.append(weight)
-    if obs.usable and obs.stable is not None and obs.canary is not None:
-        s, c = obs.stable, obs.canary
-        trace.stable_error_rate.append(s.errors / s.requests if s.requests else math.nan)
-        trace.canary_error_rate.append(c.errors / c.requests if c.requests else math.nan)
-        trace.stable_p99_ms.append(histogram_quantile(0.99, s.bounds_ms, s.bucket_counts))
-        trace.canary_p99_ms.append(histogram_quantile(0.99, c.bounds_ms, c.bucket_counts))
-    else:
-        trace.no_data.append(t)
-        for series in (
-            trace.stable_error_rate,
-            trace.canary_error_rate,
-            trace.stable_p99_ms,
-            trace.canary_p99_ms,
-        ):
-            series.append(math.nan)
-    for v in d.verdicts:
-        trace.e_values.setdefault(v.metric, [math.nan] * (len(trace.t) - 1))
-        trace.e_values[v.metric].append(v.e_value if v.e_value is not None else math.nan)
-        if v.threshold is not None:
-            trace.thresholds[v.metric] = v.threshold
-    for series in trace.e_values.values():
-        while len(series) < len(trace.t):
-            series.append(math.nan)

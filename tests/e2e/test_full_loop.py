@@ -164,7 +164,7 @@ def test_simulated_decisions_are_the_clusters(
             *("--json", "--openmetrics", str(om)),
         ],
     )
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # simulate --runs 1 exits 1: rolled back
     sim = json.loads(res.output)["results"][0]
     assert sim["outcome"] == "rolled_back"
     decided = sim["decided_at_s"]

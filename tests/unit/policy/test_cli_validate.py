@@ -155,7 +155,7 @@ def test_missing_path(tmp_path: Path) -> None:
 
 def test_no_arguments_is_a_usage_error() -> None:
     result = CliRunner().invoke(main, ["validate"])
-    assert result.exit_code == 2
+    assert result.exit_code == 3
 
 
 def test_policy_names_must_be_unique_across_files(tmp_path: Path) -> None:
