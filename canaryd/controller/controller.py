@@ -200,8 +200,8 @@ class RolloutController:
         largest step at or below its current weight, so traffic never rises because of an
         edit. The caller applies a weight that changed.
         """
-        if state.phase not in (Phase.PROGRESSING, Phase.PAUSED):
-            return state
+        if state.phase not in (Phase.PROGRESSING, Phase.PAUSED) or state.in_shadow:
+            return state  # a shadow phase has no step yet: the new steps start after it
         if 0 <= state.step < len(self.steps) and self.steps[state.step].weight == state.weight:
             return state
         i = self.nearest_step(state.weight)
