@@ -124,3 +124,23 @@ def test_validate_refuses_shadow_with_kserve_without_a_traceback(tmp_path: objec
         result.stderr
     )
     assert "Knative's Route only splits traffic" in result.stderr
+
+
+def test_lint_warns_about_a_short_shadow_and_a_preset_blind_to_mirrors() -> None:
+    from canaryd.policy.lint import lint
+
+    def warnings(text: str) -> list[str]:
+        (lp,) = load_policies_text(text, "p.yaml")
+        return [w.message for w in lint(lp)]
+
+    shadowed = variant("    weights: [10, 25, 50]\n", SHADOW, GATEWAY)
+    assert warnings(shadowed) == []  # istio preset (the default), 15m of shadow
+    short = variant("duration: 15m", "duration: 30s", shadowed)
+    assert warnings(short) == [
+        "30s is shorter than the analysis interval 1m: the shadow phase can end unanalysed"
+    ]
+    knative = variant(
+        "    alpha: 0.01\n", "    alpha: 0.01\n    source: {preset: knative}\n", shadowed
+    )
+    (w,) = warnings(knative)
+    assert w.startswith("the 'knative' metric preset cannot tell mirrored requests apart")
