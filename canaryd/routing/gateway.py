@@ -107,8 +107,7 @@ class _Rule:
 
     @property
     def label(self) -> str:
-        name = self.rule.get("name")
-        return f"rules[{self.index}]" + (f" ({name!r})" if name else "")
+        return _label(self.index, self.rule)
 
 
 class GatewayRouter:
@@ -307,11 +306,10 @@ class GatewayRouter:
         refs = rule.get("backendRefs") or []
         stable = [i for i, r in enumerate(refs) if self.stable.matches(r, self.namespace)]
         canary = [i for i, r in enumerate(refs) if self.canary.matches(r, self.namespace)]
-        label = f"rules[{index}]" + (f" ({rule.get('name')!r})" if rule.get("name") else "")
         if len(refs) != 2 or len(stable) != 1 or len(canary) != 1 or stable == canary:
             seen = ", ".join(_describe(r) for r in refs) or "none"
             raise RoutingError(
-                f"{self.what} {label}: expected exactly two backendRefs, {self.stable} and "
+                f"{self.what} {_label(index, rule)}: expected exactly two backendRefs, {self.stable} and "
                 f"{self.canary}; found {seen}"
             )
         return _Rule(index, rule, refs[stable[0]], refs[canary[0]])
@@ -339,6 +337,11 @@ class GatewayRouter:
 
 
 # -- pure helpers (unit-tested on their own) ---------------------------------------------
+
+
+def _label(index: int, rule: JSON) -> str:
+    name = rule.get("name")
+    return f"rules[{index}]" + (f" ({name!r})" if name else "")
 
 
 def _weight(ref: JSON) -> int:
