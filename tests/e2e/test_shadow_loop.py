@@ -154,7 +154,7 @@ def test_a_shadow_rollback_affects_no_user(
             *("--json", "--openmetrics", str(om)),
         ],
     )
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # simulate --runs 1 exits 1: rolled back
     sim = json.loads(res.output)["results"][0]
     assert sim["outcome"] == "rolled_back"
     decided = sim["decided_at_s"]
