@@ -25,6 +25,11 @@ class VersionCounts:
     bucket_counts: tuple[float, ...] = ()
     values: dict[str, float] = field(default_factory=dict)
     """Per-interval values of ``custom`` metrics, by metric name."""
+    mirrored_requests: float | None = None
+    """How many of ``requests`` were mirrored copies (shadow traffic, responses discarded);
+    None when the source cannot tell (every preset but istio, and outside a shadow phase)."""
+    mirrored_errors: float | None = None
+    """How many of ``errors`` were on mirrored copies; None when the source cannot tell."""
 
     def problem(self) -> str | None:
         """Why these counts cannot be used (NaN, negative = counter reset, bad layout), or None."""
@@ -35,6 +40,12 @@ class VersionCounts:
             return "negative increment (counter reset)"
         if self.errors > self.requests:
             return f"more errors ({self.errors:g}) than requests ({self.requests:g})"
+        for what, part, whole in (
+            ("requests", self.mirrored_requests, self.requests),
+            ("errors", self.mirrored_errors, self.errors),
+        ):
+            if part is not None and not 0 <= part <= whole:
+                return f"mirrored {what} ({part:g}) outside 0..{whole:g}"
         if len(self.bounds_ms) != len(self.bucket_counts):
             return "histogram bounds and counts differ in length"
         if self.bounds_ms:
@@ -54,13 +65,18 @@ class VersionCounts:
         return len(self.bounds_ms) > 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "requests": self.requests,
             "errors": self.errors,
             "bounds_ms": [encode_float(b) for b in self.bounds_ms],
             "bucket_counts": list(self.bucket_counts),
             "values": dict(self.values),
         }
+        if self.mirrored_requests is not None:
+            d["mirrored_requests"] = self.mirrored_requests
+        if self.mirrored_errors is not None:
+            d["mirrored_errors"] = self.mirrored_errors
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> VersionCounts:
@@ -70,7 +86,13 @@ class VersionCounts:
             bounds_ms=tuple(decode_float(b) for b in d.get("bounds_ms", ())),
             bucket_counts=tuple(float(c) for c in d.get("bucket_counts", ())),
             values={str(k): float(v) for k, v in d.get("values", {}).items()},
+            mirrored_requests=_optional(d.get("mirrored_requests")),
+            mirrored_errors=_optional(d.get("mirrored_errors")),
         )
+
+
+def _optional(v: Any) -> float | None:
+    return None if v is None else float(v)
 
 
 @dataclass(frozen=True)

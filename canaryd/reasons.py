@@ -17,6 +17,7 @@ from enum import StrEnum
 
 class Reason(StrEnum):
     # -- controller decisions ---------------------------------------------------------
+    SHADOW_STARTED = "ShadowStarted"
     CANARY_STARTED = "CanaryStarted"
     WEIGHT_CHANGED = "WeightChanged"
     PROMOTED = "Promoted"
@@ -65,6 +66,7 @@ _WARNINGS = frozenset(
     }
 )
 _VERBS: dict[Reason, str] = {
+    Reason.SHADOW_STARTED: "StartShadow",
     Reason.CANARY_STARTED: "StartCanary",
     Reason.WEIGHT_CHANGED: "SetWeight",
     Reason.PROMOTED: "Promote",

@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from canaryd.controller.controller import Decision, RolloutController, RolloutWindow
-    from canaryd.controller.state import Action, Manual, Phase, RolloutState, StepRecord
+    from canaryd.controller.state import (
+        Action,
+        Manual,
+        Phase,
+        RolloutState,
+        StepRecord,
+        UserImpact,
+    )
 
 _WHERE = {
     "Decision": "controller",
@@ -23,6 +30,7 @@ _WHERE = {
     "Phase": "state",
     "RolloutState": "state",
     "StepRecord": "state",
+    "UserImpact": "state",
 }
 
 __all__ = [
@@ -34,6 +42,7 @@ __all__ = [
     "RolloutState",
     "RolloutWindow",
     "StepRecord",
+    "UserImpact",
 ]
 
 

@@ -9,14 +9,21 @@ behaves the same in the cluster.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 
-from canaryd.controller.state import Action, Manual, Phase, RolloutState, StepRecord
+from canaryd.controller.state import (
+    Action,
+    Manual,
+    Phase,
+    RolloutState,
+    StepRecord,
+    UserImpact,
+)
 from canaryd.durations import format_duration
 from canaryd.observation import Observation
 from canaryd.policy.model import CanaryPolicy, Metric, Step
@@ -28,7 +35,13 @@ from canaryd.stats.verdict import Verdict
 
 @dataclass(frozen=True)
 class Decision:
-    """What to do now, and why. ``event`` is the Event reason to record (None: a quiet hold)."""
+    """What to do now, and why. ``event`` is the Event reason to record (None: a quiet hold).
+
+    ``mirror_percent``: the share of requests to mirror to the canary (0 turns mirroring off),
+    or None to leave mirroring as it is; only policies with a shadow phase ever set it.
+    ``impact``: the user requests the canary served (and failed) up to this decision, and the
+    mirrored ones, which affected no user.
+    """
 
     action: Action
     reason: str
@@ -36,6 +49,8 @@ class Decision:
     weight: int | None = None
     event: Reason | None = None
     verdicts: tuple[Verdict, ...] = ()
+    mirror_percent: float | None = None
+    impact: UserImpact = field(default_factory=UserImpact)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -43,8 +58,10 @@ class Decision:
             "reason": self.reason,
             "t": self.t,
             "weight": self.weight,
+            "mirror_percent": self.mirror_percent,
             "event": None if self.event is None else self.event.value,
             "verdicts": [v.to_dict() for v in self.verdicts],
+            "impact": self.impact.to_dict(),
         }
 
 
@@ -79,6 +96,10 @@ class RolloutController:
         self.policy = policy
         spec = policy.spec
         self.steps: list[Step] = spec.steps.resolved()
+        self.shadow = spec.steps.shadow
+        self.mirror_percent = spec.steps.mirror_percent()
+        self._mirror_off: float | None = 0.0 if self.shadow is not None else None
+        """What every non-shadow action does to the mirror: 0 (off) with a shadow phase."""
         self.epoch = epoch or datetime(1970, 1, 1, tzinfo=UTC)
         self.window = (
             RolloutWindow(spec.window.schedule, spec.window.timezone, self.epoch)
@@ -119,6 +140,16 @@ class RolloutController:
         manual: Manual | None = None,
     ) -> tuple[Decision, RolloutState]:
         """Decide what to do at ``now``. Pure: equal inputs give equal outputs."""
+        decision, state = self._step(state, now, observation, manual)
+        return replace(decision, impact=state.impact), state
+
+    def _step(
+        self,
+        state: RolloutState,
+        now: float,
+        observation: Observation | None,
+        manual: Manual | None,
+    ) -> tuple[Decision, RolloutState]:
         if state.phase.terminal:
             return Decision(Action.HOLD, f"rollout already {state.phase.value}", now), state
         if manual is not None:
@@ -169,8 +200,8 @@ class RolloutController:
         largest step at or below its current weight, so traffic never rises because of an
         edit. The caller applies a weight that changed.
         """
-        if state.phase not in (Phase.PROGRESSING, Phase.PAUSED):
-            return state
+        if state.phase not in (Phase.PROGRESSING, Phase.PAUSED) or state.in_shadow:
+            return state  # a shadow phase has no step yet: the new steps start after it
         if 0 <= state.step < len(self.steps) and self.steps[state.step].weight == state.weight:
             return state
         i = self.nearest_step(state.weight)
@@ -238,8 +269,10 @@ class RolloutController:
     def _start(self, state: RolloutState, now: float) -> tuple[Decision, RolloutState]:
         if self.window is not None and not self.window.is_open(now):
             return Decision(Action.HOLD, "waiting for the rollout window", now), state
-        w = self.steps[0].weight
         rev = f" (revision {state.canary_revision})" if state.canary_revision else ""
+        if self.shadow is not None:
+            return self._start_shadow(state, now, rev)
+        w = self.steps[0].weight
         reason = f"started the canary at {w}%{rev}"
         new = state.with_(
             phase=Phase.PROGRESSING,
@@ -253,6 +286,33 @@ class RolloutController:
         new = self._record(new, now, w, reason)
         return Decision(Action.SET_WEIGHT, reason, now, weight=w, event=Reason.CANARY_STARTED), new
 
+    def _start_shadow(
+        self, state: RolloutState, now: float, rev: str
+    ) -> tuple[Decision, RolloutState]:
+        assert self.shadow is not None
+        reason = (
+            f"started the shadow phase{rev}: {self.mirror_percent:g}% of requests mirrored to "
+            "the canary, its responses discarded, no user traffic"
+        )
+        new = state.with_(
+            phase=Phase.SHADOW,
+            step=-1,
+            started_at=now,
+            step_started_at=now,
+            last_data_at=now,
+            step_canary_requests=0.0,
+            reason=reason,
+        )
+        new = self._record(new, now, 0, reason)
+        return Decision(
+            Action.SET_MIRROR,
+            reason,
+            now,
+            weight=0,
+            event=Reason.SHADOW_STARTED,
+            mirror_percent=self.mirror_percent,
+        ), new
+
     def _ingest(self, state: RolloutState, obs: Observation | None) -> RolloutState:
         if obs is None:
             return state
@@ -262,12 +322,23 @@ class RolloutController:
                 intervals=state.intervals + 1, no_data_intervals=state.no_data_intervals + 1
             )
         assert obs.canary is not None
+        c = obs.canary
+        if state.in_shadow:
+            # Mirrored unless the source shows otherwise (a header route to the canary).
+            shadow_req = c.requests if c.mirrored_requests is None else c.mirrored_requests
+            shadow_err = c.errors if c.mirrored_errors is None else c.mirrored_errors
+        else:
+            shadow_req = shadow_err = 0.0  # nothing is mirrored outside the shadow phase
+        impact = state.impact.add(
+            c.requests - shadow_req, c.errors - shadow_err, shadow_req, shadow_err
+        )
         return state.with_(
             intervals=state.intervals + 1,
             last_data_at=obs.end_s,
-            canary_requests=state.canary_requests + obs.canary.requests,
-            canary_errors=state.canary_errors + obs.canary.errors,
-            step_canary_requests=state.step_canary_requests + obs.canary.requests,
+            canary_requests=state.canary_requests + c.requests,
+            canary_errors=state.canary_errors + c.errors,
+            step_canary_requests=state.step_canary_requests + c.requests,
+            impact=impact,
         )
 
     def _finish(
@@ -282,9 +353,26 @@ class RolloutController:
             action, weight, event = Action.PROMOTE, 100, Reason.PROMOTED
         else:
             action, weight, event = Action.ROLLBACK, 0, Reason.ROLLED_BACK
+        if state.in_shadow and phase is Phase.ROLLED_BACK:
+            if state.impact.user_requests == 0:
+                reason += "; no user was exposed (shadow: the canary only saw mirrored requests)"
+            else:
+                reason += (
+                    "; in shadow no user was sent to the canary by weight, but "
+                    f"{state.impact.user_requests:.0f} user requests reached it by another "
+                    "route (a header match?)"
+                )
         new = state.with_(phase=phase, reason=reason, decided_at=now, paused_from=None)
         new = self._record(new, now, weight, reason)
-        return Decision(action, reason, now, weight=weight, event=event, verdicts=verdicts), new
+        return Decision(
+            action,
+            reason,
+            now,
+            weight=weight,
+            event=event,
+            verdicts=verdicts,
+            mirror_percent=self._mirror_off,
+        ), new
 
     def _pause(
         self, state: RolloutState, now: float, reason: str, verdicts: tuple[Verdict, ...]
@@ -299,7 +387,8 @@ class RolloutController:
         v = a.verdicts
         # 1. A failing critical metric acts at once, inside or outside the window, paused or not.
         if a.failing:
-            reason = "canary is worse: " + "; ".join(f.summary() for f in a.failing)
+            where = " in shadow" if state.in_shadow else ""
+            reason = f"canary is worse{where}: " + "; ".join(f.summary() for f in a.failing)
             if spec.on_failure == "rollback":
                 return self._finish(state, now, Phase.ROLLED_BACK, reason, v)
             if state.phase is not Phase.PAUSED:
@@ -354,6 +443,8 @@ class RolloutController:
     def _progress(
         self, state: RolloutState, now: float, a: Assessment
     ) -> tuple[Decision, RolloutState]:
+        if state.phase is Phase.SHADOW:
+            return self._shadow_progress(state, now, a)
         spec = self.policy.spec
         v = a.verdicts
         cur = self.steps[state.step]
@@ -381,7 +472,13 @@ class RolloutController:
             )
             new = self._record(new, now, nxt, reason)
             return Decision(
-                Action.SET_WEIGHT, reason, now, weight=nxt, event=Reason.WEIGHT_CHANGED, verdicts=v
+                Action.SET_WEIGHT,
+                reason,
+                now,
+                weight=nxt,
+                event=Reason.WEIGHT_CHANGED,
+                verdicts=v,
+                mirror_percent=self._mirror_off,
             ), new
         if spec.promotion.criterion == "nonInferiority":
             if early:
@@ -410,6 +507,55 @@ class RolloutController:
             else "all steps completed with no failing or inconclusive critical metric"
         )
         return self._finish(state, now, Phase.PROMOTED, reason, v)
+
+    def _shadow_progress(
+        self, state: RolloutState, now: float, a: Assessment
+    ) -> tuple[Decision, RolloutState]:
+        """In shadow: hold until its duration and mirrored requests are met, then step 1.
+
+        The same rule as a step's: the duration must pass, and then either the minimum of
+        (mirrored) canary requests is met or every critical metric has shown non-inferiority.
+        Failing and inconclusive metrics were handled before (rollback, hold).
+        """
+        assert self.shadow is not None
+        v = a.verdicts
+        dwell = now - state.step_started_at
+        dwell_ok = dwell >= self.shadow.duration
+        met = dwell_ok and state.step_canary_requests >= self.shadow.min_canary_requests
+        early = dwell_ok and a.all_pass
+        if not (met or early):
+            return Decision(
+                Action.HOLD,
+                f"in shadow: {format_duration(dwell)} of {format_duration(self.shadow.duration)}, "
+                f"{state.step_canary_requests:.0f} of {self.shadow.min_canary_requests} mirrored "
+                "canary requests",
+                now,
+                verdicts=v,
+            ), state
+        w = self.steps[0].weight
+        rev = f" (revision {state.canary_revision})" if state.canary_revision else ""
+        reason = (
+            f"shadow passed ({format_duration(dwell)}, {state.step_canary_requests:.0f} "
+            f"mirrored canary requests, no failing or inconclusive critical metric); mirroring "
+            f"off, started the canary at {w}%{rev}"
+        )
+        new = state.with_(
+            phase=Phase.PROGRESSING,
+            step=0,
+            step_started_at=now,
+            step_canary_requests=0.0,
+            reason=reason,
+        )
+        new = self._record(new, now, w, reason)
+        return Decision(
+            Action.SET_WEIGHT,
+            reason,
+            now,
+            weight=w,
+            event=Reason.CANARY_STARTED,
+            verdicts=v,
+            mirror_percent=0.0,
+        ), new
 
     def _waiting(self, cur: Step, dwell: float, state: RolloutState) -> str:
         assert cur.min_dwell is not None and cur.min_canary_requests is not None

@@ -11,6 +11,8 @@ STATE_VERSION = 1
 
 class Phase(StrEnum):
     PENDING = "pending"
+    SHADOW = "shadow"
+    """The canary gets mirrored copies of live requests; no user depends on its responses."""
     PROGRESSING = "progressing"
     PAUSED = "paused"
     PROMOTED = "promoted"
@@ -24,6 +26,8 @@ class Phase(StrEnum):
 
 class Action(StrEnum):
     HOLD = "hold"
+    SET_MIRROR = "set_mirror"
+    """Start the shadow phase: canary weight 0, mirror ``Decision.mirror_percent``."""
     SET_WEIGHT = "set_weight"
     PROMOTE = "promote"
     ROLLBACK = "rollback"
@@ -47,6 +51,49 @@ class StepRecord:
 
 
 @dataclass(frozen=True)
+class UserImpact:
+    """What the canary did to users, counted from the observations up to a decision.
+
+    ``user_requests``/``user_errors``: requests the canary served to users (every canary
+    request of a weighted step; in shadow only those the metric source shows were not mirrored,
+    e.g. a header route to the canary). ``shadow_requests``/``shadow_errors``: mirrored copies,
+    whose responses were discarded: they affected no user and count zero. Requests served after
+    the last observed interval (less than one interval) are not in these counts.
+    """
+
+    user_requests: float = 0.0
+    user_errors: float = 0.0
+    shadow_requests: float = 0.0
+    shadow_errors: float = 0.0
+
+    def add(
+        self, user_requests: float, user_errors: float, shadow_requests: float, shadow_errors: float
+    ) -> UserImpact:
+        return UserImpact(
+            self.user_requests + user_requests,
+            self.user_errors + user_errors,
+            self.shadow_requests + shadow_requests,
+            self.shadow_errors + shadow_errors,
+        )
+
+    def summary(self) -> str:
+        """One sentence for Events, logs and reports."""
+        text = (
+            f"user impact: the canary served {self.user_requests:.0f} user requests "
+            f"({self.user_errors:.0f} failed)"
+        )
+        if self.shadow_requests or self.shadow_errors:
+            text += (
+                f"; {self.shadow_requests:.0f} mirrored requests ({self.shadow_errors:.0f} "
+                "failed) affected no user"
+            )
+        return text
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class RolloutState:
     """Everything the controller needs to resume a rollout exactly where it was."""
 
@@ -66,8 +113,17 @@ class RolloutState:
     decided_at: float | None = None
     intervals: int = 0
     no_data_intervals: int = 0
+    impact: UserImpact = field(default_factory=UserImpact)
+    """User requests the canary served (and failed), and mirrored ones, so far."""
     history: tuple[StepRecord, ...] = ()
     judges: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def in_shadow(self) -> bool:
+        """Whether the canary is receiving mirrored traffic (shadow, or paused in shadow)."""
+        return self.phase is Phase.SHADOW or (
+            self.phase is Phase.PAUSED and self.paused_from is Phase.SHADOW
+        )
 
     def with_(self, **changes: Any) -> RolloutState:
         return replace(self, **changes)
@@ -88,4 +144,10 @@ class RolloutState:
         body["phase"] = Phase(body["phase"])
         body["paused_from"] = None if body["paused_from"] is None else Phase(body["paused_from"])
         body["history"] = tuple(StepRecord(**h) for h in body["history"])
+        # Documents written before user-impact accounting (and shadow phases) have no
+        # "impact": every canary request they counted was a user request.
+        if "impact" in body:
+            body["impact"] = UserImpact(**body["impact"])
+        else:
+            body["impact"] = UserImpact(body["canary_requests"], body["canary_errors"])
         return cls(**body)

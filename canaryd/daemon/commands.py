@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from canaryd.controller import Manual
+from canaryd.controller import Manual, UserImpact
 from canaryd.errors import CanarydError, NotFoundError
 
 KUBECONFIG = click.option(
@@ -219,6 +219,7 @@ def rollout_status(api_client: Any, namespace: str, name: str) -> dict[str, Any]
             "started_at": st.started_at,
             "canary_requests": st.canary_requests,
             "canary_errors": st.canary_errors,
+            "impact": st.impact.to_dict(),
             "intervals": st.intervals,
             "no_data_intervals": st.no_data_intervals,
             "updated": doc.updated,
@@ -234,6 +235,7 @@ def rollout_status(api_client: Any, namespace: str, name: str) -> dict[str, Any]
             "canary_revision": ts.canary_revision,
             "canary_percent": ts.canary_percent,
             "ready": ts.ready,
+            "mirror_percent": ts.mirror_percent,
             "message": ts.message,
         }
     except NotFoundError as exc:
@@ -284,6 +286,7 @@ def status_cmd(target: str, kubeconfig: Path | None, as_json: bool) -> None:
             f"canary     {st['canary_requests']:.0f} requests, {st['canary_errors']:.0f} errors, "
             f"{st['intervals']} intervals ({st['no_data_intervals']} without data)"
         )
+        click.echo(f"impact     {UserImpact(**st['impact']).summary()}")
         click.echo(f"reason     {st['reason']}")
         last = info.get("last_decision") or {}
         if last:

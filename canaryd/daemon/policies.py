@@ -135,6 +135,8 @@ def route_namespaces(policy: CanaryPolicy) -> set[str]:
     out: set[str] = set()
     if router.istio is not None and router.istio.namespace:
         out.add(router.istio.namespace)
+    if router.gateway_api is not None and router.gateway_api.namespace:
+        out.add(router.gateway_api.namespace)
     return out
 
 

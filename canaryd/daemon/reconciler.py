@@ -73,7 +73,7 @@ from canaryd.state.kubernetes import MANAGED_SELECTOR, KubernetesStateStore
 log = logging.getLogger("canaryd.daemon")
 
 RouterFactory = Callable[[CanaryPolicy, Objects], TrafficRouter]
-_ROUTER_ACTIONS = (Action.SET_WEIGHT, Action.PROMOTE, Action.ROLLBACK)
+_ROUTER_ACTIONS = (Action.SET_WEIGHT, Action.SET_MIRROR, Action.PROMOTE, Action.ROLLBACK)
 
 
 @dataclass
@@ -122,6 +122,7 @@ def decision_summary(decision: Decision) -> dict[str, Any]:
             for v in decision.verdicts
             if v.e_value is not None and math.isfinite(v.e_value)
         },
+        "impact": decision.impact.to_dict(),
     }
 
 
@@ -369,7 +370,9 @@ class Reconciler:
         windows = r.due_windows(now, self.settle_s, self.max_catchup)
         if not windows:
             return None
-        request = fetch_request_for(r.policy, key, stable, canary, key.namespace)
+        request = fetch_request_for(
+            r.policy, key, stable, canary, key.namespace, shadow=state.in_shadow
+        )
         return _Due(r, stable, canary, windows, request)
 
     def _own_state(self, r: Rollout, uid: str, now: float) -> None:
@@ -671,7 +674,9 @@ class Reconciler:
         pending = None
         if decision.action in _ROUTER_ACTIONS:
             weight = decision.weight if decision.weight is not None else state.weight
-            pending = Pending(decision.action, weight, key, reason, message)
+            pending = Pending(
+                decision.action, weight, key, reason, message, mirror=decision.mirror_percent
+            )
         r.doc = r.with_doc(
             state=state,
             window_end=window_end,
@@ -694,12 +699,7 @@ class Reconciler:
         p = r.doc.pending
         self._check_leader()
         try:
-            if p.action is Action.SET_WEIGHT:
-                r.router.set_canary_percent(p.weight)
-            elif p.action is Action.PROMOTE:
-                r.router.promote()
-            elif p.action is Action.ROLLBACK:
-                r.router.rollback()
+            _actuate(r.router, p)
         except Exception as exc:
             self._event(
                 r.key,
@@ -807,12 +807,30 @@ class Reconciler:
             "stable_revision": state.stable_revision,
             "t": decision.t,
             "verdicts": [v.summary() for v in decision.verdicts],
+            "impact": decision.impact.to_dict(),
         }
         if obs is not None:
             fields["window"] = [obs.start_s, obs.end_s]
             if obs.no_data_reason:
                 fields["no_data"] = obs.no_data_reason
         log.info("decision", extra={"fields": fields})
+
+
+def _actuate(router: TrafficRouter, p: Pending) -> None:
+    """Apply a committed router change. Whatever lowers the canary's exposure goes first: the
+    weight before a new mirror (a shadow phase's start, a rollback), the mirror off before more
+    weight (the first step after a shadow phase, a promotion)."""
+    mirror_first = p.mirror is not None and p.action in (Action.SET_WEIGHT, Action.PROMOTE)
+    if mirror_first and p.mirror is not None:
+        router.set_mirror_percent(p.mirror)
+    if p.action in (Action.SET_WEIGHT, Action.SET_MIRROR):
+        router.set_canary_percent(p.weight)
+    elif p.action is Action.PROMOTE:
+        router.promote()
+    elif p.action is Action.ROLLBACK:
+        router.rollback()
+    if not mirror_first and p.mirror is not None:
+        router.set_mirror_percent(p.mirror)
 
 
 def _changes(before: RolloutState, after: RolloutState, decision: Decision) -> bool:
@@ -827,6 +845,7 @@ def _changes(before: RolloutState, after: RolloutState, decision: Decision) -> b
 
 def _reason_of(decision: Decision) -> Reason:
     return {
+        Action.SET_MIRROR: Reason.SHADOW_STARTED,
         Action.SET_WEIGHT: Reason.WEIGHT_CHANGED,
         Action.PROMOTE: Reason.PROMOTED,
         Action.ROLLBACK: Reason.ROLLED_BACK,
@@ -839,7 +858,7 @@ def _message(decision: Decision) -> str:
     extra = [s for s in (v.summary() for v in decision.verdicts) if s not in message]
     if extra:
         message = f"{message} | {'; '.join(extra)}"
-    return message
+    return f"{message} | {decision.impact.summary()}"
 
 
 __all__ = ["NotLeaderError", "Reconciler", "TickReport", "decision_summary", "key_of"]

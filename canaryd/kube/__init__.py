@@ -34,6 +34,7 @@ from canaryd.kube.objects import (
 from canaryd.kube.resources import (
     CONFIG_MAP,
     EVENT,
+    HTTP_ROUTE,
     INFERENCE_SERVICE,
     LEASE,
     VIRTUAL_SERVICE,
@@ -44,6 +45,7 @@ __all__ = [
     "CONFIG_MAP",
     "EVENT",
     "FIELD_MANAGER",
+    "HTTP_ROUTE",
     "INFERENCE_SERVICE",
     "JSON",
     "LEASE",

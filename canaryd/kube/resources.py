@@ -40,3 +40,5 @@ LEASE = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 EVENT = Resource("events.k8s.io", "v1", "events", "Event")
 VIRTUAL_SERVICE = Resource("networking.istio.io", "v1", "virtualservices", "VirtualService")
 """Served as v1 by Istio >= 1.22 and as v1beta1 before: routers ask discovery which."""
+HTTP_ROUTE = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
+"""Gateway API HTTPRoute, v1 since Gateway API 1.0 (v1beta1 before): routers ask discovery."""

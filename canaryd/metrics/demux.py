@@ -32,6 +32,8 @@ class Answers:
     errors: dict[_Key, float] | None = None
     buckets: dict[_Key, dict[float, float]] | None = None
     resets: dict[_Key, float] | None = None
+    live_requests: dict[_Key, float] | None = None
+    live_errors: dict[_Key, float] | None = None
     custom: dict[str, dict[_Key, float]] = field(default_factory=dict)
     failed: str | None = None
     custom_failed: dict[str, str] = field(default_factory=dict)
@@ -112,7 +114,10 @@ def observation_for(
         if round_counts:
             req, err = float(round(req)), float(round(err))
             cum = tuple(float(round(c)) for c in cum)
-        counts[v] = VersionCounts(req, err, bounds, cum, values)
+        mirrored: tuple[float | None, float | None] = (None, None)
+        if v == "canary" and r.shadow:
+            mirrored = _mirrored(ans, k, req, err, round_counts)
+        counts[v] = VersionCounts(req, err, bounds, cum, values, *mirrored)
     if (
         require_same_layout
         and r.source.preset != "custom"
@@ -134,6 +139,28 @@ def observation_for(
         canary=counts["canary"],
         errors_measured=errors_measured,
     ).validated()
+
+
+def _mirrored(
+    ans: Answers, key: _Key, req: float, err: float, round_counts: bool
+) -> tuple[float | None, float | None]:
+    """The canary's mirrored requests and errors: what only its own proxy reported.
+
+    A version absent from the source-reported answers had no live requests (0); the
+    differences are clipped into ``0..requests`` / ``0..errors``, since the two reporters are
+    scraped apart and may disagree by a few requests. (None, None) when the source cannot tell.
+    """
+    if ans.live_requests is None or ans.live_errors is None:
+        return None, None
+    live_req = ans.live_requests.get(key, 0.0)
+    live_err = ans.live_errors.get(key, 0.0)
+    if not (math.isfinite(live_req) and math.isfinite(live_err)):
+        return None, None
+    if round_counts:
+        live_req, live_err = float(round(live_req)), float(round(live_err))
+    m_req = min(max(req - live_req, 0.0), req)
+    m_err = min(max(err - live_err, 0.0), err, m_req)
+    return m_req, m_err
 
 
 def _les(values: Sequence[float]) -> str:

@@ -17,6 +17,12 @@ Format rules followed (OpenMetrics 1.0 as parsed by Prometheus):
 
 Requests are split by response code: ``requests_cum - errors_cum`` under a success code and
 ``errors_cum`` under an error code (``500`` / ``5xx``).
+
+With ``source_reports`` (istio only) the requests are also written as the *sending* proxy
+reports them (``reporter="source"``), which is without the mirrored copies
+(``TickSample.mirrored_*_cum``): Istio's source proxy reports only the primary request, the
+canary's own proxy (``reporter="destination"``) also the copy. That is how the istio preset
+tells a shadow phase's mirrored requests apart.
 """
 
 from __future__ import annotations
@@ -47,6 +53,10 @@ class TickSample:
     errors_cum: float
     bounds_ms: tuple[float, ...] = ()
     buckets_cum: tuple[float, ...] = ()
+    mirrored_requests_cum: float = 0.0
+    """How many of ``requests_cum`` were mirrored copies (a shadow phase's canary)."""
+    mirrored_errors_cum: float = 0.0
+    """How many of ``errors_cum`` were on mirrored copies."""
 
 
 def format_value(v: float) -> str:
@@ -83,13 +93,18 @@ def write_openmetrics(
     version_label: str | None = None,
     workload_suffix: str = "",
     kserve_histogram: str = "request_predict_seconds",
+    source_reports: bool = False,
 ) -> int:
     """Write ``series`` as OpenMetrics text; return the number of sample lines written.
 
     ``workload_suffix`` is appended to every revision in the version label (``"-deployment"``
     reproduces Istio's ``destination_workload`` of a Knative revision). Samples of a revision
     must share one bucket layout per timestamp; counters may decrease (to simulate a reset).
+    ``source_reports`` (istio): also write the ``reporter="source"`` requests (see the module
+    docstring).
     """
+    if source_reports and preset != "istio":
+        raise ValueError("source_reports exist only for the istio preset")
     vl = version_label or DEFAULT_VERSION_LABEL[preset]
     nsl = NAMESPACE_LABEL[preset]
     by_rev: dict[str, list[TickSample]] = defaultdict(list)
@@ -134,6 +149,15 @@ def write_openmetrics(
             lab = _labels(base(rev) + extra)
             for s in samples:
                 v = s.errors_cum if is_error else s.requests_cum - s.errors_cum
+                w(f"{name}{lab} {format_value(v)} {format_value(s.t_seconds)}\n")
+                lines += 1
+        if not source_reports:
+            continue
+        for code, is_error in (("200", False), ("500", True)):
+            lab = _labels([*base(rev), ("reporter", "source"), ("response_code", code)])
+            for s in samples:
+                errors = s.errors_cum - s.mirrored_errors_cum
+                v = errors if is_error else s.requests_cum - s.mirrored_requests_cum - errors
                 w(f"{name}{lab} {format_value(v)} {format_value(s.t_seconds)}\n")
                 lines += 1
     # Latency histogram.

@@ -17,6 +17,14 @@ Presets (the defaults below are what the projects export out of the box):
     ``destination_workload`` (or e.g. ``destination_version`` / ``destination_service_name``).
     Errors are ``response_code=~"<error_codes>"`` (default ``5..``).
 
+    *Mirrored traffic*: a proxy that mirrors a request reports only the primary request
+    (``reporter="source"``); the mirrored copy appears only at the canary's proxy
+    (``reporter="destination"``). So for a rollout in its shadow phase (``FetchRequest.shadow``)
+    two more queries, ``live_requests`` and ``live_errors``, count the source-reported requests
+    and errors, and the canary's mirrored share is destination minus source. This needs the
+    default ``istio_reporter="destination"``, and source proxies in the mesh (an ingress
+    gateway or sidecars); traffic from outside the mesh has no source report and looks mirrored.
+
     *Revision mapping*: for a Knative-served (KServe Serverless) revision the Istio workload is
     the revision's Deployment, ``<revision>-deployment``, and its private Service is
     ``<revision>-private``. The selector therefore matches ``(?:<revisions>)(?:-deployment|-private)?``
@@ -166,6 +174,10 @@ class QuerySet:
     buckets: str | None
     resets: str | None
     latency_scale_ms: float
+    live_requests: str | None = None
+    """istio: requests reported by the sending proxy, which never reports mirrored copies."""
+    live_errors: str | None = None
+    """istio: the same for errors."""
     """Multiply ``le`` by this to get milliseconds (1000 for a histogram in seconds)."""
     suffixes: tuple[str, ...] = ()
     """Label value = revision + one of these (istio); tried after an exact match."""
@@ -177,6 +189,8 @@ class QuerySet:
             ("errors", self.errors),
             ("buckets", self.buckets),
             ("resets", self.resets),
+            ("live_requests", self.live_requests),
+            ("live_errors", self.live_errors),
         ):
             if q is not None:
                 out[kind] = q
@@ -247,6 +261,7 @@ def build_queries(
     rev_alt = regex_alternation(revisions)
     by = f"{nsl}, {vl}"
     suffixes: tuple[str, ...] = ()
+    live: tuple[str, str] | None = None  # (selector, error selector) of the source reports
 
     if source.preset == "istio":
         suffixes = ISTIO_WORKLOAD_SUFFIXES
@@ -260,6 +275,9 @@ def build_queries(
         err_sel = f"{sel}, response_code=~{promql_string(source.error_codes)}"
         err_metric: str | None = req_metric
         counters = [req_metric, bucket_metric]
+        if opts.istio_reporter == "destination":
+            src = sel.replace(reporter, f"reporter={promql_string('source')}", 1)
+            live = (src, f"{src}, response_code=~{promql_string(source.error_codes)}")
     elif source.preset == "knative":
         sel = f"{ns_match}, {vl}=~{promql_string(rev_alt)}"
         req_metric = "revision_app_request_count"
@@ -308,6 +326,8 @@ def build_queries(
         resets=resets_q,
         latency_scale_ms=scale,
         suffixes=suffixes,
+        live_requests=None if live is None else inc(req_metric, live[0], by),
+        live_errors=None if live is None else inc(req_metric, live[1], by),
     )
 
 

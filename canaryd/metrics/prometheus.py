@@ -6,7 +6,8 @@ the answers into one Observation per rollout.
 
 One tick (``fetch``) groups the rollouts that share a query configuration (preset, version
 label, error codes, latency unit, custom templates; for the custom preset also the namespace),
-renders **one query per metric kind** (requests, errors, buckets, resets, each custom metric)
+renders **one query per metric kind** (requests, errors, buckets, resets, each custom metric;
+for istio rollouts in a shadow phase also live_requests and live_errors)
 per group, splitting a group into chunks only when a query would exceed ``max_query_bytes``
 (URL-encoded), and demultiplexes the answers by ``(namespace, revision)``.
 
@@ -209,6 +210,13 @@ class PrometheusSource:
                 ans.buckets = buckets(run("buckets", qs.buckets), qs, wanted)
             if qs.resets is not None:
                 ans.resets = scalars(run("resets", qs.resets), qs, wanted, "resets")
+            # Source-reported counts tell mirrored copies apart; only shadow rollouts need them.
+            shadow = any(r.shadow for r in chunk)
+            if shadow and qs.live_requests is not None and qs.live_errors is not None:
+                live = run("live_requests", qs.live_requests)
+                ans.live_requests = scalars(live, qs, wanted, "live_requests")
+                live = run("live_errors", qs.live_errors)
+                ans.live_errors = scalars(live, qs, wanted, "live_errors")
         except QueryError as exc:
             ans.failed = f"prometheus: {exc.reason}"
             return ans

@@ -38,6 +38,10 @@ class FetchRequest:
     ``need_latency``: when true (the default) a missing or partial latency histogram makes the
     whole observation no-data; set it false for policies without a latency metric so that a
     source without histograms still yields error counts.
+
+    ``shadow``: the rollout is in its shadow phase, so the canary receives mirrored copies;
+    a source that can tell them apart (the istio preset) reports how many of the canary's
+    requests and errors were mirrored (``VersionCounts.mirrored_requests``/``_errors``).
     """
 
     key: Hashable
@@ -47,6 +51,7 @@ class FetchRequest:
     source: Source = field(default_factory=Source)
     custom_metrics: tuple[tuple[str, str], ...] = ()
     need_latency: bool = True
+    shadow: bool = False
 
 
 class MetricSource(Protocol):
@@ -72,8 +77,12 @@ def fetch_request_for(
     stable_revision: str,
     canary_revision: str,
     namespace: str | None = None,
+    *,
+    shadow: bool = False,
 ) -> FetchRequest:
-    """Build the FetchRequest a policy implies (source, custom metric templates, latency need)."""
+    """Build the FetchRequest a policy implies (source, custom metric templates, latency need).
+
+    ``shadow``: the rollout is in its shadow phase (``RolloutState.in_shadow``)."""
     metrics = policy.spec.analysis.metrics
     return FetchRequest(
         key=key,
@@ -85,4 +94,5 @@ def fetch_request_for(
             (m.name, m.query) for m in metrics if m.kind == "custom" and m.query is not None
         ),
         need_latency=any(m.kind == "latency" for m in metrics),
+        shadow=shadow,
     )

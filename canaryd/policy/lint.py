@@ -39,4 +39,20 @@ def lint(loaded: LoadedPolicy) -> list[Problem]:
         )
     if spec.on_failure == "pause":
         warn("spec.onFailure", "a failing canary keeps its traffic until a human acts")
+    shadow = spec.steps.shadow
+    if shadow is not None:
+        if shadow.duration < spec.analysis.interval:
+            warn(
+                "spec.steps.shadow.duration",
+                f"{format_duration(shadow.duration)} is shorter than the analysis interval "
+                f"{format_duration(spec.analysis.interval)}: the shadow phase can end unanalysed",
+            )
+        if spec.analysis.source.preset != "istio":
+            warn(
+                "spec.steps.shadow",
+                f"the {spec.analysis.source.preset!r} metric preset cannot tell mirrored requests "
+                "apart: in the shadow phase every canary request counts as mirrored, so users "
+                "sent to the canary by another route (a header match) count zero in the user "
+                "impact (the istio preset tells them apart)",
+            )
     return out

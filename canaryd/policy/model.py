@@ -21,7 +21,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
+from pydantic.alias_generators import to_camel, to_snake
 
 from canaryd.durations import format_duration, parse_duration
 
@@ -106,30 +106,100 @@ class IstioRoute(_Model):
     namespace: str | None = Field(None, description="VirtualService namespace (default: target's).")
 
 
+class BackendRef(_Model):
+    """A Service that an HTTPRoute rule's ``backendRefs`` (or a RequestMirror filter) names."""
+
+    name: str = Field(description="Service name, exactly as in the HTTPRoute's backendRefs.")
+    port: Annotated[int, Field(ge=1, le=65535, strict=True)] | None = Field(
+        None,
+        description="Service port; when given, the backendRef must have this port too "
+        "(needed when the rule names the same Service twice).",
+    )
+    namespace: str | None = Field(
+        None, description="Service namespace, when the backendRef names one (default: the route's)."
+    )
+
+
+class GatewayApiRoute(_Model):
+    http_route: str = Field(description="Name of the user-owned HTTPRoute to re-weight.")
+    namespace: str | None = Field(None, description="HTTPRoute namespace (default: target's).")
+    rule_name: str | None = Field(
+        None, description="The rule (spec.rules[].name, Gateway API >= 1.2) with the weighted pair."
+    )
+    rule_index: Annotated[int, Field(ge=0, lt=16, strict=True)] | None = Field(
+        None, description="The rule's index in spec.rules, when the rules are not named."
+    )
+    stable_backend: BackendRef = Field(description="The stable Service's backendRef.")
+    canary_backend: BackendRef = Field(description="The canary Service's backendRef.")
+
+    @model_validator(mode="after")
+    def _rule(self) -> GatewayApiRoute:
+        if (self.rule_name is None) == (self.rule_index is None):
+            raise at(
+                "ruleName",
+                "give exactly one of ruleName and ruleIndex: the rule whose two backendRefs "
+                "canaryd re-weights (every other rule stays as it is)",
+            )
+        if self.stable_backend == self.canary_backend:
+            raise at("canaryBackend", "stable and canary backends are the same Service")
+        return self
+
+
+ROUTER_SETTINGS = {"istio": "istio", "gateway-api": "gatewayApi"}
+"""Router types that need their own settings block, and the block's field name."""
+
+MIRROR_UNSUPPORTED = {
+    "kserve": (
+        "KServe Serverless cannot mirror traffic: Knative's Route only splits traffic between "
+        "revisions by percent and has no mirror. Put an Istio VirtualService (router.type: "
+        "istio) or a Gateway API HTTPRoute (router.type: gateway-api) in front of two "
+        "InferenceServices to judge the canary on mirrored traffic, or remove steps.shadow"
+    ),
+    "kserve-raw": (
+        "KServe Standard mode's spec.canary[] only splits traffic by percent and has no "
+        "mirror. Expose the two InferenceServices through an HTTPRoute (router.type: "
+        "gateway-api) or a VirtualService (router.type: istio) to judge the canary on mirrored "
+        "traffic, or remove steps.shadow"
+    ),
+}
+"""Routers that cannot mirror, and why (a shadow phase is refused with them)."""
+
+
 class Router(_Model):
-    type: Literal["kserve", "kserve-raw", "istio"] = Field(
+    type: Literal["kserve", "kserve-raw", "istio", "gateway-api"] = Field(
         "kserve",
         description=(
             "kserve: spec.predictor.canaryTrafficPercent (Serverless); kserve-raw: spec.canary[] "
-            "(KServe >= 0.20 Standard mode); istio: weights of a VirtualService route."
+            "(KServe >= 0.20 Standard mode); istio: weights of a VirtualService route; "
+            "gateway-api: weights of an HTTPRoute rule's two backendRefs."
         ),
     )
     istio: IstioRoute | None = None
+    gateway_api: GatewayApiRoute | None = None
 
     @model_validator(mode="before")
     @classmethod
-    def _istio_hosts(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("type") == "istio" and not data.get("istio"):
-            raise at(
-                "istio",
-                "router type 'istio' needs istio.virtualService, istio.stableHost and "
-                "istio.canaryHost",
-            )
-        if isinstance(data, dict) and data.get("istio") and data.get("type", "kserve") != "istio":
-            raise at(
-                "istio", f"istio settings given but router type is {data.get('type', 'kserve')!r}"
-            )
+    def _settings(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        kind = data.get("type", "kserve")
+        for rtype, key in ROUTER_SETTINGS.items():
+            given = data.get(key) or data.get(to_snake(key))
+            if kind == rtype and not given:
+                needs = {
+                    "istio": "istio.virtualService, istio.stableHost and istio.canaryHost",
+                    "gateway-api": "gatewayApi.httpRoute, gatewayApi.ruleName (or ruleIndex), "
+                    "gatewayApi.stableBackend and gatewayApi.canaryBackend",
+                }[rtype]
+                raise at(key, f"router type {rtype!r} needs {needs}")
+            if given and kind != rtype:
+                raise at(key, f"{key} settings given but router type is {kind!r}")
         return data
+
+    @property
+    def can_mirror(self) -> bool:
+        """Whether this router can mirror traffic to the canary (a shadow phase)."""
+        return self.type not in MIRROR_UNSUPPORTED
 
 
 class Step(_Model):
@@ -149,6 +219,29 @@ def _step(v: Any) -> Any:
 StepItem = Annotated[Step, BeforeValidator(_step, json_schema_input_type=int | Step)]
 
 
+class Shadow(_Model):
+    """The shadow phase: before any user is sent to the canary, it gets mirrored copies."""
+
+    duration: Duration = Field(600.0, description="Minimum time in shadow before the first step.")
+    min_canary_requests: int = Field(
+        100, ge=0, description="Minimum mirrored canary requests seen before the first step."
+    )
+    mirror_percent: Annotated[float, Field(gt=0.0, le=100.0)] | None = Field(
+        None,
+        description=(
+            "Share of the route's requests copied to the canary, in percent (up to two "
+            "decimals). Default: the first step's weight, the load the canary is sized for."
+        ),
+    )
+
+    @field_validator("mirror_percent")
+    @classmethod
+    def _hundredths(cls, v: float | None) -> float | None:
+        if v is not None and abs(v * 100 - round(v * 100)) > 1e-6:
+            raise ValueError(f"expected a percent with at most two decimals, got {v!r}")
+        return v
+
+
 class Steps(_Model):
     weights: list[StepItem] | None = Field(
         None, description="Canary percents in order, each a number or {weight, minDwell, ...}."
@@ -162,6 +255,11 @@ class Steps(_Model):
     min_dwell: Duration = Field(300.0, description="Default minimum time at each step.")
     min_canary_requests: int = Field(
         100, ge=0, description="Default minimum canary requests seen during each step."
+    )
+    shadow: Shadow | None = Field(
+        None,
+        description="A shadow phase before the first step: the canary is judged on mirrored "
+        "traffic that no user depends on (needs router istio or gateway-api).",
     )
 
     @model_validator(mode="after")
@@ -207,6 +305,14 @@ class Steps(_Model):
             )
             for s in raw
         ]
+
+    def mirror_percent(self) -> float:
+        """The shadow phase's mirror share in percent (its default: the first step's weight)."""
+        if self.shadow is None:
+            return 0.0
+        if self.shadow.mirror_percent is not None:
+            return self.shadow.mirror_percent
+        return float(self.resolved()[0].weight)
 
 
 JudgeName = Literal["sequential", "mann-whitney", "ks", "welch-t", "chi-square", "threshold"]
@@ -461,6 +567,12 @@ class PolicySpec(_Model):
 
     @model_validator(mode="after")
     def _cross(self) -> PolicySpec:
+        if self.steps.shadow is not None and not self.router.can_mirror:
+            raise at(
+                "steps.shadow",
+                f"router type {self.router.type!r} cannot run a shadow phase: "
+                + MIRROR_UNSUPPORTED[self.router.type],
+            )
         names = {m.name for m in self.analysis.metrics}
         for key in self.promotion.min_detectable_effect:
             if key not in names:

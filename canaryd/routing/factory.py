@@ -10,6 +10,7 @@ from __future__ import annotations
 from canaryd.kube import Objects
 from canaryd.policy.model import CanaryPolicy, Router
 from canaryd.routing.base import TrafficRouter
+from canaryd.routing.gateway import GatewayRouter, ServiceRef
 from canaryd.routing.istio import IstioRouter
 from canaryd.routing.kserve import KServeRouter
 from canaryd.routing.kserve_raw import KServeRawRouter
@@ -29,6 +30,18 @@ def build_router(
             router.istio.virtual_service,
             router.istio.stable_host,
             router.istio.canary_host,
+        )
+    if router.type == "gateway-api":
+        g = router.gateway_api
+        assert g is not None  # the policy model refuses gateway-api without settings
+        return GatewayRouter(
+            objects,
+            g.namespace or namespace,
+            g.http_route,
+            ServiceRef(g.stable_backend.name, g.stable_backend.port, g.stable_backend.namespace),
+            ServiceRef(g.canary_backend.name, g.canary_backend.port, g.canary_backend.namespace),
+            rule_name=g.rule_name,
+            rule_index=g.rule_index,
         )
     return KServeRouter(objects, namespace, name, component)
 

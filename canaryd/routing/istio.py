@@ -19,12 +19,20 @@ The weighted route is the one ``spec.http[]`` entry that
 Exactly one route must qualify, otherwise the router raises ``RoutingError`` rather than
 guess. Weights are integers that sum to 100: canary ``p``, stable ``100 - p``.
 
+Mirroring (the shadow phase): ``set_mirror_percent(p)`` sets the weighted route's ``mirror``
+(the canary destination: host, port and subset as the route names it) and
+``mirrorPercentage.value = p``; ``0`` removes both. A route that already mirrors elsewhere
+(``mirror`` to another host, or the ``mirrors[]`` list) is refused rather than overwritten.
+Istio appends ``-shadow`` to the Host/Authority of mirrored requests and discards their
+responses.
+
 A VirtualService owned by KServe (``serving.kserve.io``) or Knative (``serving.knative.dev``,
 ``networking.internal.knative.dev``) is refused: its controller would overwrite the change.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from kubernetes import client as k8s
@@ -39,13 +47,15 @@ from canaryd.kube import (
     preferred_version,
     update_object,
 )
-from canaryd.routing.base import TrafficStatus, check_percent
+from canaryd.routing.base import TrafficStatus, check_mirror_percent, check_percent
 
 GROUP = "networking.istio.io"
 VERSIONS = ("v1", "v1beta1")
 FOREIGN_OWNER_GROUPS = frozenset(
     {"serving.kserve.io", "serving.knative.dev", "networking.internal.knative.dev"}
 )
+MIRROR_KEYS = ("mirror", "mirrorPercentage", "mirrorPercent", "mirror_percent")
+"""The weighted route's fields canaryd sets for a mirror to the canary (and removes)."""
 COHORT_CONDITIONS = frozenset(
     {"headers", "withoutHeaders", "queryParams", "sourceLabels", "sourceNamespace"}
 )
@@ -53,6 +63,8 @@ COHORT_CONDITIONS = frozenset(
 
 class IstioRouter:
     """A TrafficRouter over the weighted route of one VirtualService."""
+
+    can_mirror = True
 
     def __init__(
         self,
@@ -99,6 +111,7 @@ class IstioRouter:
         meta = obj.get("metadata") or {}
         index, route = self._weighted_route(obj)
         stable, canary = self._destinations(route, index)
+        mirror = self._mirror_of(route)
         generation = int(meta.get("generation") or 0)
         observed = (obj.get("status") or {}).get("observedGeneration")
         # istiod reports observedGeneration only with status analysis on; absent means unknown.
@@ -113,12 +126,41 @@ class IstioRouter:
             message=(
                 f"VirtualService {self.namespace}/{self.name} http[{index}]: "
                 f"{self.stable_host}={_weight(stable)}, {self.canary_host}={_weight(canary)}"
+                + (f", mirroring {mirror:g}% to the canary" if mirror else "")
             ),
+            mirror_percent=mirror,
         )
 
     def set_canary_percent(self, percent: int) -> None:
         check_percent(percent)
         self._set(percent)
+
+    def set_mirror_percent(self, percent: float) -> None:
+        p = check_mirror_percent(percent)
+
+        def mutate(obj: JSON) -> JSON:
+            self._check_owner(obj)
+            index, route = self._weighted_route(obj)
+            _, canary = self._destinations(route, index)
+            foreign = self._foreign_mirror(route)
+            if p == 0:
+                if foreign is None:  # someone else's mirror is theirs to keep
+                    for key in MIRROR_KEYS:
+                        route.pop(key, None)
+                return obj
+            if foreign is not None:
+                raise RoutingError(f"{foreign}; canaryd will not overwrite it")
+            route["mirror"] = {
+                k: copy.deepcopy(v)
+                for k, v in (canary.get("destination") or {}).items()
+                if k in ("host", "port", "subset")
+            }
+            for key in MIRROR_KEYS[2:]:
+                route.pop(key, None)  # the deprecated forms would contradict mirrorPercentage
+            route["mirrorPercentage"] = {"value": p}
+            return obj
+
+        update_object(self._objects, self.resource, self.namespace, self.name, mutate)
 
     def promote(self) -> None:
         self._set(100)
@@ -136,6 +178,26 @@ class IstioRouter:
             return obj
 
         update_object(self._objects, self.resource, self.namespace, self.name, mutate)
+
+    def _foreign_mirror(self, route: JSON) -> str | None:
+        """Why the route mirrors somewhere canaryd does not manage, or None."""
+        where = f"VirtualService {self.namespace}/{self.name} route {route.get('name')!r}"
+        if route.get("mirrors"):
+            return f"{where} mirrors with mirrors[] (canaryd manages only `mirror`)"
+        mirror = route.get("mirror")
+        if mirror is not None and _host(mirror) != self.canary_host:
+            target = _host(mirror) or repr(mirror)
+            return f"{where} already mirrors to {target}, not the canary"
+        return None
+
+    def _mirror_of(self, route: JSON) -> float:
+        """The percent of the route's requests mirrored to the canary (0: none)."""
+        if self._foreign_mirror(route) is not None or route.get("mirror") is None:
+            return 0.0
+        value = (route.get("mirrorPercentage") or {}).get("value")
+        if value is None:
+            value = route.get("mirrorPercent")  # deprecated integer form
+        return 100.0 if value is None else float(value)  # Istio's default is 100 %
 
     def _check_owner(self, obj: JSON) -> None:
         for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
@@ -186,9 +248,11 @@ class IstioRouter:
 
 
 def _host(dest: Any) -> str:
+    """The host of a route destination (``{destination: {host}}``) or of a ``mirror``."""
     if not isinstance(dest, dict):
         return ""
-    return str((dest.get("destination") or {}).get("host", ""))
+    inner = dest.get("destination") if "destination" in dest else dest
+    return str((inner or {}).get("host", ""))
 
 
 def _weight(dest: JSON) -> int:

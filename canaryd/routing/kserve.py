@@ -20,7 +20,8 @@ from kubernetes import client as k8s
 
 from canaryd.errors import RoutingError
 from canaryd.kube import INFERENCE_SERVICE, JSON, Objects, Resource, as_objects, update_object
-from canaryd.routing.base import TrafficStatus, check_percent
+from canaryd.policy.model import MIRROR_UNSUPPORTED
+from canaryd.routing.base import TrafficStatus, check_percent, refuse_mirror
 
 FIELD = "canaryTrafficPercent"
 COMPONENTS = ("predictor", "transformer", "explainer")
@@ -28,6 +29,9 @@ COMPONENTS = ("predictor", "transformer", "explainer")
 
 class KServeRouter:
     """A TrafficRouter for one component of one Serverless-mode InferenceService."""
+
+    can_mirror = False
+    """Neither KServe mode can mirror: ``steps.shadow`` is refused by the policy model."""
 
     def __init__(
         self,
@@ -63,6 +67,11 @@ class KServeRouter:
     def set_canary_percent(self, percent: int) -> None:
         check_percent(percent)
         self._write(lambda spec: spec.__setitem__(FIELD, percent))
+
+    def set_mirror_percent(self, percent: float) -> None:
+        refuse_mirror(
+            f"InferenceService {self.namespace}/{self.name}", MIRROR_UNSUPPORTED["kserve"], percent
+        )
 
     def promote(self) -> None:
         self._write(lambda spec: spec.pop(FIELD, None))

@@ -27,12 +27,16 @@ from kubernetes import client as k8s
 
 from canaryd.errors import RoutingError
 from canaryd.kube import INFERENCE_SERVICE, JSON, Objects, Resource, as_objects, update_object
-from canaryd.routing.base import TrafficStatus, check_percent
+from canaryd.policy.model import MIRROR_UNSUPPORTED
+from canaryd.routing.base import TrafficStatus, check_percent, refuse_mirror
 from canaryd.routing.kserve import condition
 
 
 class KServeRawRouter:
     """A TrafficRouter for a Standard/raw-mode InferenceService's ``spec.canary`` entry."""
+
+    can_mirror = False
+    """Neither KServe mode can mirror: ``steps.shadow`` is refused by the policy model."""
 
     def __init__(
         self,
@@ -108,6 +112,13 @@ class KServeRawRouter:
             entries[index]["trafficPercent"] = percent
 
         self._write(change)
+
+    def set_mirror_percent(self, percent: float) -> None:
+        refuse_mirror(
+            f"InferenceService {self.namespace}/{self.name}",
+            MIRROR_UNSUPPORTED["kserve-raw"],
+            percent,
+        )
 
     def promote(self) -> None:
         def change(spec: JSON, entries: list[JSON], index: int | None) -> None:

@@ -62,6 +62,7 @@ def _summary(result: SimulationResult, origin_s: float = 0.0) -> str:
         f"run 0: {run.outcome}{when}; {run.canary_requests:.0f} canary requests, "
         f"{run.canary_errors:.0f} errors, final weight {run.final_weight}%"
     )
+    lines.append(f"  {run.impact.summary()}")
     lines.append("decisions:")
     for s in run.steps:
         t = format_duration(s["t"] - origin_s)
@@ -134,6 +135,13 @@ def simulate_cmd(
         _fail(exc)
     sink = None
     samples: list[_Sample] = []
+    mirrored: dict[float, list[float]] = {}
+    mirror_sink = None
+    if openmetrics_path is not None and policy.spec.steps.shadow is not None:
+
+        def mirror_sink(t, cum):  # type: ignore[no-untyped-def]
+            mirrored[t] = cum.tolist()
+
     if openmetrics_path is not None:
 
         def sink(t, req, err, hs, hc):  # type: ignore[no-untyped-def]
@@ -159,11 +167,14 @@ def simulate_cmd(
                 progress=bar.update if bar is not None else None,
                 tick_sink=sink,
                 scenario_name=sc.name or scenario.stem,
+                mirror_sink=mirror_sink,
             )
         except InputError as exc:
             _fail(exc)
     if openmetrics_path is not None:
-        _write_openmetrics(openmetrics_path, samples, sc.bounds_ms(), policy, sc.start.timestamp())
+        _write_openmetrics(
+            openmetrics_path, samples, sc.bounds_ms(), policy, sc.start.timestamp(), mirrored
+        )
     if report_path is not None:
         from canaryd.simulation.report import ReportInputs, write_report
 
@@ -195,9 +206,15 @@ def _write_openmetrics(
     bounds: tuple[float, ...],
     policy: CanaryPolicy,
     epoch_s: float,
+    mirrored: dict[float, list[float]],
 ) -> None:
-    """Run 0's counters, timestamped from the scenario's ``start`` wall time."""
-    from canaryd.metrics.openmetrics import TickSample, write_openmetrics
+    """Run 0's counters, timestamped from the scenario's ``start`` wall time.
+
+    With a shadow phase (``mirrored`` holds the canary's cumulative mirrored requests and
+    errors per tick) and the istio preset, the source-reported requests are written too, so
+    that Prometheus tells the mirrored copies apart as it would in a mesh.
+    """
+    from canaryd.metrics.openmetrics import Preset, TickSample, write_openmetrics
 
     # Counters start at 0 when the scenario starts: without that sample Prometheus would
     # extrapolate the first interval's increase() instead of counting it.
@@ -207,15 +224,19 @@ def _write_openmetrics(
         TickSample(epoch_s, "canary", 0.0, 0.0, bounds, zeros),
     ]
     for t, req, err, hs, hc in samples:
+        m_req, m_err = mirrored.get(t, (0.0, 0.0))
         ticks.append(TickSample(epoch_s + t, "stable", req[0], err[0], bounds, tuple(hs)))
-        ticks.append(TickSample(epoch_s + t, "canary", req[1], err[1], bounds, tuple(hc)))
-    preset = policy.spec.analysis.source.preset
+        ticks.append(
+            TickSample(epoch_s + t, "canary", req[1], err[1], bounds, tuple(hc), m_req, m_err)
+        )
+    preset: Preset = "knative" if policy.spec.analysis.source.preset == "knative" else "istio"
     with path.open("w", encoding="utf-8") as out:
         write_openmetrics(
             out,
             ticks,
-            preset="knative" if preset == "knative" else "istio",
+            preset=preset,
             namespace=policy.spec.target.namespace,
+            source_reports=bool(mirrored) and preset == "istio",
         )
 
 

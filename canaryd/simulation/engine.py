@@ -20,11 +20,19 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from canaryd.controller import Action, Decision, Phase, RolloutController, RolloutState
+from canaryd.controller import (
+    Action,
+    Decision,
+    Phase,
+    RolloutController,
+    RolloutState,
+    UserImpact,
+)
 from canaryd.errors import Problem, ScenarioError
 from canaryd.observation import Observation, VersionCounts
 from canaryd.policy.model import CanaryPolicy
 from canaryd.simulation.scenario import Latency, Scenario
+from canaryd.simulation.shadow import draw_mirrored, mirror_fractions
 from canaryd.stats.verdict import Verdict
 
 FloatArray = npt.NDArray[np.float64]
@@ -45,6 +53,8 @@ class RunResult:
     steps: list[dict[str, Any]]
     verdicts: list[Verdict]
     decisions: list[Decision] = field(default_factory=list)
+    impact: UserImpact = field(default_factory=UserImpact)
+    """User requests the canary served (and failed), and mirrored ones (no user)."""
 
     @classmethod
     def from_state(
@@ -67,6 +77,7 @@ class RunResult:
             steps=[{"t": h.t, "weight": h.weight, "reason": h.reason} for h in state.history],
             verdicts=verdicts,
             decisions=decisions,
+            impact=state.impact,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,6 +88,7 @@ class RunResult:
             "canary_requests": self.canary_requests,
             "canary_errors": self.canary_errors,
             "final_weight": self.final_weight,
+            "impact": self.impact.to_dict(),
             "steps": self.steps,
             "verdicts": [v.to_dict() for v in self.verdicts],
         }
@@ -313,13 +325,16 @@ def simulate(
     tick_sink: Callable[[float, FloatArray, FloatArray, FloatArray, FloatArray], None]
     | None = None,
     scenario_name: str = "",
+    mirror_sink: Callable[[float, FloatArray], None] | None = None,
 ) -> SimulationResult:
     """Run ``runs`` closed-loop rollouts of ``policy`` through ``scenario``.
 
     The same seed gives the same result. ``chaos_restarts`` destroys each run's controller at
     that many random interval ends and rebuilds it from its JSON-serialized state; the
     outcome must not change (the restarts use their own random stream).
-    ``tick_sink(t, req, err, hist_s, hist_c)`` receives run 0's cumulative counters per tick.
+    ``tick_sink(t, req, err, hist_s, hist_c)`` receives run 0's cumulative counters per tick;
+    ``mirror_sink(t, [requests, errors])`` the cumulative mirrored part of run 0's canary
+    counters (called only for a policy with a shadow phase, see ``simulation.shadow``).
     ``progress`` (see ``ProgressFn``) measures the work in run-intervals, the unit the cost
     grows with: every undecided run costs a controller step per interval.
     """
@@ -388,6 +403,8 @@ def simulate(
     req = np.zeros((runs, 2))
     err = np.zeros((runs, 2))
     hist = np.zeros((runs, 2, k))
+    mirrored = np.zeros((runs, 2))  # the canary's mirrored requests and errors this interval
+    cum_mirrored = np.zeros(2)
     cum_req = np.zeros(2)
     cum_err = np.zeros(2)
     cum_hist = np.zeros((2, k))
@@ -407,6 +424,15 @@ def simulate(
         ps, pc = world.error_rates(t0)
         es = rng.binomial(ns, ps)
         ec = rng.binomial(nc, pc)
+        fractions = mirror_fractions(policy, states)
+        if fractions is not None:  # a shadow phase: the canary also gets mirrored copies
+            nm, em = draw_mirrored(rng, n, fractions, pc)
+            mirrored[:, 0] += nm
+            mirrored[:, 1] += em
+            nc, ec = nc + nm, ec + em
+            if mirror_sink is not None:
+                cum_mirrored += (nm[0], em[0])
+                mirror_sink(t1, cum_mirrored.copy())
         bs, bc = world.bucket_probs(t0)
         hs = rng.multinomial(ns, bs)
         hc = rng.multinomial(nc, bc)
@@ -442,6 +468,7 @@ def simulate(
             if outage:
                 obs = Observation(start, t1, no_data_reason="Prometheus unreachable (outage)")
             else:
+                shadow = st.in_shadow  # the whole interval: phases change at interval ends
                 obs = Observation(
                     start,
                     t1,
@@ -449,7 +476,12 @@ def simulate(
                         float(req[r, 0]), float(err[r, 0]), bounds, tuple(cs[r, 0].tolist())
                     ),
                     VersionCounts(
-                        float(req[r, 1]), float(err[r, 1]), bounds, tuple(cs[r, 1].tolist())
+                        float(req[r, 1]),
+                        float(err[r, 1]),
+                        bounds,
+                        tuple(cs[r, 1].tolist()),
+                        mirrored_requests=float(mirrored[r, 0]) if shadow else None,
+                        mirrored_errors=float(mirrored[r, 1]) if shadow else None,
                     ),
                 )
             d, st = controllers[r].step(st, t1, obs)
@@ -461,6 +493,7 @@ def simulate(
         req[:] = 0
         err[:] = 0
         hist[:] = 0
+        mirrored[:] = 0
         interval_index += 1
         if progress is not None:
             progress(worked, skipped)

@@ -640,13 +640,15 @@ def render_report(result: SimulationResult, inputs: ReportInputs) -> str:
         rows = "".join(
             f"<tr><td>{i}</td><td class='{_e(r.outcome)}'>{_e(r.outcome)}</td>"
             f"<td>{_when(r.decided_at_s)}</td><td>{r.final_weight}%</td>"
-            f"<td>{r.canary_requests:.0f}</td>"
+            f"<td>{r.canary_requests:.0f}</td><td>{r.impact.user_requests:.0f} "
+            f"({r.impact.user_errors:.0f} failed)</td>"
             f"<td>{_e(r.steps[-1]['reason'] if r.steps else '')}</td></tr>"
             for i, r in ((i, result.runs[i]) for i in picked)
         )
         parts.append(
             "<table class='samples'><tr><th>run</th><th>outcome</th><th>decided at</th>"
-            "<th>final weight</th><th>canary requests</th><th>last step's reason</th></tr>"
+            "<th>final weight</th><th>canary requests</th><th>user requests on the canary</th>"
+            "<th>last step's reason</th></tr>"
             f"{rows}</table>"
         )
     parts.append(
@@ -656,7 +658,7 @@ def render_report(result: SimulationResult, inputs: ReportInputs) -> str:
     )
     parts.append(
         f"<p>{run.canary_requests:.0f} canary requests, {run.canary_errors:.0f} canary errors, "
-        f"final weight {run.final_weight}%.</p>"
+        f"final weight {run.final_weight}%. <b>{_e(run.impact.summary().capitalize())}.</b></p>"
     )
     parts.append(f"<p class='note'>{_e(marks.legend_note())}</p>")
     if run.steps:

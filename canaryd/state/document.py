@@ -9,7 +9,7 @@ One document per rollout (``data["state.json"]`` of the ConfigMap ``canaryd-<isv
      "state": <RolloutState: phase, step, weight, counters, the judges' evidence>,
      "window_end": <end of the last analysis window whose evidence is in "state">,
      "seq": <applied decisions so far: names their Events, exactly once>,
-     "pending": {"action", "weight", "key", "reason", "message"} | null,
+     "pending": {"action", "weight", "key", "reason", "message"[, "mirror"]} | null,
      "last_decision": <summary of the last decision> | null,
      "updated": <RFC 3339>}
 
@@ -112,15 +112,21 @@ class Pending:
     key: str
     reason: Reason
     message: str
+    mirror: float | None = None
+    """The mirror share to set with it (0: off), for a policy with a shadow phase; None:
+    leave the mirror alone."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "action": self.action.value,
             "weight": self.weight,
             "key": self.key,
             "reason": self.reason.value,
             "message": self.message,
         }
+        if self.mirror is not None:
+            d["mirror"] = self.mirror
+        return d
 
     @classmethod
     def from_dict(cls, d: Any, fallback_key: str) -> Pending:
@@ -132,14 +138,25 @@ class Pending:
             if isinstance(weight, bool) or not isinstance(weight, int):
                 raise StateDocumentError(f"pending.weight is not an integer: {weight!r}")
             reason = Reason(d.get("reason") or _DEFAULT_REASON[action])
+            mirror = d.get("mirror")
+            if mirror is not None and (
+                isinstance(mirror, bool) or not isinstance(mirror, int | float)
+            ):
+                raise StateDocumentError(f"pending.mirror is not a number: {mirror!r}")
         except (KeyError, ValueError) as exc:
             raise StateDocumentError(f"pending is malformed: {exc}") from None
         return cls(
-            action, weight, str(d.get("key") or fallback_key), reason, str(d.get("message", ""))
+            action,
+            weight,
+            str(d.get("key") or fallback_key),
+            reason,
+            str(d.get("message", "")),
+            None if mirror is None else float(mirror),
         )
 
 
 _DEFAULT_REASON = {
+    Action.SET_MIRROR: Reason.SHADOW_STARTED,
     Action.SET_WEIGHT: Reason.WEIGHT_CHANGED,
     Action.PROMOTE: Reason.PROMOTED,
     Action.ROLLBACK: Reason.ROLLED_BACK,
@@ -257,9 +274,15 @@ class StateDoc:
         weights = [s.weight for s in policy.spec.steps.resolved()]
         if not st.canary_revision:
             out.append("the state names no canary revision")
+        mirror = policy.spec.steps.mirror_percent()
         if st.phase is Phase.PENDING:
             if st.step != -1:
                 out.append(f"a pending rollout is at step {st.step}")
+        elif st.in_shadow:
+            if policy.spec.steps.shadow is None:
+                out.append("the state is in a shadow phase, but the policy has none")
+            elif st.step != -1 or st.weight != 0:
+                out.append(f"a shadow phase at step {st.step}, {st.weight}% (expected 0%)")
         elif st.phase in (Phase.PROGRESSING, Phase.PAUSED):
             if not 0 <= st.step < len(weights):
                 out.append(f"step {st.step} is not a step of the policy (it has {len(weights)})")
@@ -269,6 +292,7 @@ class StateDoc:
             p = self.pending
             allowed = {
                 Action.SET_WEIGHT: set(weights),
+                Action.SET_MIRROR: {0},
                 Action.PROMOTE: {100},
                 Action.ROLLBACK: {0},
             }.get(p.action)
@@ -279,6 +303,16 @@ class StateDoc:
                     f"pending {p.action.value} to {p.weight}% is not allowed by the policy "
                     f"(steps {weights})"
                 )
+            mirrors = {mirror} if p.action is Action.SET_MIRROR else {0.0}
+            if p.mirror is not None and (
+                policy.spec.steps.shadow is None or p.mirror not in mirrors
+            ):
+                out.append(
+                    f"pending mirror of {p.mirror:g}% is not allowed by the policy (shadow "
+                    f"mirrorPercent {mirror:g}%)"
+                )
+            if p.action is Action.SET_MIRROR and p.mirror is None:
+                out.append("a pending set_mirror without a mirror share")
         return out
 
 

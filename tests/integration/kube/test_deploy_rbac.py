@@ -15,6 +15,7 @@ from kubernetes import client as k8s
 from canaryd.kube import JSON, ApiError, bearer_token_client, raw_request
 from canaryd.kube.events import EventRecorder
 from canaryd.reasons import Reason
+from canaryd.routing.gateway import GatewayRouter, ServiceRef
 from canaryd.routing.istio import IstioRouter
 from canaryd.routing.kserve import KServeRouter
 from canaryd.state.base import RolloutKey
@@ -128,6 +129,52 @@ def deployed(kube: KubeEnv) -> Iterator[Deployed]:
         },
     )
 
+    route = raw_request(
+        admin,
+        "POST",
+        f"/apis/gateway.networking.k8s.io/v1/namespaces/{WATCHED_NS}/httproutes",
+        body={
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "iris"},
+            "spec": {
+                "parentRefs": [{"name": "gw"}],
+                "rules": [
+                    {
+                        "name": "main",
+                        "backendRefs": [
+                            {"name": "iris-v1", "port": 80, "weight": 100},
+                            {"name": "iris-v2", "port": 80, "weight": 0},
+                        ],
+                    }
+                ],
+            },
+        },
+    )
+    route["status"] = {
+        "parents": [
+            {
+                "parentRef": {"name": "gw"},
+                "controllerName": "example.com/gateway",
+                "conditions": [
+                    {
+                        "type": "Accepted",
+                        "status": "True",
+                        "reason": "Accepted",
+                        "message": "",
+                        "lastTransitionTime": "2026-01-05T10:00:00Z",
+                    }
+                ],
+            }
+        ]
+    }
+    raw_request(
+        admin,
+        "PUT",
+        f"/apis/gateway.networking.k8s.io/v1/namespaces/{WATCHED_NS}/httproutes/iris/status",
+        body=route,
+    )
+
     # 4. A token for the ServiceAccount, as the kubelet would mount it.
     token_request = k8s.CoreV1Api(admin).create_namespaced_service_account_token(
         "canaryd",
@@ -198,6 +245,21 @@ def test_service_account_can_do_its_job(kube: KubeEnv, deployed: Deployed) -> No
     istio = IstioRouter(sa, WATCHED_NS, "iris", "iris-v1", "iris-v2")
     istio.set_canary_percent(20)
     assert istio.status().canary_percent == 20
+    istio.set_mirror_percent(5)
+    assert istio.status().mirror_percent == 5
+
+    # HTTPRoute: discovery + get + patch (weights and a RequestMirror filter).
+    gateway = GatewayRouter(
+        sa,
+        WATCHED_NS,
+        "iris",
+        ServiceRef("iris-v1", 80),
+        ServiceRef("iris-v2", 80),
+        rule_name="main",
+    )
+    gateway.set_mirror_percent(10)
+    gateway.set_canary_percent(30)
+    assert (gateway.status().canary_percent, gateway.status().mirror_percent) == (30, 10)
 
     # ConfigMap state: create (reads the isvc uid), get, update, delete.
     store = KubernetesStateStore(sa)
@@ -295,6 +357,23 @@ def _status_of(call: Any) -> int:
             {"metadata": {"name": "x"}, "spec": {}},
         ),
         ("list namespaces", "GET", "/api/v1/namespaces", None),
+        (
+            "write an HTTPRoute's status",
+            "PATCH",
+            f"/apis/gateway.networking.k8s.io/v1/namespaces/{WATCHED_NS}/httproutes/iris/status",
+            {"status": {"parents": []}},
+        ),
+        (
+            "create an HTTPRoute",
+            "POST",
+            f"/apis/gateway.networking.k8s.io/v1/namespaces/{WATCHED_NS}/httproutes",
+            {
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "HTTPRoute",
+                "metadata": {"name": "x"},
+                "spec": {},
+            },
+        ),
         (
             "edit its own Role",
             "PATCH",

@@ -230,3 +230,50 @@ def test_deleted(kube: KubeEnv, namespace: str, vs: str) -> None:
     )
     with pytest.raises(NotFoundError):
         router.rollback()
+
+
+def test_mirror_on_and_off(kube: KubeEnv, namespace: str, vs: str) -> None:
+    router = IstioRouter(kube.api_client, namespace, vs, STABLE, CANARY)
+    router.rollback()  # shadow: no user traffic to the canary
+    before = _get_vs_bytes(kube, namespace, vs)
+    assert router.status().mirror_percent == 0.0
+
+    router.set_mirror_percent(25)
+    obj = _get_vs_bytes(kube, namespace, vs)
+    main = obj["spec"]["http"][2]
+    # The canary destination as the route names it (host and port), on the catch-all route.
+    assert main["mirror"] == {"host": CANARY, "port": {"number": 80}}
+    assert main["mirrorPercentage"] == {"value": 25}
+    assert _weights(obj) == (100, 0)
+    for i in (0, 1, 3):
+        assert obj["spec"]["http"][i] == before["spec"]["http"][i]
+    st = router.status()
+    assert st.mirror_percent == 25.0 and "mirroring 25% to the canary" in st.message
+
+    router.set_mirror_percent(0.5)
+    assert _get_vs_bytes(kube, namespace, vs)["spec"]["http"][2]["mirrorPercentage"] == {
+        "value": 0.5
+    }
+    version = rv(_get_vs_bytes(kube, namespace, vs))
+    router.set_mirror_percent(0.5)
+    assert rv(_get_vs_bytes(kube, namespace, vs)) == version  # idempotent
+
+    router.set_mirror_percent(0)
+    assert _canonical_minus_weights(_get_vs_bytes(kube, namespace, vs)) == (
+        _canonical_minus_weights(before)
+    )
+    assert router.status().mirror_percent == 0.0
+
+
+def test_a_users_mirror_is_not_overwritten(kube: KubeEnv, namespace: str) -> None:
+    spec = _vs_spec()
+    spec["http"][2]["mirror"] = {"host": "audit.fraud.svc"}
+    spec["http"][2]["mirrorPercentage"] = {"value": 1.0}
+    _create_vs(kube, namespace, "audited", spec)
+    router = IstioRouter(kube.api_client, namespace, "audited", STABLE, CANARY)
+    version = rv(_get_vs_bytes(kube, namespace, "audited"))
+    assert router.status().mirror_percent == 0.0  # not a mirror to the canary
+    with pytest.raises(RoutingError, match=r"already mirrors to audit\.fraud\.svc"):
+        router.set_mirror_percent(10)
+    router.set_mirror_percent(0)  # turning canaryd's mirror off leaves theirs alone
+    assert rv(_get_vs_bytes(kube, namespace, "audited")) == version

@@ -39,8 +39,10 @@ def test_every_example_file_is_read() -> None:
     files = sorted(p.name for p in POLICIES.rglob("*") if p.suffix in (".yaml", ".yml"))
     assert files == [
         "edge-low-traffic.yaml",
+        "gateway-api.yaml",
         "istio-header-route.yaml",
         "llm-kserve.yaml",
+        "shadow-istio.yaml",
         "strict-noninferiority.yaml",
         "two-models.yaml",
     ]

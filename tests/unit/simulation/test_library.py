@@ -31,6 +31,8 @@ def test_library_covers_the_required_cases() -> None:
         "llm-10pct",
         "models-sentiment",
         "models-embeddings",
+        "shadow-fail",
+        "shadow-pass-then-fail",
     }
     assert required <= names
 
@@ -43,3 +45,22 @@ def test_scenario_reaches_expected_outcome(path: Path) -> None:
     result = simulate(sc, policy, base, runs=RUNS, seed=20261125)
     share = result.outcomes[sc.expect["outcome"]] / RUNS
     assert share >= sc.expect["atLeast"], (path.name, result.outcomes)
+    if "inShadow" in sc.expect:
+        # Rolled back in the shadow phase: the canary never had weight, and served no user.
+        shadow = [
+            r
+            for r in result.runs
+            if r.outcome == "rolled_back" and all(s["weight"] == 0 for s in r.steps)
+        ]
+        assert all(r.impact.user_requests == 0 and r.impact.shadow_requests > 0 for r in shadow)
+        assert len(shadow) / RUNS >= sc.expect["inShadow"], (path.name, len(shadow))
+    if "atWeight" in sc.expect:
+        # Rolled back from this step: the last weight before the final 0.
+        at = [
+            r
+            for r in result.runs
+            if r.outcome == "rolled_back"
+            and len(r.steps) >= 2
+            and r.steps[-2]["weight"] == sc.expect["atWeight"]
+        ]
+        assert len(at) / RUNS >= sc.expect["atLeast"], (path.name, [r.steps for r in result.runs])

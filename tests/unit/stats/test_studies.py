@@ -18,6 +18,7 @@ import baselines  # noqa: E402
 import calibration  # noqa: E402
 import early_promotion  # noqa: E402
 import power  # noqa: E402
+import shadow  # noqa: E402
 import studylib  # noqa: E402
 
 
@@ -95,3 +96,20 @@ def test_early_promotion_beats_fixed_schedule() -> None:
     for row in rows:
         assert row.promoted == 40
         assert row.median_s < 0.9 * row.fixed_s, row
+
+
+def test_shadow_phase_with_copies_of_stables_inputs_stays_calibrated() -> None:
+    # 2 error rates x 2 input shares x 2 mirrors x 2 tolerances x 400 = 6,400 A/A rollouts
+    # through a shadow phase, then 10 %.
+    cells = shadow.run_cells(
+        400, seed=6, rps_list=(20.0,), error_rates=(0.005, 0.05), input_shares=(0.0, 1.0)
+    )
+    k, n, rate, upper = shadow.pooled(cells)
+    assert n == 6_400
+    assert upper <= 0.015, (k, n, rate, upper)
+    # Input-driven failures (every failure on a copy is also stable's) are no worse than
+    # independent ones: the copies' failures are under-dispersed, not over-dispersed.
+    _, _, independent, _ = shadow.pooled(cells, input_share=0.0)
+    k_corr, n_corr, correlated, up_corr = shadow.pooled(cells, input_share=1.0)
+    assert up_corr <= 0.015, (k_corr, n_corr)
+    assert correlated <= independent + 0.005
