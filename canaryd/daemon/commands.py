@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from canaryd.controller import Manual, UserImpact
-from canaryd.errors import CanarydError, NotFoundError
+from canaryd.errors import CanarydError
 
 KUBECONFIG = click.option(
     "--kubeconfig",
@@ -154,20 +154,84 @@ def annotate(api_client: Any, namespace: str, name: str, action: Manual) -> bool
     return request_action(KubeObjects(api_client), RolloutKey(namespace, name), action)
 
 
-def _manual_command(action: Manual) -> click.Command:
-    @click.command(action.value, help=f"Ask canaryd to {action.value} NAMESPACE/NAME's rollout.")
-    @click.argument("target")
-    @KUBECONFIG
-    def cmd(target: str, kubeconfig: Path | None) -> None:
+def kube_options(fn: Any) -> Any:
+    """kubectl's connection flags: --kubeconfig, --context, -n/--namespace, --debug."""
+    fn = click.option(
+        "--debug", is_flag=True, help="Show the traceback of an error instead of one line."
+    )(fn)
+    fn = click.option(
+        "-n", "--namespace", default=None, help="Namespace (default: the context's, then default)."
+    )(fn)
+    fn = click.option("--context", default=None, help="Kubeconfig context to use.")(fn)
+    fn = KUBECONFIG(fn)
+    return fn
+
+
+class _Kube:
+    """The client a CLI command uses, with kubectl's rules and one-line errors."""
+
+    def __init__(self, command: str, kubeconfig: Path | None, context: str | None, debug: bool):
+        self.command, self.kubeconfig, self.context, self.debug = (
+            command,
+            str(kubeconfig) if kubeconfig else None,
+            context,
+            debug,
+        )
+
+    def client(self) -> Any:
         from canaryd.kube import load_api_client
 
+        return load_api_client(self.kubeconfig, self.context)
+
+    def namespace(self, given: str | None) -> str:
+        from canaryd.kube.client import current_namespace
+
+        return given or current_namespace(self.kubeconfig, self.context)
+
+    def fail(self, exc: Exception) -> None:
+        """Report ``exc`` in one line and exit: 3 for a configuration error, 1 otherwise."""
+        from canaryd.kube import KubeConfigError
+
+        if self.debug:
+            raise exc
+        click.echo(f"canaryd {self.command}: {exc}", err=True)
+        sys.exit(3 if isinstance(exc, KubeConfigError) else 1)
+
+
+def _key(target: str, namespace: str | None, kube: _Kube) -> tuple[str, str]:
+    """``NAME`` (in -n or the context's namespace) or ``NAMESPACE/NAME``."""
+    if "/" in target:
         ns, name = _target(target)
-        api = load_api_client(str(kubeconfig) if kubeconfig else None)
+        if namespace and namespace != ns:
+            raise click.BadParameter(f"{target!r} names namespace {ns}, but -n says {namespace}")
+        return ns, name
+    if not target:
+        raise click.BadParameter("expected NAME or NAMESPACE/NAME")
+    return kube.namespace(namespace), target
+
+
+def _manual_command(action: Manual) -> click.Command:
+    @click.command(action.value)
+    @click.argument("target")
+    @kube_options
+    def cmd(
+        target: str,
+        kubeconfig: Path | None,
+        context: str | None,
+        namespace: str | None,
+        debug: bool,
+    ) -> None:
+        kube = _Kube(action.value, kubeconfig, context, debug)
+        try:
+            ns, name = _key(target, namespace, kube)
+            api = kube.client()
+        except CanarydError as exc:
+            kube.fail(exc)
+            return
         try:
             annotate(api, ns, name, action)
         except CanarydError as exc:
-            click.echo(f"canaryd {action.value}: {exc}", err=True)
-            sys.exit(1)
+            kube.fail(exc)
         finally:
             api.close()
         click.echo(
@@ -175,7 +239,9 @@ def _manual_command(action: Manual) -> click.Command:
             "next tick and removes the annotation"
         )
 
-    cmd.__doc__ = f"Ask canaryd to {action.value} NAMESPACE/NAME's rollout."
+    cmd.help = (
+        f"Ask canaryd to {action.value} the rollout of InferenceService NAME (or NAMESPACE/NAME)."
+    )
     return cmd
 
 
@@ -186,61 +252,54 @@ resume_cmd = _manual_command(Manual.RESUME)
 
 
 def rollout_status(api_client: Any, namespace: str, name: str) -> dict[str, Any]:
-    """The stored rollout state (from the ConfigMap) and the live router status."""
+    """The stored rollout state and the live router status, JSON-ready."""
+    from canaryd.daemon.status import view
     from canaryd.identity import RolloutKey
-    from canaryd.kube import KubeObjects
-    from canaryd.policy.model import Router
-    from canaryd.routing.factory import build_router
-    from canaryd.state.document import StateDoc
-    from canaryd.state.kubernetes import KubernetesStateStore
 
-    key = RolloutKey(namespace, name)
-    objects = KubeObjects(api_client)
-    store = KubernetesStateStore(objects)
-    stored = store.load(key)
-    out: dict[str, Any] = {"rollout": str(key), "state_configmap": store.name_for(key)}
-    router_spec = Router()
-    component = "predictor"
-    if stored is None:
-        out["state"] = None
+    return view(api_client, RolloutKey(namespace, name)).to_dict()
+
+
+def _detail(info: dict[str, Any]) -> str:
+    lines = [f"rollout    {info['rollout']}  (state in ConfigMap {info['state_configmap']})"]
+    st = info.get("state")
+    if info.get("problem"):
+        lines.append(f"problem    {info['problem']}")
+    if st is None:
+        if not info.get("problem"):
+            lines.append("state      none: canaryd has not started a rollout here")
     else:
-        doc = StateDoc.from_dict(stored.data)
-        st = doc.state
-        router_spec = Router.model_validate(doc.router) if doc.router else Router()
-        component = doc.component
-        out["policy"] = doc.policy
-        out["state"] = {
-            "phase": st.phase.value,
-            "step": st.step,
-            "weight": st.weight,
-            "stable_revision": st.stable_revision,
-            "canary_revision": st.canary_revision,
-            "reason": st.reason,
-            "started_at": st.started_at,
-            "canary_requests": st.canary_requests,
-            "canary_errors": st.canary_errors,
-            "impact": st.impact.to_dict(),
-            "intervals": st.intervals,
-            "no_data_intervals": st.no_data_intervals,
-            "updated": doc.updated,
-            "pending": None if doc.pending is None else doc.pending.to_dict(),
-        }
-        out["last_decision"] = doc.last_decision
-    try:
-        router = build_router(objects, namespace, name, component, router_spec)
-        ts = router.status()
-        out["router"] = {
-            "type": router_spec.type,
-            "stable_revision": ts.stable_revision,
-            "canary_revision": ts.canary_revision,
-            "canary_percent": ts.canary_percent,
-            "ready": ts.ready,
-            "mirror_percent": ts.mirror_percent,
-            "message": ts.message,
-        }
-    except NotFoundError as exc:
-        out["router"] = {"error": str(exc)}
-    return out
+        step = "-" if st["step"] is None else f"{st['step']} of {st['steps'] or '?'}"
+        lines += [
+            f"policy     {info.get('policy') or '-'}",
+            f"phase      {st['phase']}  step {step}  weight {st['weight']}%  "
+            f"({st['stable_revision']} -> {st['canary_revision']})",
+            f"started    {_fmt_time(st['started_at'])} ({st['age']} ago)   updated "
+            f"{st['updated'] or '-'}",
+            f"canary     {st['canary_requests']:.0f} requests, {st['canary_errors']:.0f} errors, "
+            f"{st['intervals']} windows ({st['no_data_intervals']} without data)",
+            f"impact     {UserImpact(**st['impact']).summary()}",
+            f"reason     {st['reason']}",
+            f"next       {st['next']}",
+        ]
+        last = info.get("last_decision") or {}
+        if last:
+            lines.append(
+                f"last       {last.get('action')} at {_fmt_time(last.get('t'))}: "
+                f"{last.get('reason')}"
+            )
+            for v in last.get("summaries") or []:
+                lines.append(f"  verdict  {v}")
+    r = info.get("router") or {}
+    if "error" in r:
+        lines.append(f"router     {r.get('type')}: {r['error']}")
+    else:
+        pct = r.get("canary_percent")
+        lines.append(
+            f"router     {r.get('type')}: stable {r.get('stable_revision')}, canary "
+            f"{r.get('canary_revision') or '-'} at {'unset' if pct is None else f'{pct}%'}, "
+            f"ready={r.get('ready')}; {r.get('message')}"
+        )
+    return "\n".join(lines)
 
 
 def _fmt_time(t: Any) -> str:
@@ -251,58 +310,92 @@ def _fmt_time(t: Any) -> str:
     return f"t={t:g}s"
 
 
-@click.command("status")
-@click.argument("target")
-@KUBECONFIG
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status_cmd(target: str, kubeconfig: Path | None, as_json: bool) -> None:
-    """Show NAMESPACE/NAME's rollout: phase, step, weight, last reason, the judges' verdicts."""
-    from canaryd.kube import load_api_client
+def _render(data: Any, output: str) -> str:
+    if output == "yaml":
+        import yaml
 
-    ns, name = _target(target)
-    api = load_api_client(str(kubeconfig) if kubeconfig else None)
+        return yaml.safe_dump(data, sort_keys=True, default_flow_style=False).rstrip()
+    return json.dumps(data, indent=2, sort_keys=True, default=str)
+
+
+@click.command("status")
+@click.argument("target", required=False)
+@kube_options
+@click.option("-A", "--all-namespaces", is_flag=True, help="List the rollouts of every namespace.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["table", "json", "yaml"]),
+    default="table",
+    show_default=True,
+    help="Output format (json and yaml carry structured verdicts).",
+)
+@click.option("--json", "as_json", is_flag=True, hidden=True, help="Same as -o json.")
+@click.option("-w", "--watch", is_flag=True, help="Print again whenever something changes.")
+@click.option("--interval", type=float, default=2.0, hidden=True, help="Watch poll seconds.")
+def status_cmd(
+    target: str | None,
+    kubeconfig: Path | None,
+    context: str | None,
+    namespace: str | None,
+    debug: bool,
+    all_namespaces: bool,
+    output: str,
+    as_json: bool,
+    watch: bool,
+    interval: float,
+) -> None:
+    """Rollouts: without NAME every rollout of the namespace (-A: of all), like kubectl get;
+    with NAME (or NAMESPACE/NAME) one rollout in detail: phase, step, weight, the last decision,
+    the judges' verdicts, what comes next, and the live traffic split."""
+    import time
+
+    from canaryd.daemon.status import list_views, table, view
+    from canaryd.identity import RolloutKey
+
+    output = "json" if as_json else output
+    kube = _Kube("status", kubeconfig, context, debug)
     try:
-        info = rollout_status(api, ns, name)
+        if target is not None and all_namespaces:
+            raise click.BadParameter("give NAME or -A, not both")
+        key = RolloutKey(*_key(target, namespace, kube)) if target is not None else None
+        ns = None if all_namespaces else kube.namespace(namespace)
+        api = kube.client()
     except CanarydError as exc:
-        click.echo(f"canaryd status: {exc}", err=True)
-        sys.exit(1)
+        kube.fail(exc)
+        return
+    last = None
+    try:
+        while True:
+            try:
+                if key is not None:
+                    info = view(api, key).to_dict()
+                    text = _render(info, output) if output != "table" else _detail(info)
+                    router_error = "error" in (info.get("router") or {})
+                else:
+                    views = list_views(api, ns)
+                    if output != "table":
+                        text = _render({"items": [v.to_dict() for v in views]}, output)
+                    elif views:
+                        text = table(views, all_namespaces=all_namespaces)
+                    else:
+                        where = "any namespace" if all_namespaces else f"namespace {ns}"
+                        text = f"No rollouts in {where}."
+                    router_error = False
+            except CanarydError as exc:
+                kube.fail(exc)
+                return
+            if text != last:
+                click.echo(text)
+                if watch:
+                    click.echo("")
+                last = text
+            if not watch:
+                if router_error:
+                    sys.exit(1)
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
     finally:
         api.close()
-    if as_json:
-        click.echo(json.dumps(info, indent=2, sort_keys=True, default=str))
-        return
-    click.echo(f"rollout    {info['rollout']}  (state in ConfigMap {info['state_configmap']})")
-    st = info.get("state")
-    if st is None:
-        click.echo("state      none: canaryd has not started a rollout here")
-    else:
-        click.echo(f"policy     {info.get('policy') or '-'}")
-        click.echo(
-            f"phase      {st['phase']}  step {st['step']}  weight {st['weight']}%  "
-            f"({st['stable_revision']} -> {st['canary_revision']})"
-        )
-        click.echo(f"started    {_fmt_time(st['started_at'])}   updated {st['updated'] or '-'}")
-        click.echo(
-            f"canary     {st['canary_requests']:.0f} requests, {st['canary_errors']:.0f} errors, "
-            f"{st['intervals']} intervals ({st['no_data_intervals']} without data)"
-        )
-        click.echo(f"impact     {UserImpact(**st['impact']).summary()}")
-        click.echo(f"reason     {st['reason']}")
-        last = info.get("last_decision") or {}
-        if last:
-            click.echo(
-                f"last       {last.get('action')} at {_fmt_time(last.get('t'))}: "
-                f"{last.get('reason')}"
-            )
-            for v in last.get("verdicts") or []:
-                click.echo(f"  verdict  {v}")
-    r = info.get("router") or {}
-    if "error" in r:
-        click.echo(f"router     {r['error']}")
-        sys.exit(1)
-    pct = r.get("canary_percent")
-    click.echo(
-        f"router     {r.get('type')}: stable {r.get('stable_revision')}, canary "
-        f"{r.get('canary_revision') or '-'} at {'unset' if pct is None else f'{pct}%'}, "
-        f"ready={r.get('ready')}; {r.get('message')}"
-    )

@@ -69,6 +69,7 @@ from canaryd.routing.factory import router_for_policy
 from canaryd.state.base import StateStore
 from canaryd.state.document import Fingerprint, Pending, StateDoc, decision_key
 from canaryd.state.kubernetes import MANAGED_SELECTOR, KubernetesStateStore
+from canaryd.stats.verdict import Verdict
 
 log = logging.getLogger("canaryd.daemon")
 
@@ -117,12 +118,51 @@ def decision_summary(decision: Decision) -> dict[str, Any]:
         "weight": decision.weight,
         "event": None if decision.event is None else decision.event.value,
         "verdicts": [v.summary() for v in decision.verdicts],
+        "verdict_details": [_compact(v) for v in decision.verdicts],
         "evidence": {
             v.metric: v.e_value
             for v in decision.verdicts
             if v.e_value is not None and math.isfinite(v.e_value)
         },
         "impact": decision.impact.to_dict(),
+    }
+
+
+def _compact(v: Verdict) -> dict[str, Any]:
+    """A verdict's structured fields for ``canaryd status -o json`` (the details dict, which
+    can hold per-boundary tables, stays out of the stored document)."""
+    d = v.to_dict()
+    return {k: d[k] for k in _VERDICT_FIELDS if k in d}
+
+
+_VERDICT_FIELDS = (
+    "metric",
+    "judge",
+    "status",
+    "reason",
+    "estimate",
+    "interval",
+    "e_value",
+    "p_value",
+    "threshold",
+    "canary_samples",
+    "stable_samples",
+    "canary_events",
+    "stable_events",
+    "critical",
+)
+
+
+def limits_of(policy: CanaryPolicy, settle_s: float) -> dict[str, Any]:
+    """The policy's clocks a reader of the document needs (``canaryd status``)."""
+    spec = policy.spec
+    return {
+        "interval": spec.analysis.interval,
+        "settle": settle_s,
+        "steps": [s.weight for s in spec.steps.resolved()],
+        "no_data_timeout": spec.no_data.timeout,
+        "no_data_action": spec.no_data.action,
+        "max_duration": spec.promotion.max_duration,
     }
 
 
@@ -717,7 +757,10 @@ class Reconciler:
         """Save ``r.doc`` with optimistic concurrency; False (and the live state dropped) on 409."""
         assert r.doc is not None
         self._check_leader()
-        doc = r.with_doc(updated=datetime.now(UTC).isoformat(timespec="seconds"))
+        doc = r.with_doc(
+            updated=datetime.now(UTC).isoformat(timespec="seconds"),
+            limits=limits_of(r.policy, self.settle_s),
+        )
         try:
             version = self.store.save(r.key, doc.to_dict(), r.version)
         except ConflictError as exc:

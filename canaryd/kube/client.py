@@ -86,6 +86,35 @@ def _from_files(files: list[str], context: str | None) -> k8s.ApiClient:
     return k8s.ApiClient(configuration)
 
 
+def current_namespace(kubeconfig: str | None = None, context: str | None = None) -> str:
+    """The namespace kubectl would use: the context's, the pod's (in cluster), or ``default``."""
+    files = (
+        [kubeconfig]
+        if kubeconfig
+        else [f for f in os.environ.get("KUBECONFIG", "").split(os.pathsep) if f]
+    )
+    if not files and not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        default = Path.home() / ".kube" / "config"
+        files = [str(default)] if default.is_file() else []
+    if files:
+        try:
+            contexts, active = k8s_config.list_kube_config_contexts(os.pathsep.join(files))
+        except (k8s_config.ConfigException, OSError, ValueError, TypeError, KeyError):
+            return "default"
+        chosen = (
+            next((c for c in contexts or [] if c.get("name") == context), None)
+            if context
+            else active
+        )
+        ns = ((chosen or {}).get("context") or {}).get("namespace")
+        return str(ns) if ns else "default"
+    sa = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    try:
+        return sa.read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
 def bearer_token_client(host: str, token: str, ca_cert_file: str | None) -> k8s.ApiClient:
     """An ApiClient that authenticates with a bearer token (for example a ServiceAccount's)."""
     configuration = k8s.Configuration(host=host)

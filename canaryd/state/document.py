@@ -11,6 +11,7 @@ One document per rollout (``data["state.json"]`` of the ConfigMap ``canaryd-<isv
      "seq": <applied decisions so far: names their Events, exactly once>,
      "pending": {"action", "weight", "key", "reason", "message"[, "mirror"]} | null,
      "last_decision": <summary of the last decision> | null,
+     "limits": {"interval", "settle", "steps", "no_data_timeout", ...}: the policy's clocks,
      "updated": <RFC 3339>}
 
 Size does not grow with the rollout's age: the sequential judges' evidence is a fixed number of
@@ -177,6 +178,9 @@ class StateDoc:
     seq: int = 0
     pending: Pending | None = None
     last_decision: dict[str, Any] | None = None
+    limits: dict[str, Any] | None = None
+    """The policy's clocks (interval, steps, noData timeout, maxDuration), for readers such as
+    ``canaryd status`` that have the document but not the policy."""
     updated: str = ""
 
     # -- encoding ------------------------------------------------------------------------
@@ -196,6 +200,7 @@ class StateDoc:
             "seq": self.seq,
             "pending": None if self.pending is None else self.pending.to_dict(),
             "last_decision": self.last_decision,
+            "limits": self.limits,
             "updated": self.updated,
         }
 
@@ -254,6 +259,7 @@ class StateDoc:
             seq=seq,
             pending=pending,
             last_decision=dict(last) if isinstance(last, dict) else None,
+            limits=dict(d["limits"]) if isinstance(d.get("limits"), dict) else None,
             updated=str(d.get("updated", "")),
         )
 
