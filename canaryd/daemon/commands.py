@@ -60,6 +60,14 @@ def _target(value: str) -> tuple[str, str]:
     help="Namespace of the leader Lease (default: $CANARYD_LEASE_NAMESPACE; none: no election).",
 )
 @click.option(
+    "--lease-duration",
+    "lease_duration_s",
+    type=click.FloatRange(2.0, 300.0),
+    default=15.0,
+    show_default=True,
+    help="Seconds a Lease holds without renewal; it is renewed every third of that.",
+)
+@click.option(
     "--settle",
     "settle_s",
     type=float,
@@ -100,6 +108,7 @@ def run_cmd(
     once: bool,
     tick_s: float,
     lease_namespace: str | None,
+    lease_duration_s: float,
     settle_s: float,
     checkpoint_every: int,
     allow_cross_namespace: tuple[str, ...],
@@ -129,6 +138,8 @@ def run_cmd(
             once=once,
             tick_s=tick_s,
             lease_namespace=lease_namespace,
+            lease_duration_s=lease_duration_s,
+            renew_period_s=lease_duration_s / 3.0,
             settle_s=settle_s,
             checkpoint_every=checkpoint_every,
             cross_namespace=parse_cross_namespace(allow_cross_namespace),

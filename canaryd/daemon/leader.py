@@ -76,6 +76,9 @@ class LeaderElector:
         self._observed: tuple[str, str, str] | None = None
         self._observed_at = 0.0
         self.on_change: Callable[[bool], None] | None = None
+        self._reported = False
+        """Leadership as last logged: a Lease that lapsed while this process was frozen is
+        reported as lost at the next round, not silently."""
 
     @property
     def _path(self) -> str:
@@ -101,7 +104,7 @@ class LeaderElector:
 
     def try_acquire_or_renew(self) -> bool:
         """One election round; returns whether we lead now. Never raises for API errors."""
-        was = self.is_leader
+        was = self._reported
         try:
             won = self._round()
         except ApiError as err:
@@ -114,6 +117,7 @@ class LeaderElector:
             log.warning("lease round failed", extra={"fields": {"error": str(exc)}})
             won = False
         now_leader = self.is_leader
+        self._reported = now_leader
         if now_leader != was:
             log.info(
                 "leadership changed",

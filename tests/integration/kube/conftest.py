@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,3 +244,51 @@ class ConcurrentWriter(KubeObjects):
         except ApiConflictError:
             self.conflicts += 1
             raise
+
+
+# -- a private apiserver, for tests that stop or restart it -----------------------------------
+
+
+@dataclass
+class PrivateKube:
+    dir: Path
+    client: k8s.ApiClient
+
+    @property
+    def etcd(self) -> str:
+        return f"http://127.0.0.1:{(self.dir / 'etcd.port').read_text().strip()}"
+
+    def restart_apiserver(self, down: Callable[[], None] | None = None) -> None:
+        """Stop kube-apiserver, run ``down`` (against etcd) while it is down, start it again."""
+        pid = (self.dir / "kube-apiserver.pid").read_text().strip()
+        subprocess.run(["kill", "-TERM", pid], check=False)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _alive(self.dir / "kube-apiserver.pid"):
+            time.sleep(0.1)
+        if down is not None:
+            down()
+        subprocess.run([str(ENVTEST), "restart-apiserver", str(self.dir)], check=True, timeout=120)
+
+
+def _alive(pidfile: Path) -> bool:
+    try:
+        Path(f"/proc/{pidfile.read_text().strip()}").stat()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def private_kube() -> Iterator[PrivateKube]:
+    workdir = Path(tempfile.mkdtemp(prefix="canaryd-watch-"))
+    client = None
+    try:
+        subprocess.run([str(ENVTEST), "start", str(workdir)], check=True, timeout=300)
+        client = load_api_client(str(workdir / "kubeconfig"))
+        apply_crds(client, crd_dir())
+        yield PrivateKube(workdir, client)
+    finally:
+        if client is not None:
+            client.close()
+        subprocess.run([str(ENVTEST), "stop", str(workdir)], timeout=60, check=False)
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
-import subprocess
-import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from kubernetes import client as k8s
@@ -29,54 +24,9 @@ from canaryd.kube.watching import Collection, WatchCache
 from canaryd.policy.loader import load_policies_text
 from canaryd.state.kubernetes import MANAGED_SELECTOR
 
-from .conftest import ENVTEST, KubeEnv, apply_crds, crd_dir, sample_predictor, serverless_status
+from .conftest import KubeEnv, PrivateKube, sample_predictor, serverless_status
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class Private:
-    dir: Path
-    client: k8s.ApiClient
-
-    @property
-    def etcd(self) -> str:
-        return f"http://127.0.0.1:{(self.dir / 'etcd.port').read_text().strip()}"
-
-    def restart_apiserver(self, down: Callable[[], None] | None = None) -> None:
-        """Stop kube-apiserver, run ``down`` (against etcd) while it is down, start it again."""
-        pid = (self.dir / "kube-apiserver.pid").read_text().strip()
-        subprocess.run(["kill", "-TERM", pid], check=False)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and _alive(self.dir / "kube-apiserver.pid"):
-            time.sleep(0.1)
-        if down is not None:
-            down()
-        subprocess.run([str(ENVTEST), "restart-apiserver", str(self.dir)], check=True, timeout=120)
-
-
-def _alive(pidfile: Path) -> bool:
-    try:
-        Path(f"/proc/{pidfile.read_text().strip()}").stat()
-        return True
-    except (OSError, ValueError):
-        return False
-
-
-@pytest.fixture(scope="module")
-def private() -> Iterator[Private]:
-    workdir = Path(tempfile.mkdtemp(prefix="canaryd-watch-"))
-    client = None
-    try:
-        subprocess.run([str(ENVTEST), "start", str(workdir)], check=True, timeout=300)
-        client = load_api_client(str(workdir / "kubeconfig"))
-        apply_crds(client, crd_dir())
-        yield Private(workdir, client)
-    finally:
-        if client is not None:
-            client.close()
-        subprocess.run([str(ENVTEST), "stop", str(workdir)], timeout=60, check=False)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _namespace(client: k8s.ApiClient) -> str:
@@ -119,10 +69,10 @@ def _etcd_post(base: str, path: str, body: dict[str, object]) -> dict[str, objec
         return dict(json.loads(resp.read()))
 
 
-def test_lists_then_follows_every_change(private: Private) -> None:
-    ns = _namespace(private.client)
-    _create_isvc(private.client, ns, "a")
-    cache = WatchCache(private.client, watch_timeout_s=5)
+def test_lists_then_follows_every_change(private_kube: PrivateKube) -> None:
+    ns = _namespace(private_kube.client)
+    _create_isvc(private_kube.client, ns, "a")
+    cache = WatchCache(private_kube.client, watch_timeout_s=5)
     cache.ensure([Collection(INFERENCE_SERVICE, ns), Collection(CONFIG_MAP, ns, MANAGED_SELECTOR)])
     cache.start()
     try:
@@ -133,10 +83,10 @@ def test_lists_then_follows_every_change(private: Private) -> None:
         assert cache.lookup(INFERENCE_SERVICE, ns, "nope") is None  # synced: known absent
         assert cache.lookup(INFERENCE_SERVICE, "elsewhere", "a") is False  # not watched
 
-        _create_isvc(private.client, ns, "b")
+        _create_isvc(private_kube.client, ns, "b")
         _until("b", lambda: cache.has(INFERENCE_SERVICE, ns, "b"))
         raw_request(
-            private.client,
+            private_kube.client,
             "PATCH",
             INFERENCE_SERVICE.path(ns, "b"),
             body={"metadata": {"annotations": {"canaryd.io/action": "pause"}}},
@@ -151,7 +101,7 @@ def test_lists_then_follows_every_change(private: Private) -> None:
             )
 
         _until("the annotation", annotated)
-        raw_request(private.client, "DELETE", INFERENCE_SERVICE.path(ns, "b"))
+        raw_request(private_kube.client, "DELETE", INFERENCE_SERVICE.path(ns, "b"))
         _until("b deleted", lambda: cache.lookup(INFERENCE_SERVICE, ns, "b") is None)
 
         # Only canaryd's labelled ConfigMaps are mirrored.
@@ -160,7 +110,7 @@ def test_lists_then_follows_every_change(private: Private) -> None:
             ("other", {}),
         ):
             raw_request(
-                private.client,
+                private_kube.client,
                 "POST",
                 CONFIG_MAP.collection_path(ns),
                 body={"metadata": {"name": name, "labels": labels}, "data": {"k": "v"}},
@@ -171,10 +121,10 @@ def test_lists_then_follows_every_change(private: Private) -> None:
         cache.stop()
 
 
-def test_recovers_from_410_gone_after_an_apiserver_restart(private: Private) -> None:
-    ns = _namespace(private.client)
-    _create_isvc(private.client, ns, "a")
-    cache = WatchCache(private.client, watch_timeout_s=30, backoff_max_s=2.0)
+def test_recovers_from_410_gone_after_an_apiserver_restart(private_kube: PrivateKube) -> None:
+    ns = _namespace(private_kube.client)
+    _create_isvc(private_kube.client, ns, "a")
+    cache = WatchCache(private_kube.client, watch_timeout_s=30, backoff_max_s=2.0)
     cache.ensure([Collection(INFERENCE_SERVICE, ns)])
     cache.start()
     try:
@@ -184,12 +134,14 @@ def test_recovers_from_410_gone_after_an_apiserver_restart(private: Private) -> 
             # While the apiserver is down: advance etcd's revision and compact it away, so the
             # cache's resourceVersion is too old when it resumes (410 Gone).
             key = base64.b64encode(b"/canaryd-drill/tick").decode()
-            put = _etcd_post(private.etcd, "/v3/kv/put", {"key": key, "value": key})
+            put = _etcd_post(private_kube.etcd, "/v3/kv/put", {"key": key, "value": key})
             revision = int(put["header"]["revision"])  # type: ignore[index]
-            _etcd_post(private.etcd, "/v3/kv/compaction", {"revision": revision, "physical": True})
+            _etcd_post(
+                private_kube.etcd, "/v3/kv/compaction", {"revision": revision, "physical": True}
+            )
 
-        private.restart_apiserver(compact)
-        fresh = load_api_client(str(private.dir / "kubeconfig"))
+        private_kube.restart_apiserver(compact)
+        fresh = load_api_client(str(private_kube.dir / "kubeconfig"))
         try:
             _create_isvc(fresh, ns, "after-restart")
         finally:
@@ -218,11 +170,13 @@ spec:
 """
 
 
-def test_a_model_deleted_and_created_again_starts_a_fresh_rollout(private: Private) -> None:
-    ns = _namespace(private.client)
-    first = _create_isvc(private.client, ns, "m")
-    cache = WatchCache(private.client, watch_timeout_s=10)
-    objects = KubeObjects(private.client, cache)
+def test_a_model_deleted_and_created_again_starts_a_fresh_rollout(
+    private_kube: PrivateKube,
+) -> None:
+    ns = _namespace(private_kube.client)
+    first = _create_isvc(private_kube.client, ns, "m")
+    cache = WatchCache(private_kube.client, watch_timeout_s=10)
+    objects = KubeObjects(private_kube.client, cache)
     policy = load_policies_text(POLICY.format(ns=ns), "p.yaml")[0]
     events = MemoryEventSink()
 
@@ -247,8 +201,8 @@ def test_a_model_deleted_and_created_again_starts_a_fresh_rollout(private: Priva
         assert doc["target_uid"] == first["metadata"]["uid"]  # type: ignore[index]
 
         # Delete and create again (a bare apiserver has no garbage collector: the state stays).
-        raw_request(private.client, "DELETE", INFERENCE_SERVICE.path(ns, "m"))
-        second = _create_isvc(private.client, ns, "m")
+        raw_request(private_kube.client, "DELETE", INFERENCE_SERVICE.path(ns, "m"))
+        second = _create_isvc(private_kube.client, ns, "m")
         new_uid = second["metadata"]["uid"]  # type: ignore[index]
         assert new_uid != first["metadata"]["uid"]  # type: ignore[index]
 
