@@ -126,9 +126,14 @@ def _backfill(
 
     # The traffic: the canary at 50 % throughout (a policy that never moves). The daemons judge
     # these counts; the drill is about what a kill changes, so the split need not follow them.
-    data_policy = load_policies_text(
-        _policy(namespaces[0]).replace(json.dumps(STEPS), "[50]").replace(DWELL, "1h"), "d.yaml"
-    )[0].policy
+    data_text = (
+        _policy(namespaces[0])
+        .replace(json.dumps(STEPS), "[50]")
+        .replace(DWELL, "1h")
+        .replace("maxRelativeIncrease: 0.2", "maxRelativeIncrease: 10")
+        .replace("maxRelativeIncrease: 0.1", "maxRelativeIncrease: 10")
+    )
+    data_policy = load_policies_text(data_text, "d.yaml")[0].policy
     result = simulate(sc, data_policy, base, seed=3, tick_sink=sink)
     zero = [
         TickSample(t0, r, 0.0, 0.0, bounds, tuple([0.0] * len(bounds)))
