@@ -73,11 +73,8 @@ class Printer:
                 say(self.window_line(w))
             self.seen = len(windows)
         for d in report.decisions.values():
-            if d.action.value == "continue" and not d.event:
-                continue
-            say(
-                f"{self.rel(report.now)}  >> {d.action.value.upper():<9} weight {d.weight:>3}%  {d.reason}"
-            )
+            weight = "" if d.weight is None else f"  -> weight {d.weight}%"
+            say(f"{self.rel(report.now)}  >> {d.action.value.upper()}{weight}: {d.reason}")
 
     def window_line(self, w: Window) -> str:
         o = w.observation
@@ -107,7 +104,7 @@ def truth_table(checks: Sequence[WindowCheck], t0: float) -> list[str]:
         if b25 is not None:
             slow = (
                 f"{c.counted['requests'] - c.counted['le=25']:4.0f} "
-                f"({req.low - b25.high}..{req.high - b25.low})"
+                f"({max(0, req.low - b25.high)}..{req.high - b25.low})"
             )
         ok = "ok" if not c.failures() else "MISMATCH " + "; ".join(c.failures())
         lines.append(
@@ -143,7 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tests.integration.kube.conftest import apply_crds, crd_dir
 
     envdir = Path(tempfile.mkdtemp(prefix="canaryd-demo-"))
-    args.out.mkdir(parents=True, exist_ok=True)
+    workdir = args.out / "run"  # the servers' and Prometheus' files: a fresh one every time
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
     try:
         kubeconfig = start_envtest(envdir)
         api = load_api_client(str(kubeconfig))
@@ -159,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fault,
             rate=args.rate,
             policy=policy_yaml(NAMESPACE),
-            workdir=args.out,
+            workdir=workdir,
             on_tick=printer,
         ) as run:
             printer.run, printer.t0 = run, run.started_at
@@ -217,6 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("interrupted; stopping everything")
         return 130
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        say(f"scripts/demo failed: {exc} (logs in {workdir})")
+        return 1
     finally:
         subprocess.run(
             [str(ENVTEST), "stop", str(envdir)], check=False, cwd=ROOT, stderr=subprocess.DEVNULL

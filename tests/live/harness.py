@@ -625,7 +625,10 @@ class DaemonLoop:
                 self.reports.append(report)
                 self.errors.extend(f"{k}: {e}" for k, e in report.errors.items())
                 if self.on_tick is not None:
-                    self.on_tick(report)
+                    try:
+                        self.on_tick(report)
+                    except Exception as exc:  # a printer's bug must not stop the daemon
+                        self.errors.append(f"on_tick: {exc!r}")
             self._stop.wait(self.tick_s)
 
     def state(self) -> dict[str, Any] | None:
