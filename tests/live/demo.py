@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             (args.out / "truth.jsonl").write_text(
                 "".join(
                     f'{{"version": "{s.version}", "t_send": {s.t_send:.6f}, "t_recv": '
-                    f'{s.t_recv:.6f}, "status": {s.status}, "slowed": {str(s.slowed).lower()}}}\n'
+                    f'{s.t_recv:.6f}, "status": {s.status}, "slept_ms": {s.slept_ms:g}}}\n'
                     for s in run.load.sent
                 )
             )

@@ -55,8 +55,9 @@ import yaml
 
 from canaryd.controller import Phase
 from canaryd.daemon.reconciler import Reconciler, TickReport
-from canaryd.events import EventRecorder
-from canaryd.kube import JSON, load_api_client, raw_request
+from canaryd.kube import JSON, KubeObjects, load_api_client, raw_request
+from canaryd.kube.events import EventRecorder
+from canaryd.metrics.pool import PrometheusPool
 from canaryd.metrics.presets import PresetOptions
 from canaryd.metrics.prometheus import PrometheusConfig, PrometheusSource
 from canaryd.metrics.source import FetchRequest
@@ -64,6 +65,7 @@ from canaryd.observation import Observation
 from canaryd.policy.loader import load_policies_text
 from canaryd.policy.model import CanaryPolicy
 from canaryd.state.base import RolloutKey
+from canaryd.state.document import StateDoc
 from canaryd.state.kubernetes import KubernetesStateStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -457,7 +459,12 @@ class Sent:
     t_send: float
     t_recv: float
     status: int
-    slowed: bool
+    slept_ms: float
+    """The injected sleep of a slowed prediction (the response says), else 0."""
+
+    @property
+    def slowed(self) -> bool:
+        return self.slept_ms > 0
 
     @property
     def latency_s(self) -> float:
@@ -545,11 +552,11 @@ class LoadGenerator:
             self.failures.append(f"{version}: {type(exc).__name__}")
             return
         t_recv = time.time()
-        slowed = False
+        slept_ms = 0.0
         if r.status_code == 200:
-            slowed = bool(r.json().get("slowed"))
+            slept_ms = float(r.json().get("slept_ms") or 0.0)
         with self._lock:
-            self.sent.append(Sent(version, t_send, t_recv, r.status_code, slowed))
+            self.sent.append(Sent(version, t_send, t_recv, r.status_code, slept_ms))
 
 
 # -- the daemon -------------------------------------------------------------------------------
@@ -565,9 +572,9 @@ class Window:
 
 
 class RecordingSource:
-    """The daemon's PrometheusSource, unchanged; remembers every window it answered."""
+    """The daemon's metric source, unchanged; remembers every window it answered."""
 
-    def __init__(self, inner: PrometheusSource) -> None:
+    def __init__(self, inner: PrometheusPool) -> None:
         self.inner = inner
         self.windows: list[Window] = []
 
@@ -577,6 +584,14 @@ class RecordingSource:
         got = self.inner.fetch(requests, start_s, end_s)
         self.windows.extend(Window(start_s, end_s, o) for o in got.values())
         return got
+
+
+def live_source(url: str) -> PrometheusSource:
+    """What the daemon's pool makes of a Prometheus URL, plus the model's error counter (which
+    ``canaryd run`` cannot be told about yet: kserve exports none)."""
+    return PrometheusSource(
+        PrometheusConfig(url=url, presets=PresetOptions(kserve_errors_metric=ERRORS_METRIC))
+    )
 
 
 class DaemonLoop:
@@ -591,17 +606,14 @@ class DaemonLoop:
         on_tick: Callable[[TickReport], None] | None = None,
     ) -> None:
         self.api = load_api_client(str(cluster.kubeconfig))
-        config = PrometheusConfig(
-            url=prometheus_url, presets=PresetOptions(kserve_errors_metric=ERRORS_METRIC)
-        )
-        self.source = RecordingSource(PrometheusSource(config))
+        self.source = RecordingSource(PrometheusPool(prometheus_url, factory=live_source))
         self.store = KubernetesStateStore(self.api)
         self.reconciler = Reconciler(
             [policy],
-            self.api,
+            KubeObjects(self.api),
             self.source,
-            self.store,
             EventRecorder(self.api, "canaryd-live"),
+            store=self.store,
         )
         self.key = RolloutKey(cluster.namespace, NAME)
         self.tick_s = tick_s
@@ -631,13 +643,13 @@ class DaemonLoop:
                         self.errors.append(f"on_tick: {exc!r}")
             self._stop.wait(self.tick_s)
 
-    def state(self) -> dict[str, Any] | None:
-        doc = self.store.load(self.key)
-        return None if doc is None else dict(doc.data)
+    def document(self) -> StateDoc | None:
+        stored = self.store.load(self.key)
+        return None if stored is None else StateDoc.from_dict(stored.data)
 
     def phase(self) -> Phase | None:
-        doc = self.state()
-        return None if doc is None else Phase(doc["state"]["phase"])
+        doc = self.document()
+        return None if doc is None else doc.state.phase
 
     def stop(self) -> None:
         self._stop.set()
@@ -847,7 +859,7 @@ def _quantities(
         # kserve times predict() alone: at most the request's latency, at least the injected
         # sleep of a slowed one (an unslowed prediction of a tiny model takes well under 1 ms).
         certain = _Timeline([s for s in sent if s.latency_s * 1000 <= le])
-        possible = _Timeline([s for s in sent if not s.slowed or s.latency_s * 1000 <= le])
+        possible = _Timeline([s for s in sent if s.slept_ms <= le])
         out[f"le={le:g}"] = (certain, possible)
     return out
 

@@ -12,8 +12,8 @@ its histogram still observes them), ``--slow-share`` of them first sleep ``--slo
 kserve exports no error counter, so the model counts its own failures in
 ``request_predict_errors_total{model_name}``, after kserve's histogram has observed the request
 (so a scrape never sees an error before its request). The series appears with the first error,
-as every labelled prometheus_client counter does. The response says whether the prediction was
-slowed (``"slowed"``), so the load generator's truth knows which latency bucket to expect.
+as every labelled prometheus_client counter does. The response says how long the prediction
+slept (``"slept_ms"``), so the load generator's truth knows which latency buckets it can be in.
 
 The server binds 127.0.0.1 only (kserve's RESTServer hard-codes 0.0.0.0; uvicorn's Config is
 wrapped to keep the test on loopback).
@@ -86,11 +86,11 @@ def main(argv: list[str]) -> None:
             u = self.rng.random()
             if u < opts.error_share:
                 raise InferenceError("injected failure")
-            slowed = u < opts.error_share + opts.slow_share
-            if slowed:
-                await asyncio.sleep(opts.slow_ms / 1000.0)
+            slept_ms = opts.slow_ms if u < opts.error_share + opts.slow_share else 0.0
+            if slept_ms:
+                await asyncio.sleep(slept_ms / 1000.0)
             x = np.asarray(payload["instances"], dtype=float)
-            return {"predictions": self.estimator.predict(x).tolist(), "slowed": slowed}
+            return {"predictions": self.estimator.predict(x).tolist(), "slept_ms": slept_ms}
 
     kserve.ModelServer(http_port=opts.port, enable_grpc=False, workers=1).start([SklearnModel()])
 

@@ -62,7 +62,7 @@ def test_live_rollout_decides_on_counts_that_match_the_truth(
         daemon = run.daemon
         assert daemon is not None
         finished = run.wait_for(lambda: (daemon.phase() or Phase.PENDING).terminal, 240)
-        state = daemon.state()
+        doc = daemon.document()
         percent = run.cluster.canary_percent()
         events = run.cluster.events()
         checks = compare_counts(run)
@@ -77,11 +77,12 @@ def test_live_rollout_decides_on_counts_that_match_the_truth(
                 if w.observation.usable
             ]
 
-    assert finished, f"no decision within 4 minutes: {state and state['state']['phase']}"
+    assert finished, f"no decision within 4 minutes: {doc and doc.state.phase}"
     assert daemon.errors == []
     assert run.load.failures == []
-    assert state is not None and Phase(state["state"]["phase"]) is outcome
-    last = state["last_decision"]
+    assert doc is not None and doc.state.phase is outcome
+    last = doc.last_decision
+    assert last is not None
     reasons = [e["reason"] for e in events]
     assert reasons[0] == "CanaryStarted"
     if outcome is Phase.PROMOTED:
