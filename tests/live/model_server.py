@@ -40,8 +40,26 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def exit_with_parent() -> None:
+    """Exit when the process that started this one is gone (a killed test run or demo), so no
+    model server is left behind on a shared machine."""
+    import os
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main(argv: list[str]) -> None:
     opts = parse(argv)
+    exit_with_parent()
     sys.argv = sys.argv[:1]  # kserve parses sys.argv when imported; it gets none of ours
     import joblib
     import kserve
