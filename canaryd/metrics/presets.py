@@ -370,8 +370,8 @@ def build_queries(
         resets=resets_q,
         latency_scale_ms=scale,
         suffixes=suffixes,
-        live_requests=None if live is None else inc(req_metric, live[0], by),
-        live_errors=None if live is None else inc(req_metric, live[1], by),
+        live_requests=None if live is None else delta(req_metric, live[0], by),
+        live_errors=None if live is None else delta(req_metric, live[1], by),
     )
 
 
