@@ -1,13 +1,41 @@
 """PromQL per metric preset, with escaping that makes injection through a name impossible.
 
-Every query is an *instant* query evaluated at the window end with the window as its range::
+**How a window is counted.** A window ``[start, end)`` is the counter delta between the two
+*edge samples* of each series: the last sample at or before ``end`` and the last sample at or
+before ``start``. Every query is an instant query evaluated at ``end``::
 
-    sum by (<namespace label>, <version label>[, le]) (increase(<metric>{<selector>}[<window>]))
+    E = last_over_time(<counter>{<selector>}[<window + lookback>])         # last sample <= end
+    S = last_over_time(<counter>{<selector>}[<lookback>] offset <window>) # last sample <= start
+    sum by (<namespace label>, <version label>[, le]) (E or -1 * S)   # tagged apart
 
-so one evaluation gives each revision's increments over ``[end - window, end]``. One query covers
-every rollout of a batch: the selector matches all their revisions with one regex alternation
-(``label=~"rev1|rev2|..."``) and the caller demultiplexes the answer by the labels kept in
-``by (...)``.
+- consecutive windows share their edge sample, so they partition the samples exactly: the sum
+  of the windows' counts is the delta over their union, whatever the windows' phase against
+  the scrapes, and a window never depends on when the caller evaluated it (a restarted daemon
+  that continues from a stored edge counts what an uninterrupted one would);
+- a series with no sample at or before ``start`` (within ``EDGE_LOOKBACK_S``, Prometheus'
+  default lookback) is **new** and counts from 0: a pod that started inside the window, or an
+  error series whose first error fell inside it (``increase()`` never counts a series' first
+  sample, which is why live windows undercounted canary errors);
+- a series whose last sample is older than ``start`` contributes nothing;
+- no extrapolation: the counts are whole numbers, exact up to requests still in flight when
+  a scrape ran at a window edge. The price is that a window's counts are those of the scrape
+  interval nearest each edge: a window is shifted by less than one scrape interval against
+  the wall clock, by the same amount at both ends, never biased. DESIGN-NOTES.md has the
+  measured error of both methods.
+
+Both ranges start at ``start - lookback``, so every series with a start edge has an end edge
+and the sum of the ends minus the sum of the starts is the sum of the per-series deltas; each
+query names its selector twice, as ``increase()`` queries did at most.
+
+Counter resets: a series that dropped between its two edge samples makes the rollout no-data
+("counter reset"): what a restarted process served before its first scrape is unknowable, and a
+silent undercount is worse than one lost window. The fourth query counts the drops with
+``resets()`` over the same two ranges (their difference is the drops whose later sample lies in
+``(start, end]``), for every counter at once (``{__name__=~"..."}``).
+
+One query covers every rollout of a batch: the selector matches all their revisions with one
+regex alternation (``label=~"rev1|rev2|..."``) and the caller demultiplexes the answer by the
+labels kept in ``by (...)``.
 
 Presets (the defaults below are what the projects export out of the box):
 
@@ -38,22 +66,24 @@ Presets (the defaults below are what the projects export out of the box):
     ``response_code=~"<error_codes>"``.
 
 ``kserve``
-    the model server's own histogram (default ``request_predict_seconds``, in seconds: bounds
-    are converted to ms); namespace label ``namespace``; version label ``revision`` (set
-    ``version_label: serving_knative_dev_revision`` when pod labels are relabelled that way).
-    Requests are the histogram's ``_count``. Errors come from a configurable counter
-    (``kserve_errors_metric``); without one, errors are **not measured**: every interval
-    reports 0 errors and the observation says ``errors_measured=False`` so that a
-    verdict on errors can say so.
+    the model server's own histogram. kserve 0.21 (``kserve/metrics.py``) exports
+    ``request_predict_seconds`` (seconds, prometheus_client's default buckets 5 ms .. 10 s) with
+    the one label ``model_name``; the namespace and revision labels are the scrape's: the usual
+    pod relabelling (``labelmap: __meta_kubernetes_pod_label_(.+)`` and
+    ``__meta_kubernetes_namespace -> namespace``) gives ``namespace`` and, for a Knative
+    revision's pod, ``serving_knative_dev_revision`` (the default version label). Requests are
+    the histogram's ``_count``; a prediction that raises is still observed (prometheus_client's
+    timer records on exit), so failed predictions are in ``_count`` and in the buckets, while a
+    request refused before ``predict`` (bad input) is in neither. The server exports **no**
+    error counter and no status code: errors come from a configurable counter with the
+    histogram's labels (``kserve_errors_metric``, e.g. one the model's own code increments);
+    without one, errors are **not measured**: every interval reports 0 errors and the
+    observation says ``errors_measured=False`` so that a verdict on errors can say so.
 
 ``custom``
-    the policy's ``queries`` templates (see ``render_template``).
-
-Counter resets: ``increase()`` silently compensates for a reset, which undercounts whatever
-happened between the last scrape before the reset and the reset. For the built-in presets a
-fourth query, ``sum by (...) (resets(<counter>{...}[window]))`` for every counter involved
-(joined with ``or``, each tagged by a ``canaryd_counter`` label), counts resets; a rollout with a reset in the window is no-data ("counter reset"). The
-custom preset has no reset detection (its templates are opaque).
+    the policy's ``queries`` templates (see ``render_template``), evaluated at the window end;
+    they are opaque, so they keep whatever counting their author wrote (usually
+    ``increase(x[{interval}])``) and have no reset detection.
 """
 
 from __future__ import annotations
@@ -73,7 +103,7 @@ _RE2_META = set("\\.+*?()|[]{}^$")
 DEFAULT_VERSION_LABEL = {
     "istio": "destination_workload",
     "knative": "revision_name",
-    "kserve": "revision",
+    "kserve": "serving_knative_dev_revision",
     "custom": "revision",
 }
 NAMESPACE_LABEL = {
@@ -83,6 +113,9 @@ NAMESPACE_LABEL = {
 }
 DEFAULT_LATENCY_UNIT = {"istio": "ms", "knative": "ms", "kserve": "s", "custom": "ms"}
 ISTIO_WORKLOAD_SUFFIXES = ("-deployment", "-private")
+EDGE_LOOKBACK_S = 300.0
+"""How far before a window's start its start-edge sample may lie (Prometheus' default lookback
+delta): a series with no sample in ``[start - EDGE_LOOKBACK_S, start]`` is new in the window."""
 
 
 def promql_string(value: str) -> str:
@@ -298,36 +331,47 @@ def build_queries(
             else check_metric_name(opts.kserve_errors_metric)
         )
         err_sel = sel
-        counters = [req_metric, bucket_metric] + ([err_metric] if err_metric else [])
+        # _count resets with its buckets (and shares every label with an errors counter,
+        # which one resets() over both would clash on): the buckets stand for it.
+        counters = [bucket_metric] + ([err_metric] if err_metric else [])
 
-    def inc(metric: str, selector: str, by_labels: str) -> str:
-        return f"sum by ({by_labels}) (increase({metric}{{{selector}}}[{window}]))"
+    span, lookback = promql_duration(window_s + EDGE_LOOKBACK_S), promql_duration(EDGE_LOOKBACK_S)
 
-    requests_q = inc(req_metric, sel, by)
-    errors_q = None
-    if err_metric is not None:
-        # `or 0 * requests`: a revision that served requests but never failed has no error
-        # series at all; this gives it an explicit 0, so a missing answer always means no data.
-        errors_q = f"{inc(err_metric, err_sel, by)} or (0 * {requests_q})"
-    # One `resets()` per counter, told apart by a label: resets() drops the metric name, and
-    # e.g. kserve's _count and errors counter share every other label (a labelset clash).
-    resets_q = " or ".join(
-        f"label_replace(sum by ({by}) (resets({c}{{{sel}}}[{window}])), "
-        f'"canaryd_counter", "{c}", "", "")'
-        for c in counters
-    )
+    def edge_delta(fn: str, series: str, by_labels: str) -> str:
+        # Both ranges start at `start - lookback`: every series with a start edge also has an
+        # end edge, so sum(end) - sum(start) is the per-series delta summed, and a series that
+        # only the end range has is new (it counts from 0). One selector per edge.
+        end = f"{fn}({series}[{span}])"
+        start = f"-1 * {fn}({series}[{lookback}] offset {window})"
+        return (
+            f"sum by ({by_labels}) ("
+            f'label_replace({end}, "canaryd_edge", "end", "", "") or '
+            f'label_replace({start}, "canaryd_edge", "start", "", ""))'
+        )
+
+    def delta(metric: str, selector: str, by_labels: str) -> str:
+        return edge_delta("last_over_time", f"{metric}{{{selector}}}", by_labels)
+
+    requests_q = delta(req_metric, sel, by)
+    # A revision that never failed has no error series: no answer with a requests answer is 0.
+    errors_q = None if err_metric is None else delta(err_metric, err_sel, by)
+    # resets() over the same two ranges: their difference counts the drops whose later sample
+    # lies in (start, end], which includes the step from the start edge into the window.
+    # One selector covers every counter (their label sets differ by `le`).
+    names = regex_alternation(counters)
+    resets_q = edge_delta("resets", f"{{__name__=~{promql_string(names)}, {sel}}}", by)
     return QuerySet(
         preset=source.preset,
         version_label=vl,
         namespace_label=nsl,
         requests=requests_q,
         errors=errors_q,
-        buckets=inc(bucket_metric, sel, f"{by}, le"),
+        buckets=delta(bucket_metric, sel, f"{by}, le"),
         resets=resets_q,
         latency_scale_ms=scale,
         suffixes=suffixes,
-        live_requests=None if live is None else inc(req_metric, live[0], by),
-        live_errors=None if live is None else inc(req_metric, live[1], by),
+        live_requests=None if live is None else delta(req_metric, live[0], by),
+        live_errors=None if live is None else delta(req_metric, live[1], by),
     )
 
 

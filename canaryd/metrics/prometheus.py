@@ -25,11 +25,12 @@ Faults and what they become (never an exception, never a pass):
 - HTTP 4xx (a bad query) is not retried: no-data with Prometheus' message;
 - NaN / Inf values, a missing stable or canary series, an empty window, a histogram without a
   ``+Inf`` bucket, a stable/canary bucket layout mismatch (a partial bucket set), and counter
-  resets (detected with ``resets()``, see ``presets``) give no-data for that rollout only.
+  resets between a window's edge samples (see ``presets``) give no-data for that rollout only.
 
-Counts are rounded to integers by default (``round_counts``): ``increase()`` extrapolates to
-the window edges, so it returns fractional counts when scrapes do not align with the window,
-while requests are whole. Rounding is monotone, so cumulative buckets stay cumulative.
+A window is counted as the delta between its edge samples (``presets``: the last sample at or
+before each edge), so built-in presets return whole counts. ``round_counts`` (the default)
+still rounds, for custom templates that use ``increase()``, which extrapolates to fractions.
+Rounding is monotone, so cumulative buckets stay cumulative.
 """
 
 from __future__ import annotations

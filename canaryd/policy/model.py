@@ -409,7 +409,7 @@ class Source(_Model):
         None,
         description=(
             "Label that tells versions apart (default per preset: istio destination_workload, "
-            "knative revision_name, kserve revision)."
+            "knative revision_name, kserve serving_knative_dev_revision)."
         ),
     )
     error_codes: str = Field("5..", description="Regex of response codes counted as errors.")

@@ -8,9 +8,10 @@ The daemon ticks on a virtual clock at the simulator's interval ends (scenario `
 so its windows are the simulator's intervals, and it must see the same counts, take the same
 decisions at the same times and hold the same evidence, to the last bit.
 
-The exporter writes every counter's 0 at the scenario start, so Prometheus counts the first
-interval exactly instead of extrapolating it (without it, seed 1's first interval read 1106 stable
-requests instead of 1107 and the errors e-value at the rollback was 719 instead of 647).
+The exporter writes every counter's 0 at the scenario start. With ``increase()`` that sample was
+what made the first interval exact (without it, seed 1's first interval read 1106 stable requests
+instead of 1107 and the errors e-value at the rollback was 719 instead of 647); windows are now
+counted between edge samples, where a series without a start edge counts from 0 anyway.
 """
 
 from __future__ import annotations

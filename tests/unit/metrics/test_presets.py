@@ -107,16 +107,24 @@ def test_istio_queries() -> None:
         'destination_workload=~"(?:r-1|r-2)(?:-deployment|-private)?"'
     )
     by = "destination_workload_namespace, destination_workload"
-    assert q.requests == f"sum by ({by}) (increase(istio_requests_total{{{sel}}}[60s]))"
-    assert q.errors == (
-        f'sum by ({by}) (increase(istio_requests_total{{{sel}, response_code=~"5..|429"}}[60s]))'
-        f" or (0 * {q.requests})"
+
+    def delta(fn: str, series: str, by: str) -> str:
+        end = f'label_replace({fn}({series}[360s]), "canaryd_edge", "end", "", "")'
+        start = (
+            f'label_replace(-1 * {fn}({series}[300s] offset 60s), "canaryd_edge", "start", "", "")'
+        )
+        return f"sum by ({by}) ({end} or {start})"
+
+    assert q.requests == delta("last_over_time", f"istio_requests_total{{{sel}}}", by)
+    assert q.errors == delta(
+        "last_over_time", f'istio_requests_total{{{sel}, response_code=~"5..|429"}}', by
     )
-    assert q.buckets == (
-        f"sum by ({by}, le) (increase(istio_request_duration_milliseconds_bucket{{{sel}}}[60s]))"
+    assert q.buckets == delta(
+        "last_over_time", f"istio_request_duration_milliseconds_bucket{{{sel}}}", f"{by}, le"
     )
-    assert q.resets is not None and q.resets.count("resets(") == 2
-    assert "label_replace(sum by (" in q.resets
+    # Every counter's drops in one query, over the same two ranges.
+    names = "istio_request_duration_milliseconds_bucket|istio_requests_total"
+    assert q.resets == delta("resets", f'{{__name__=~"{names}", {sel}}}', by)
     assert q.latency_scale_ms == 1.0
 
 
@@ -125,7 +133,7 @@ def test_istio_version_label_is_configurable() -> None:
         Source(preset="istio", version_label="destination_version"), ["n"], ["v2"], 30
     )
     assert 'destination_version=~"(?:v2)(?:-deployment|-private)?"' in q.requests
-    assert "[30s]" in q.requests
+    assert "[330s]" in q.requests and "offset 30s" in q.requests
 
 
 def test_knative_queries_use_the_response_code_class_by_default() -> None:

@@ -170,7 +170,8 @@ def test_openmetrics_knative_and_kserve_naming() -> None:
     write_openmetrics(buf, s, preset="kserve", namespace="ns")
     text = buf.getvalue()
     assert (
-        'request_predict_seconds_bucket{namespace="ns",revision="we\\"ird",le="0.01"} 1 1.5' in text
+        'request_predict_seconds_bucket{namespace="ns",serving_knative_dev_revision="we\\"ird",le="0.01"} 1 1.5'
+        in text
     )
     assert 'le="0.1"} 2 1.5' in text
     assert "request_predict_seconds_errors_total{" in text
