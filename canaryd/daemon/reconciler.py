@@ -367,8 +367,20 @@ class Reconciler:
         if r.aborted:
             r.aborted = False
             log.info("InferenceService is back", extra={"fields": {"rollout": str(key)}})
-        uid = str((isvc.get("metadata") or {}).get("uid") or "")
+        meta = isvc.get("metadata") or {}
+        uid = str(meta.get("uid") or "")
         manual_raw = requested_action(isvc)
+        # Fast path: nothing moved since a tick that found nothing to do (the common case at
+        # 1,000 rollouts and a 5 s tick): the same object, the same stored document, no
+        # annotation, and no window due yet.
+        seen = (str(meta.get("resourceVersion")), self.store.version(key), r.version)
+        if (
+            r.quiet == seen
+            and manual_raw is None
+            and (r.doc is None or not r.due(now, self.settle_s))
+        ):
+            return None
+        r.quiet = None
         self._own_state(r, uid, now)
         if not r.trusted:
             if manual_raw is not None:
@@ -382,6 +394,8 @@ class Reconciler:
         if not stable or not canary or stable == canary:
             if manual_raw is not None:
                 self._ignore(r, manual_raw, "no canary revision is rolling out")
+            else:
+                r.quiet = seen
             report.skipped.append(key)
             return None
         self._ensure_rollout(r, uid, stable, canary, status.canary_percent, now, report)
@@ -399,6 +413,8 @@ class Reconciler:
                     f"the rollout of {canary} is already {state.phase.value}; delete the state "
                     f"ConfigMap {self._state_name(key)} to start it over",
                 )
+            elif r.doc.pending is None:
+                r.quiet = (seen[0], seen[1], r.version)
             report.skipped.append(key)
             return None
         if manual_raw is not None:
@@ -409,6 +425,8 @@ class Reconciler:
             return None
         windows = r.due_windows(now, self.settle_s, self.max_catchup)
         if not windows:
+            if r.doc.pending is None:
+                r.quiet = (seen[0], seen[1], r.version)
             return None
         request = fetch_request_for(
             r.policy, key, stable, canary, key.namespace, shadow=state.in_shadow

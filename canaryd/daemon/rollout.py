@@ -67,6 +67,10 @@ class Rollout:
     series_inherited: bool = False
     """The series was started by an earlier daemon: its Event stands and is not repeated."""
     aborted: bool = False
+    quiet: tuple[str, str | None, str | None] | None = None
+    """(InferenceService resourceVersion, stored document version, own version) when a tick
+    last found nothing to do: until one of them changes, a window falls due or an annotation
+    appears, the tick skips the rollout without parsing anything."""
 
     @property
     def policy(self) -> CanaryPolicy:
@@ -75,6 +79,13 @@ class Rollout:
     @property
     def interval(self) -> float:
         return self.policy.spec.analysis.interval
+
+    def due(self, now: float, settle_s: float) -> bool:
+        """Whether a window is due (a PENDING rollout is always due: it starts)."""
+        assert self.doc is not None
+        if self.doc.window_end is None:
+            return True
+        return self.doc.window_end + self.interval <= now - settle_s + 1e-9
 
     def due_windows(self, now: float, settle_s: float, max_windows: int) -> list[Window]:
         """The windows after ``window_end`` whose end is at least ``settle_s`` ago (oldest first).
