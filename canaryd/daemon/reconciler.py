@@ -272,7 +272,7 @@ class Reconciler:
         keys = set(self._rollouts) | set(self._refused)
         for key in keys:
             out.add(Collection(INFERENCE_SERVICE, key.namespace))
-            out.add(Collection(CONFIG_MAP, key.namespace, MANAGED_SELECTOR))
+            out.add(Collection(CONFIG_MAP, key.namespace, MANAGED_SELECTOR, drop_data=True))
         for r in self._rollouts.values():
             try:
                 reads = r.router.reads()

@@ -54,6 +54,9 @@ class Collection:
     resource: Resource
     namespace: str
     label_selector: str | None = None
+    drop_data: bool = False
+    """Keep only the objects' metadata (a ConfigMap's ``data`` is read with a GET when it is
+    needed): the state documents are written by this daemon and read back only rarely."""
 
     def __str__(self) -> str:
         sel = f" [{self.label_selector}]" if self.label_selector else ""
@@ -106,6 +109,7 @@ class _Reflector:
         items = {}
         for obj in body.get("items") or []:
             if isinstance(obj, dict):
+                obj = self._shape(obj)
                 name = (obj.get("metadata") or {}).get("name")
                 if name:
                     items[str(name)] = obj
@@ -202,6 +206,7 @@ class _Reflector:
         name = meta.get("name")
         if not name:
             return
+        obj = self._shape(obj)
         with self._lock:
             if kind in ("ADDED", "MODIFIED"):
                 self.items[str(name)] = obj
@@ -211,6 +216,11 @@ class _Reflector:
                 self.resource_version = str(rv)
         self._ok()
         self.cache._changed(self.collection, str(name))
+
+    def _shape(self, obj: JSON) -> JSON:
+        if self.collection.drop_data:
+            return {k: v for k, v in obj.items() if k not in ("data", "binaryData")}
+        return obj
 
     # -- health ------------------------------------------------------------------------
 

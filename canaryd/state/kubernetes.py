@@ -93,6 +93,11 @@ class KubernetesStateStore:
         if cm is None:
             return None
         where = f"ConfigMap {key.namespace}/{self.name_for(key)}"
+        if "data" not in cm:  # the watch cache keeps metadata only: read the document
+            try:
+                cm = self._objects.fresh(CONFIG_MAP, key.namespace, self.name_for(key))
+            except ApiNotFoundError:
+                return None
         text = (cm.get("data") or {}).get(DATA_KEY)
         version = str(cm["metadata"]["resourceVersion"])
         if text is None:

@@ -18,11 +18,12 @@ import pytest
 from kubernetes import client as k8s
 
 from canaryd.daemon.reconciler import Reconciler
+from canaryd.identity import RolloutKey
 from canaryd.kube import CONFIG_MAP, INFERENCE_SERVICE, KubeObjects, load_api_client, raw_request
 from canaryd.kube.events import MemoryEventSink
 from canaryd.kube.watching import Collection, WatchCache
 from canaryd.policy.loader import load_policies_text
-from canaryd.state.kubernetes import MANAGED_SELECTOR
+from canaryd.state.kubernetes import MANAGED_SELECTOR, KubernetesStateStore
 
 from .conftest import KubeEnv, PrivateKube, sample_predictor, serverless_status
 
@@ -195,10 +196,12 @@ def test_a_model_deleted_and_created_again_starts_a_fresh_rollout(
         state_cm = "canaryd-m"
         _until("the state in the cache", lambda: cache.has(CONFIG_MAP, ns, state_cm))
         rec.tick(60.0)
-        stored = cache.lookup(CONFIG_MAP, ns, state_cm)
-        assert isinstance(stored, dict)
-        doc = json.loads(stored["data"]["state.json"])
-        assert doc["target_uid"] == first["metadata"]["uid"]  # type: ignore[index]
+        cached = cache.lookup(CONFIG_MAP, ns, state_cm)
+        assert isinstance(cached, dict) and "data" not in cached  # the cache keeps metadata
+        store = KubernetesStateStore(objects)
+        stored = store.load(RolloutKey(ns, "m"))
+        assert stored is not None
+        assert stored.data["target_uid"] == first["metadata"]["uid"]  # type: ignore[index]
 
         # Delete and create again (a bare apiserver has no garbage collector: the state stays).
         raw_request(private_kube.client, "DELETE", INFERENCE_SERVICE.path(ns, "m"))
@@ -214,11 +217,8 @@ def test_a_model_deleted_and_created_again_starts_a_fresh_rollout(
         rec.tick(70.0)
 
         def fresh_state() -> bool:
-            cm = cache.lookup(CONFIG_MAP, ns, state_cm)
-            return (
-                isinstance(cm, dict)
-                and json.loads(cm["data"]["state.json"])["target_uid"] == new_uid
-            )
+            got = store.load(RolloutKey(ns, "m"))
+            return got is not None and got.data["target_uid"] == new_uid
 
         _until("a fresh rollout's state", fresh_state)
         assert [str(e.reason) for e in events.events].count("CanaryStarted") == 2
