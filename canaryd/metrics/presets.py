@@ -46,6 +46,25 @@ Presets (the defaults below are what the projects export out of the box):
     reports 0 errors and the observation says ``errors_measured=False`` so that a
     verdict on errors can say so.
 
+``vllm``
+    vLLM's own series (vLLM serving directly, or KServe's Hugging Face runtime with the vLLM
+    backend, which registers them on the model server's ``/metrics``), names as in
+    ``vllm/v1/metrics/loggers.py`` (DESIGN-NOTES.md cites version and lines): requests are
+    ``vllm:request_success_total`` summed over ``finished_reason``, errors its
+    ``finished_reason="error"`` series (a request-level internal error, always a 500), the
+    latency histogram is ``vllm:e2e_request_latency_seconds``. Named histograms (``Signal``):
+    ``ttft`` ``vllm:time_to_first_token_seconds``; ``inter_token``
+    ``vllm:request_time_per_output_token_seconds`` (one observation per request, vLLM >= 0.11),
+    else ``vllm:inter_token_latency_seconds`` or its old name ``vllm:time_per_output_token_seconds``
+    (one per token; read so that a verdict can say why it does not judge them), each answer
+    tagged by a ``canaryd_series`` label; ``generation_tokens`` / ``prompt_tokens``
+    ``vllm:request_generation_tokens`` / ``vllm:request_prompt_tokens`` (bounds in tokens). Finish
+    reasons are ``vllm:request_success_total`` by ``finished_reason``. vLLM labels its series
+    ``model_name`` and ``engine`` only; the namespace label is ``namespace`` and the version label
+    ``revision``, both added by the scrape's relabelling (``serving.knative.dev/revision`` pod
+    label under KServe Serverless). ``model_name`` is the served model name, the same for both
+    revisions of one InferenceService, so it cannot tell them apart.
+
 ``custom``
     the policy's ``queries`` templates (see ``render_template``).
 
@@ -61,9 +80,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from canaryd.errors import MetricsError
+from canaryd.observation import Signal
 from canaryd.policy.model import Source
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -74,15 +94,45 @@ DEFAULT_VERSION_LABEL = {
     "istio": "destination_workload",
     "knative": "revision_name",
     "kserve": "revision",
+    "vllm": "revision",
     "custom": "revision",
 }
 NAMESPACE_LABEL = {
     "istio": "destination_workload_namespace",
     "knative": "namespace_name",
     "kserve": "namespace",
+    "vllm": "namespace",
 }
-DEFAULT_LATENCY_UNIT = {"istio": "ms", "knative": "ms", "kserve": "s", "custom": "ms"}
+DEFAULT_LATENCY_UNIT = {"istio": "ms", "knative": "ms", "kserve": "s", "vllm": "s", "custom": "ms"}
 ISTIO_WORKLOAD_SUFFIXES = ("-deployment", "-private")
+
+VLLM_REQUESTS = "vllm:request_success_total"
+VLLM_E2E = "vllm:e2e_request_latency_seconds"
+VLLM_SERIES: dict[Signal, tuple[str, ...]] = {
+    "ttft": ("vllm:time_to_first_token_seconds",),
+    "inter_token": (
+        "vllm:request_time_per_output_token_seconds",
+        "vllm:inter_token_latency_seconds",
+        "vllm:time_per_output_token_seconds",
+    ),
+    "generation_tokens": ("vllm:request_generation_tokens",),
+    "prompt_tokens": ("vllm:request_prompt_tokens",),
+}
+"""The histograms behind each signal, most preferred first (see the module docstring)."""
+VLLM_PER_TOKEN_SERIES = frozenset(
+    {"vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"}
+)
+"""Histograms with one observation per generated token rather than per request."""
+SIGNAL_SCALE: dict[Signal, float] = {
+    "ttft": 1000.0,
+    "inter_token": 1000.0,
+    "generation_tokens": 1.0,
+    "prompt_tokens": 1.0,
+}
+"""Multiply vLLM's ``le`` by this: seconds become milliseconds, tokens stay tokens."""
+SERIES_LABEL = "canaryd_series"
+"""Tags each answer of a signal query with the histogram it came from."""
+FINISH_REASON_LABEL = "finished_reason"
 
 
 def promql_string(value: str) -> str:
@@ -181,9 +231,14 @@ class QuerySet:
     """Multiply ``le`` by this to get milliseconds (1000 for a histogram in seconds)."""
     suffixes: tuple[str, ...] = ()
     """Label value = revision + one of these (istio); tried after an exact match."""
+    histograms: dict[Signal, str] = field(default_factory=dict)
+    """Named histograms (vllm), by signal; answers carry ``le`` and ``canaryd_series``."""
+    finish_reasons: str | None = None
+    """Requests by ``finished_reason`` (vllm), when a finish-reason metric needs them."""
 
     def kinds(self) -> dict[str, str]:
-        """The queries by metric kind (requests, errors, buckets, resets), skipping absent ones."""
+        """The queries by metric kind (requests, errors, buckets, resets, histogram:<signal>,
+        finish_reasons), skipping absent ones."""
         out = {"requests": self.requests}
         for kind, q in (
             ("errors", self.errors),
@@ -191,9 +246,12 @@ class QuerySet:
             ("resets", self.resets),
             ("live_requests", self.live_requests),
             ("live_errors", self.live_errors),
+            ("finish_reasons", self.finish_reasons),
         ):
             if q is not None:
                 out[kind] = q
+        for signal, q in self.histograms.items():
+            out[f"histogram:{signal}"] = q
         return out
 
 
@@ -222,12 +280,21 @@ def build_queries(
     revisions: Sequence[str],
     window_s: float,
     options: PresetOptions | None = None,
+    histograms: Sequence[Signal] = (),
+    finish_reasons: bool = False,
 ) -> QuerySet:
     """Render the queries that fetch ``revisions`` in ``namespaces`` over one window.
 
     For the custom preset exactly one namespace must be given (it is substituted into the
     templates); built-in presets match all namespaces with a regex and group by namespace.
+    ``histograms`` and ``finish_reasons`` ask for vLLM's named histograms and its requests by
+    finish reason (the vllm preset only; MetricsError elsewhere).
     """
+    if (histograms or finish_reasons) and source.preset != "vllm":
+        raise MetricsError(
+            f"preset {source.preset!r} has no LLM series (ttft, inter-token, answer length, "
+            "finish reasons): use preset vllm"
+        )
     opts = options or PresetOptions()
     vl = version_label_of(source)
     window = promql_duration(window_s)
@@ -288,6 +355,14 @@ def build_queries(
             err_sel = f"{sel}, response_code=~{promql_string(source.error_codes)}"
         err_metric = req_metric
         counters = [req_metric, bucket_metric]
+    elif source.preset == "vllm":
+        sel = f"{ns_match}, {vl}=~{promql_string(rev_alt)}"
+        req_metric, bucket_metric = VLLM_REQUESTS, f"{VLLM_E2E}_bucket"
+        err_sel = f'{sel}, {FINISH_REASON_LABEL}="error"'
+        err_metric = req_metric
+        counters = [req_metric, bucket_metric] + [
+            f"{name}_bucket" for signal in histograms for name in VLLM_SERIES[signal]
+        ]
     else:  # kserve
         hist = check_metric_name(opts.kserve_histogram)
         sel = f"{ns_match}, {vl}=~{promql_string(rev_alt)}"
@@ -316,6 +391,13 @@ def build_queries(
         f'"canaryd_counter", "{c}", "", "")'
         for c in counters
     )
+    hist_qs: dict[Signal, str] = {}
+    for signal in histograms:
+        hist_qs[signal] = " or ".join(
+            f"label_replace({inc(f'{name}_bucket', sel, f'{by}, le')}, "
+            f'"{SERIES_LABEL}", "{name}", "", "")'
+            for name in VLLM_SERIES[signal]
+        )
     return QuerySet(
         preset=source.preset,
         version_label=vl,
@@ -328,6 +410,10 @@ def build_queries(
         suffixes=suffixes,
         live_requests=None if live is None else inc(req_metric, live[0], by),
         live_errors=None if live is None else inc(req_metric, live[1], by),
+        histograms=hist_qs,
+        finish_reasons=inc(req_metric, sel, f"{by}, {FINISH_REASON_LABEL}")
+        if finish_reasons
+        else None,
     )
 
 
