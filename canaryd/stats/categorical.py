@@ -144,7 +144,8 @@ def _ratio(x: float) -> str:
 class SequentialCategoricalJudge:
     """Category shares, canary against stable, two-sided within a tolerance (peeking-safe).
 
-    ``noun`` names one category in reasons (``predicted class``, ``finish reason``). The counts of
+    ``noun`` names one category in reasons (``predicted class``, ``finish reason``), ``meanings``
+    says what some categories mean. The counts of
     interval ``i`` are ``VersionCounts.categories[metric]``; an interval where either version has
     none is skipped (it carries no information).
     """
@@ -160,11 +161,14 @@ class SequentialCategoricalJudge:
         categories: Sequence[str] | None = None,
         noun: str = "category",
         critical: bool = True,
+        meanings: Mapping[str, str] | None = None,
     ) -> None:
         self.metric = metric
         self.alpha = alpha
         self.tolerance = tolerance
         self.noun = noun
+        self.meanings = dict(meanings or {})
+        """What a category means, added to its name in reasons (``length``: cut at max_tokens)."""
         self.critical = critical
         self.fixed = None if categories is None else tuple(categories)
         self.slots: tuple[str, ...] | None = None
@@ -223,7 +227,8 @@ class SequentialCategoricalJudge:
 
     def _label(self, slot: str) -> str:
         if slot != OTHER_CATEGORY:
-            return f"{self.noun} `{slot}`"
+            meaning = self.meanings.get(slot)
+            return f"{self.noun} `{slot}`" + (f" ({meaning})" if meaning else "")
         pooled = self._pooled()
         inside = f" ({', '.join(f'`{p}`' for p in pooled[:4])}{', ...' if len(pooled) > 4 else ''})"
         plural = self.noun + ("es" if self.noun.endswith(("s", "x", "sh", "ch")) else "s")
@@ -290,7 +295,10 @@ class SequentialCategoricalJudge:
             details["pooled_as_other"] = pooled
         details["categories"] = rows
         moved = [j for j in range(k) if lo[j] > band[1] or hi[j] < band[0]]
-        strength = np.maximum(up_le[0], down_le[0])
+        # Rank by evidence, among the categories some version produced (an empty one has e = 1
+        # in both directions and says nothing).
+        seen = e.up.events.sum(axis=1) > 0
+        strength = np.where(seen, np.maximum(up_le[0], down_le[0]), -np.inf)
         order = sorted(range(k), key=lambda j: -float(strength[j]))
         worst = order[0]
         e_now = float(np.exp(min(e.log_e()[0], 700.0)))

@@ -11,6 +11,15 @@ from canaryd.stats.llm import SignalJudge
 from canaryd.stats.quality import SequentialQualityJudge
 from canaryd.stats.sequential import SequentialErrorsJudge, SequentialLatencyJudge
 
+FINISH_REASON_MEANINGS = {
+    "stop": "a stop token or string",
+    "length": "cut at max_tokens",
+    "abort": "aborted by the client",
+    "error": "an internal error",
+    "repetition": "a repetitive output detected",
+}
+"""vLLM's finish reasons in words (vllm/v1/engine/__init__.py, ``FinishReason``)."""
+
 
 def build_judge(metric: Metric, alpha: float) -> Judge:
     """The judge for one metric at its share of alpha."""
@@ -58,6 +67,7 @@ def _ml_judge(metric: Metric, alpha: float) -> Judge | None:
             metric.fixed_categories,
             noun=noun,
             critical=metric.critical,
+            meanings=FINISH_REASON_MEANINGS if metric.kind == "finish-reason" else None,
         )
     if metric.kind == "quality":
         return SequentialQualityJudge(metric.name, alpha, metric.tolerance, metric.critical)
