@@ -441,6 +441,15 @@ class Metric(_Model):
     @model_validator(mode="before")
     @classmethod
     def _kind_defaults(cls, data: Any) -> Any:
+        kind = data.get("kind") if isinstance(data, dict) else None
+        if kind in SEQUENTIAL_ONLY_KINDS and kind not in HISTOGRAM_KINDS:
+            for key in ("quantiles", "omnibus"):
+                if key in data:
+                    raise at(
+                        key,
+                        "only histogram metrics (latency, ttft, inter-token, output-length) "
+                        f"use it, not {kind!r}",
+                    )
         if isinstance(data, dict) and "quantiles" not in data:
             default = DEFAULT_QUANTILES.get(str(data.get("kind")))
             if default is not None:

@@ -129,6 +129,16 @@ def test_categorical_and_quality_defaults() -> None:
             "quality metrics, not 'errors'",
         ),
         (
+            "      - {name: fin, kind: finish-reason, quantiles: [0.5]}\n",
+            "vllm",
+            "spec.analysis.metrics[0].quantiles: only histogram metrics (latency, ttft",
+        ),
+        (
+            "      - {name: fin, kind: finish-reason, omnibus: true}\n",
+            "vllm",
+            "spec.analysis.metrics[0].omnibus: only histogram metrics",
+        ),
+        (
             "      - {name: e, kind: errors, query: 'x'}\n",
             "vllm",
             "query is only for custom and categorical metrics, not 'errors'",
