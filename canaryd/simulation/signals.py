@@ -5,7 +5,7 @@ stream, for every run at once. Each tick it takes the requests and errors the en
 each version and draws, per version:
 
 - with ``llm`` (vLLM): time to first token, time per output token (one per request), answer and
-  prompt tokens, each Multinomial over vLLM's default buckets (``canaryd.simulation.vllm``); the
+  prompt tokens, each Multinomial over vLLM's default buckets (exact probabilities) (``canaryd.simulation.vllm``); the
   finish reasons (``error`` = the engine's errors, then ``abort``, ``length`` for answers cut at
   ``maxTokens``, else ``stop``); and the end-to-end latency's bucket probabilities, derived per
   request as ``ttft + (answer tokens - 1) x time per token`` from a fixed sample of 20,000
@@ -35,7 +35,7 @@ from canaryd.errors import Problem, ScenarioError
 from canaryd.metrics.presets import VLLM_SERIES
 from canaryd.observation import Histogram, LabelCounts, Signal
 from canaryd.policy.model import LLM_KINDS, CanaryPolicy
-from canaryd.simulation.scenario import Llm, Scenario, Tokens
+from canaryd.simulation.scenario import Latency, Llm, Scenario, Tokens
 from canaryd.simulation.vllm import (
     INTER_TOKEN_LATENCY_MS,
     TIME_TO_FIRST_TOKEN_MS,
@@ -51,7 +51,7 @@ DEFAULT_MAX_MODEL_LEN = 8192
 FINISH = ("stop", "length", "abort", "error")
 
 
-def _token_cdf(t: Tokens, bounds: Sequence[float], cap: int | None) -> FloatArray:
+def token_cdf(t: Tokens, bounds: Sequence[float], cap: int | None) -> FloatArray:
     """P(tokens <= b) for tokens = ceil(lognormal), at least 1, cut at ``cap``."""
     ln = t.lognormal
     b = np.asarray(bounds, dtype=float)
@@ -61,7 +61,7 @@ def _token_cdf(t: Tokens, bounds: Sequence[float], cap: int | None) -> FloatArra
     return cdf
 
 
-def _probs(cdf: FloatArray) -> FloatArray:
+def bucket_probs(cdf: FloatArray) -> FloatArray:
     """Bucket probabilities (the last bucket is +Inf) from the CDF at the finite bounds."""
     c = np.maximum.accumulate(np.clip(cdf, 0.0, 1.0))
     p = np.clip(np.diff(np.concatenate([[0.0], c, [1.0]])), 0.0, None)
@@ -72,8 +72,7 @@ def _probs(cdf: FloatArray) -> FloatArray:
 class _LlmShape:
     """One LLM configuration, with what the simulator draws from it."""
 
-    ttft_samples: FloatArray
-    tpot_samples: FloatArray
+    llm: Llm
     e2e_samples: FloatArray  # sorted
     out: FloatArray
     prompt: FloatArray
@@ -116,6 +115,7 @@ class MlSignals:
         crn = np.random.default_rng(20261125)
         self._u = crn.random((3, E2E_SAMPLE)) * (1 - 2e-9) + 1e-9
         self._shapes: dict[str, _LlmShape] = {}
+        self._lat_cache: dict[tuple[str, str, float], FloatArray] = {}
         self._cat_order = {
             name: sorted(
                 set((sc.stable.categories or {}).get(name, {}))
@@ -210,12 +210,11 @@ class MlSignals:
         e2e = np.sort(ttft + (answer - 1.0) * tpot)
         gen_b = self.bounds["generation_tokens"][:-1]
         shape = _LlmShape(
-            ttft_samples=np.sort(ttft),
-            tpot_samples=np.sort(tpot),
+            llm=llm,
             e2e_samples=e2e,
-            out=_probs(_token_cdf(llm.output_tokens, gen_b, llm.max_tokens)),
-            prompt=_probs(_token_cdf(llm.prompt_tokens, gen_b, self._max_model_len)),
-            p_length=float(1.0 - _token_cdf(llm.output_tokens, [llm.max_tokens - 1], None)[0]),
+            out=bucket_probs(token_cdf(llm.output_tokens, gen_b, llm.max_tokens)),
+            prompt=bucket_probs(token_cdf(llm.prompt_tokens, gen_b, self._max_model_len)),
+            p_length=float(1.0 - token_cdf(llm.output_tokens, [llm.max_tokens - 1], None)[0]),
             p_abort=float(llm.abort_rate or 0.0),
         )
         self._shapes[key] = shape
@@ -225,7 +224,17 @@ class MlSignals:
     def _cdf_probs(samples: FloatArray, bounds: Sequence[float], factor: float) -> FloatArray:
         finite = np.asarray(bounds[:-1], dtype=float)
         cdf = np.searchsorted(samples * factor, finite, side="right") / samples.size
-        return _probs(cdf)
+        return bucket_probs(cdf)
+
+    def _latency(self, lat: Latency, signal: Signal, factor: float) -> FloatArray:
+        """Bucket probabilities of a latency model over a signal's bounds (cached)."""
+        key = (lat.model_dump_json(), signal, factor)
+        got = self._lat_cache.get(key)
+        if got is None:
+            finite = np.asarray(self.bounds[signal][:-1]) / factor
+            got = bucket_probs(lat.cdf(finite, self.base))
+            self._lat_cache[key] = got
+        return got
 
     def latency_probs(
         self, t: float, factor: float, bounds: Sequence[float]
@@ -260,11 +269,10 @@ class MlSignals:
             shapes = [self._shape(x) for x in self._llm_at(t)]
             for v, shape in enumerate(shapes):
                 nv = np.asarray(n[v], dtype=np.int64)
+                assert shape.llm.ttft is not None and shape.llm.time_per_token is not None
                 draws: dict[Signal, FloatArray] = {
-                    "ttft": self._cdf_probs(shape.ttft_samples, self.bounds["ttft"], factor),
-                    "inter_token": self._cdf_probs(
-                        shape.tpot_samples, self.bounds["inter_token"], factor
-                    ),
+                    "ttft": self._latency(shape.llm.ttft, "ttft", factor),
+                    "inter_token": self._latency(shape.llm.time_per_token, "inter_token", factor),
                     "generation_tokens": shape.out,
                     "prompt_tokens": shape.prompt,
                 }

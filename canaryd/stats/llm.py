@@ -79,6 +79,15 @@ def _fmt(x: float, unit: str) -> str:
     return f"{x:.3g} tokens"
 
 
+def _pair(c: float, s: float, unit: str) -> str:
+    """``canary vs stable`` with the unit once when both read in the same one."""
+    a, b = _fmt(c, unit), _fmt(s, unit)
+    ua, ub = a.rsplit(" ", 1)[-1], b.rsplit(" ", 1)[-1]
+    if ua == ub and " " in a:
+        return f"{a.rsplit(' ', 1)[0]} vs {b}"
+    return f"{a} vs {b}"
+
+
 def _change(c: float, s: float) -> str:
     if math.isnan(c) or math.isnan(s) or s <= 0:
         return "?"
@@ -242,14 +251,16 @@ class SignalJudge:
         tag = f"p{q * 100:g}_{self.wording.unit}"
         return d.get(f"canary_{tag}", math.nan), d.get(f"stable_{tag}", math.nan)
 
-    def _quantile_text(self, d: dict[str, Any]) -> str:
+    def _quantile_text(self, d: dict[str, Any], skip_median: bool = False) -> str:
         unit = self.wording.unit
         parts = []
         for q in self.inner.quantiles:
+            if skip_median and q == 0.5:
+                continue
             c, s = self._q(d, q)
             name = "median" if q == 0.5 and unit == "tokens" else f"p{q * 100:g}"
-            parts.append(f"{name} {_fmt(c, unit)} vs {_fmt(s, unit)} ({_change(c, s)})")
-        return "canary vs stable " + ", ".join(parts)
+            parts.append(f"{name} {_pair(c, s, unit)} ({_change(c, s)})")
+        return ("canary vs stable " + ", ".join(parts)) if parts else ""
 
     def _fail_text(self, d: dict[str, Any], row: dict[str, Any] | None, q_txt: str) -> str:
         w = self.wording
@@ -265,25 +276,19 @@ class SignalJudge:
             return f"{w.subject} is longer than tolerated: {share}; {q_txt}"
         c50, s50 = self._q(d, 0.5)
         if not math.isnan(c50) and not math.isnan(s50) and c50 > s50:
-            lead = f"answers {_change(c50, s50)} longer (median {_fmt(c50, 'tokens')} vs {_fmt(s50, 'tokens')})"
+            pct = 100 * (c50 / s50 - 1)
+            lead = f"answers {pct:.0f} % longer (median {_pair(c50, s50, 'tokens')})"
+            q_txt = self._quantile_text(d, skip_median=True)
         else:
             lead = "answers longer in the tail"
-        extra = []
         pc, ps = self.per_token_ctx.quantiles(0.5)
         if not math.isnan(pc):
-            extra.append(
-                f"per-token latency {_same_or_change(pc, ps)} (p50 {_fmt(pc, 'ms')} vs "
-                f"{_fmt(ps, 'ms')})"
-            )
-        head = lead + (", " + extra[0] if extra else "")
+            lead += f", per-token latency {_same_or_change(pc, ps)} (p50 {_pair(pc, ps, 'ms')})"
         tail = [share, q_txt]
         rc, rs = self.prompt_ctx.quantiles(0.5)
         if not math.isnan(rc):
-            tail.append(
-                f"prompts {_same_or_change(rc, rs)} (median {_fmt(rc, 'tokens')} vs "
-                f"{_fmt(rs, 'tokens')})"
-            )
-        return head + ": " + "; ".join(t for t in tail if t)
+            tail.append(f"prompts {_same_or_change(rc, rs)} (median {_pair(rc, rs, 'tokens')})")
+        return lead + ": " + "; ".join(t for t in tail if t)
 
     # --- persistence -----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -70,8 +71,7 @@ def test_longer_answers_are_named_as_such_with_per_token_latency_unchanged() -> 
     j = SignalJudge("output-length", "output-length", 0.002, 0.2, (0.5, 0.9))
     v = _feed(j, rng, 40, tokens=330.0)
     assert v.status is Status.FAIL
-    assert v.reason.startswith("answers +")
-    assert "longer (median" in v.reason and "tokens" in v.reason
+    assert re.match(r"answers \d+ % longer \(median \d+ vs \d+ tokens\)", v.reason), v.reason
     assert "per-token latency unchanged" in v.reason
     assert "prompts unchanged" in v.reason
     assert "ms" not in v.reason.split("per-token")[0]  # lengths are in tokens, not ms
@@ -300,16 +300,20 @@ def test_policy_builds_the_ml_judges() -> None:
     assert judges[0].inner.quantiles == (0.5, 0.9)  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("qs", [0.02, 0.3, 0.6])
-def test_binomial_e_value_is_conservative_at_the_tolerance_boundary(qs: float) -> None:
-    """E[LR] <= 1 when the canary's share sits exactly at (1 + tol) x stable's (exact sum)."""
+@pytest.mark.parametrize("qs", [0.01, 0.3, 0.8])
+@pytest.mark.parametrize(("nc", "ns"), [(40, 360), (100, 100)])
+def test_binomial_e_value_is_conservative_at_the_tolerance_boundary(
+    qs: float, nc: int, ns: int
+) -> None:
+    """E[mixture LR] <= 1 when the canary's share sits exactly at (1 + tol) x stable's, given
+    the versions' totals (binomial counts: the exact law, summed over every outcome)."""
     from canaryd.stats.ratio import Grid, loglik_increment
 
-    nc, ns, rho0 = 60, 340, 1.2
+    rho0 = 1.2
     grid = Grid.make(rho0)
     xc = np.arange(nc + 1)
     xs = np.arange(ns + 1)
-    pc = stats.binom.pmf(xc, nc, rho0 * qs)
+    pc = stats.binom.pmf(xc, nc, min(1.0, rho0 * qs))
     ps = stats.binom.pmf(xs, ns, qs)
     grid_c, grid_s = np.meshgrid(xc, xs, indexing="ij")
     rows = grid_s.size
