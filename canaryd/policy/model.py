@@ -30,6 +30,9 @@ KIND = "CanaryPolicy"
 
 OTHER_CATEGORY = "(other)"
 """The pooled category of a categorical metric: every category it does not test one by one."""
+MAX_CATEGORIES = 16
+"""Most categories a categorical metric tests one by one; the rest are pooled. Each costs
+``log(2K)`` of evidence and two rows of 201 floats of state, which must fit a ConfigMap."""
 
 LOC_MARK = "\x1f"
 """Separates a sub-path from the message in cross-field errors, so the loader can point at the
@@ -493,6 +496,13 @@ class Metric(_Model):
                 )
             if not self.categories:
                 raise at("categories", "expected at least one category")
+            if len(self.categories) > MAX_CATEGORIES:
+                raise at(
+                    "categories",
+                    f"at most {MAX_CATEGORIES} categories are tested one by one, got "
+                    f"{len(self.categories)} "
+                    "(list the ones that matter; the others are pooled as '(other)')",
+                )
             if len(set(self.categories)) != len(self.categories):
                 raise at("categories", "categories repeat")
             if OTHER_CATEGORY in self.categories:

@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from canaryd.observation import VersionCounts
-from canaryd.policy.model import OTHER_CATEGORY
+from canaryd.policy.model import MAX_CATEGORIES, OTHER_CATEGORY
 from canaryd.stats.ratio import Grid, RateRatioBatch, loglik_increment
 from canaryd.stats.verdict import Status, Verdict
 
@@ -50,6 +50,8 @@ SELECTION_OUTCOMES = 200
 then seen with probability 87 %; rarer ones are pooled into ``(other)`` until listed)."""
 NAMED_MAX = 3
 """Categories named in a reason; all are in the details."""
+MAX_POOLED_NAMES = 20
+"""Pooled category names remembered for the verdict; further ones count as ``(other)``."""
 
 
 def _lse_rows(a: FloatArray) -> FloatArray:
@@ -204,7 +206,10 @@ class SequentialCategoricalJudge:
             for cat in c:
                 self.pending.setdefault(cat, 0.0)
             if sum(self.pending.values()) >= SELECTION_OUTCOMES:
-                self._start((*sorted(self.pending), OTHER_CATEGORY))
+                # At most MAX_CATEGORIES learned ones: the rarest beyond it are pooled.
+                ranked = sorted(self.pending, key=lambda cat: (-self.pending[cat], cat))
+                self._start((*sorted(ranked[:MAX_CATEGORIES]), OTHER_CATEGORY))
+                self.pending = {cat: self.pending[cat] for cat in ranked[:MAX_CATEGORIES]}
             return
         index = {cat: j for j, cat in enumerate(self.slots)}
         other = index[OTHER_CATEGORY]
@@ -213,6 +218,8 @@ class SequentialCategoricalJudge:
         for counts, vec, seen in ((s, vs, self.seen_s), (c, vc, self.seen_c)):
             for cat, n in counts.items():
                 vec[index.get(cat, other)] += float(n)
+                if cat not in seen and cat not in index and len(self._pooled()) >= MAX_POOLED_NAMES:
+                    cat = OTHER_CATEGORY  # bounded state: a high-cardinality label stays small
                 seen[cat] = seen.get(cat, 0.0) + float(n)
         self.engine.update(vs[None, :], vc[None, :])
 
@@ -228,7 +235,7 @@ class SequentialCategoricalJudge:
     def _pooled(self) -> list[str]:
         assert self.slots is not None
         listed = set(self.slots)
-        return sorted((set(self.seen_s) | set(self.seen_c)) - listed)
+        return sorted((set(self.seen_s) | set(self.seen_c)) - listed - {OTHER_CATEGORY})
 
     def _label(self, slot: str) -> str:
         if slot != OTHER_CATEGORY:

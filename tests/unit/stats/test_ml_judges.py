@@ -323,3 +323,20 @@ def test_binomial_e_value_is_conservative_at_the_tolerance_boundary(
     mix = np.exp(ll + grid.log_w_alt[None, :]).sum(axis=1) / np.exp(ll[:, grid.centre])
     expected = float((pc[:, None] * ps[None, :]).ravel() @ mix)
     assert expected <= 1.0 + 1e-9, expected
+
+
+def test_a_high_cardinality_label_keeps_the_state_small() -> None:
+    from canaryd.policy.model import MAX_CATEGORIES
+    from canaryd.stats.categorical import MAX_POOLED_NAMES
+
+    j = SequentialCategoricalJudge("cls", 0.01, 0.2)
+    many = {f"c{i}": 10.0 for i in range(40)}
+    j.update(_vcat(many), _vcat(many))  # 400 stable outcomes: the categories are chosen
+    assert j.slots is not None and len(j.slots) == MAX_CATEGORIES + 1
+    for t in range(20):
+        fresh = {f"u{t}-{i}": 1.0 for i in range(50)}  # a new value every time (an id label)
+        j.update(_vcat({**many, **fresh}), _vcat(many))
+    state = json.dumps(j.state())
+    assert len(j.seen_s) == MAX_CATEGORIES + MAX_POOLED_NAMES + 1  # tested, named pooled, (other)
+    assert len(state) < 200_000
+    assert isinstance(j.verdict(), Verdict)
