@@ -36,8 +36,9 @@ from canaryd.stats.sequential import SequentialLatencyJudge
 from canaryd.stats.verdict import Status, Verdict
 
 UNCHANGED = 0.05
-"""A descriptive median that moved less than this (relative) reads "unchanged": bucket
-interpolation is not finer than that."""
+"""A descriptive median that moved less than this (relative), or less than twice its sampling
+noise, reads "unchanged": bucket interpolation is not finer than 5 %, and a median of a few
+hundred answers moves more than that by chance."""
 
 
 @dataclass(frozen=True)
@@ -94,10 +95,13 @@ def _change(c: float, s: float) -> str:
     return f"{100 * (c / s - 1):+.0f} %"
 
 
-def _same_or_change(c: float, s: float) -> str:
-    if math.isnan(c) or math.isnan(s) or s <= 0:
+def _same_or_change(c: float, s: float, noise: float = 0.0) -> str:
+    """``unchanged``, or the relative change of ``c`` against ``s``; ``noise`` is the standard
+    error of ``log(c / s)``."""
+    if math.isnan(c) or math.isnan(s) or s <= 0 or c <= 0:
         return "?"
-    return "unchanged" if abs(c / s - 1) < UNCHANGED else _change(c, s)
+    within = abs(math.log(c / s)) < max(math.log1p(UNCHANGED), 2.0 * noise)
+    return "unchanged" if within else _change(c, s)
 
 
 class _Cumulative:
@@ -119,6 +123,22 @@ class _Cumulative:
             return
         self.s = (np.asarray(self.s) + hs.cumulative).tolist()
         self.c = (np.asarray(self.c) + hc.cumulative).tolist()
+
+    def median_noise(self) -> float:
+        """Standard error of log(canary median / stable median), for lognormal-like data: the
+        log-scale spread from each histogram's quartiles, 1.2533 x sigma / sqrt(n) each."""
+        if not self.bounds:
+            return math.inf
+        var = 0.0
+        for cum in (self.c, self.s):
+            n = cum[-1]
+            q25 = histogram_quantile(0.25, self.bounds, cum)
+            q75 = histogram_quantile(0.75, self.bounds, cum)
+            if not (n > 0 and q25 > 0 and q75 > q25):
+                return math.inf
+            sigma = math.log(q75 / q25) / 1.349
+            var += (1.2533 * sigma) ** 2 / n
+        return math.sqrt(var)
 
     def quantiles(self, q: float) -> tuple[float, float]:
         if not self.bounds:
@@ -283,11 +303,13 @@ class SignalJudge:
             lead = "answers longer in the tail"
         pc, ps = self.per_token_ctx.quantiles(0.5)
         if not math.isnan(pc):
-            lead += f", per-token latency {_same_or_change(pc, ps)} (p50 {_pair(pc, ps, 'ms')})"
+            same = _same_or_change(pc, ps, self.per_token_ctx.median_noise())
+            lead += f", per-token latency {same} (p50 {_pair(pc, ps, 'ms')})"
         tail = [share, q_txt]
         rc, rs = self.prompt_ctx.quantiles(0.5)
         if not math.isnan(rc):
-            tail.append(f"prompts {_same_or_change(rc, rs)} (median {_pair(rc, rs, 'tokens')})")
+            same = _same_or_change(rc, rs, self.prompt_ctx.median_noise())
+            tail.append(f"prompts {same} (median {_pair(rc, rs, 'tokens')})")
         return lead + ": " + "; ".join(t for t in tail if t)
 
     # --- persistence -----------------------------------------------------------------------

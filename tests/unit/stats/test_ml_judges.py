@@ -340,3 +340,14 @@ def test_a_high_cardinality_label_keeps_the_state_small() -> None:
     assert len(j.seen_s) == MAX_CATEGORIES + MAX_POOLED_NAMES + 1  # tested, named pooled, (other)
     assert len(state) < 200_000
     assert isinstance(j.verdict(), Verdict)
+
+
+def test_a_real_per_token_slowdown_is_reported_beside_the_length() -> None:
+    rng = np.random.default_rng(11)
+    j = SignalJudge("output-length", "output-length", 0.002, 0.2, (0.5, 0.9))
+    for _ in range(40):
+        j.update(_llm(rng, 900), _llm(rng, 300, tokens=330.0, tpot=40.0))
+    v = j.verdict()
+    assert v.status is Status.FAIL
+    assert re.search(r"per-token latency \+\d+ % \(p50", v.reason), v.reason
+    assert "prompts unchanged" in v.reason
