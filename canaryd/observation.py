@@ -4,15 +4,116 @@ These are increments over one analysis interval, like PromQL ``increase(x[interv
 Latency histograms are *cumulative* like Prometheus ``le`` buckets: ``bucket_counts[k]`` is the
 number of requests with latency <= ``bounds_ms[k]``; the last bound is ``inf`` and its count equals
 the number of requests observed by the histogram.
+
+Besides requests, errors and the latency histogram, a version may carry what ML-aware metrics
+judge (all optional, empty by default):
+
+- ``histograms``: further cumulative histograms by *signal* (``Signal``): time to first token and
+  inter-token latency (bounds in milliseconds), answer and prompt lengths (bounds in tokens);
+- ``categories``: counts per category (predicted class, finish reason, ...) by metric name;
+- ``labels``: delayed ground-truth outcomes (``LabelCounts``) by metric name.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal, get_args
 
 from canaryd.jsonnum import decode_float, encode_float
+
+Signal = Literal["ttft", "inter_token", "generation_tokens", "prompt_tokens"]
+"""The named histograms a source may carry besides the request-latency histogram:
+
+- ``ttft``: time to first token, one observation per request (ms);
+- ``inter_token``: time per output token (ms); see ``Histogram.per_token``;
+- ``generation_tokens`` / ``prompt_tokens``: tokens per answer / per prompt, one observation
+  per request (bounds in tokens).
+"""
+SIGNALS: tuple[Signal, ...] = get_args(Signal)
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """One cumulative histogram (``le`` buckets): ``cumulative[k]`` observations <= ``bounds[k]``.
+
+    The last bound is ``inf``. ``series`` names the exported series it was read from (for example
+    ``vllm:request_time_per_output_token_seconds``), so a judge can tell what one observation is.
+    """
+
+    bounds: tuple[float, ...]
+    cumulative: tuple[float, ...]
+    series: str = ""
+    per_token: bool = False
+    """True when each observation is one *token*, not one request (vLLM's
+    ``vllm:inter_token_latency_seconds``): such observations are clustered by request, which a
+    test that assumes independent observations cannot absorb."""
+
+    @property
+    def total(self) -> float:
+        return float(self.cumulative[-1]) if self.cumulative else 0.0
+
+    def problem(self) -> str | None:
+        """Why this histogram cannot be used, or None (the same rules as the latency histogram)."""
+        return _histogram_problem(self.bounds, self.cumulative)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bounds": [encode_float(b) for b in self.bounds],
+            "cumulative": list(self.cumulative),
+            "series": self.series,
+            "per_token": self.per_token,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Histogram:
+        return cls(
+            bounds=tuple(decode_float(b) for b in d["bounds"]),
+            cumulative=tuple(float(c) for c in d["cumulative"]),
+            series=str(d.get("series", "")),
+            per_token=bool(d.get("per_token", False)),
+        )
+
+
+@dataclass(frozen=True)
+class LabelCounts:
+    """Ground truth that arrived in the interval for one version's earlier predictions.
+
+    ``labelled``: predictions whose true label arrived; ``correct``: those the version got right.
+    Labels arrive late, so ``labelled`` may exceed the interval's requests (they belong to
+    predictions made earlier) and need not relate to them at all.
+    """
+
+    correct: float
+    labelled: float
+
+    def problem(self) -> str | None:
+        if any(math.isnan(v) or math.isinf(v) for v in (self.correct, self.labelled)):
+            return "NaN or Inf in the label counts"
+        if self.correct < 0 or self.labelled < 0:
+            return "negative label count (counter reset)"
+        if self.correct > self.labelled:
+            return f"more correct ({self.correct:g}) than labelled ({self.labelled:g}) predictions"
+        return None
+
+
+def _histogram_problem(bounds: Sequence[float], counts: Sequence[float]) -> str | None:
+    if any(isinstance(v, float) and math.isnan(v) for v in counts):
+        return "NaN in the counts"
+    if any(v < 0 for v in counts):
+        return "negative increment (counter reset)"
+    if len(bounds) != len(counts):
+        return "histogram bounds and counts differ in length"
+    if bounds:
+        if bounds[-1] != math.inf:
+            return "histogram lacks the +Inf bucket"
+        if any(b2 <= b1 for b1, b2 in itertools.pairwise(bounds)):
+            return "histogram bounds are not increasing"
+        if any(c2 < c1 - 1e-9 for c1, c2 in itertools.pairwise(counts)):
+            return "histogram buckets are not cumulative (partial bucket set or reset)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -30,9 +131,20 @@ class VersionCounts:
     None when the source cannot tell (every preset but istio, and outside a shadow phase)."""
     mirrored_errors: float | None = None
     """How many of ``errors`` were on mirrored copies; None when the source cannot tell."""
+    histograms: Mapping[Signal, Histogram] = field(default_factory=dict)
+    """Named histograms (LLM serving signals), by signal."""
+    categories: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    """Counts per category, by metric name (``categorical`` and ``finish-reason`` metrics). A
+    category absent from the mapping had no count in the interval."""
+    labels: Mapping[str, LabelCounts] = field(default_factory=dict)
+    """Delayed ground truth, by metric name (``quality`` metrics)."""
 
     def problem(self) -> str | None:
-        """Why these counts cannot be used (NaN, negative = counter reset, bad layout), or None."""
+        """Why these counts cannot be used (NaN, negative = counter reset, bad layout), or None.
+
+        Every field is checked: a problem in a named histogram, a category count or a label
+        count makes the whole interval unusable, named by the field it is in.
+        """
         values = (self.requests, self.errors, *self.bucket_counts)
         if any(isinstance(v, float) and math.isnan(v) for v in values):
             return "NaN in the counts"
@@ -46,18 +158,23 @@ class VersionCounts:
         ):
             if part is not None and not 0 <= part <= whole:
                 return f"mirrored {what} ({part:g}) outside 0..{whole:g}"
-        if len(self.bounds_ms) != len(self.bucket_counts):
-            return "histogram bounds and counts differ in length"
-        if self.bounds_ms:
-            if self.bounds_ms[-1] != math.inf:
-                return "histogram lacks the +Inf bucket"
-            if any(b2 <= b1 for b1, b2 in zip(self.bounds_ms, self.bounds_ms[1:], strict=False)):
-                return "histogram bounds are not increasing"
-            if any(
-                c2 < c1 - 1e-9
-                for c1, c2 in zip(self.bucket_counts, self.bucket_counts[1:], strict=False)
-            ):
-                return "histogram buckets are not cumulative (partial bucket set or reset)"
+        why = _histogram_problem(self.bounds_ms, self.bucket_counts)
+        if why is not None:
+            return why
+        for signal, hist in self.histograms.items():
+            why = hist.problem()
+            if why is not None:
+                return f"{signal} histogram: {why}"
+        for name, counts in self.categories.items():
+            for category, n in counts.items():
+                if math.isnan(n) or math.isinf(n):
+                    return f"{name}: count of category {category!r} is {n}"
+                if n < 0:
+                    return f"{name}: negative count of category {category!r} (counter reset)"
+        for name, lc in self.labels.items():
+            why = lc.problem()
+            if why is not None:
+                return f"{name}: {why}"
         return None
 
     @property
@@ -71,6 +188,9 @@ class VersionCounts:
             "bounds_ms": [encode_float(b) for b in self.bounds_ms],
             "bucket_counts": list(self.bucket_counts),
             "values": dict(self.values),
+            "histograms": {k: h.to_dict() for k, h in self.histograms.items()},
+            "categories": {k: dict(v) for k, v in self.categories.items()},
+            "labels": {k: [lc.correct, lc.labelled] for k, lc in self.labels.items()},
         }
         if self.mirrored_requests is not None:
             d["mirrored_requests"] = self.mirrored_requests
@@ -80,6 +200,11 @@ class VersionCounts:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> VersionCounts:
+        hists: dict[Signal, Histogram] = {}
+        for k, h in d.get("histograms", {}).items():
+            if k not in SIGNALS:
+                raise ValueError(f"unknown histogram signal {k!r} (expected one of {SIGNALS})")
+            hists[k] = Histogram.from_dict(h)
         return cls(
             requests=float(d["requests"]),
             errors=float(d["errors"]),
@@ -88,6 +213,15 @@ class VersionCounts:
             values={str(k): float(v) for k, v in d.get("values", {}).items()},
             mirrored_requests=_optional(d.get("mirrored_requests")),
             mirrored_errors=_optional(d.get("mirrored_errors")),
+            histograms=hists,
+            categories={
+                str(k): {str(c): float(n) for c, n in v.items()}
+                for k, v in d.get("categories", {}).items()
+            },
+            labels={
+                str(k): LabelCounts(float(v[0]), float(v[1]))
+                for k, v in d.get("labels", {}).items()
+            },
         )
 
 

@@ -26,7 +26,7 @@ from canaryd.controller.state import (
 )
 from canaryd.durations import format_duration
 from canaryd.observation import Observation
-from canaryd.policy.model import CanaryPolicy, Metric, Step
+from canaryd.policy.model import HISTOGRAM_KINDS, CanaryPolicy, Metric, Step
 from canaryd.reasons import Reason
 from canaryd.stats.bounds import interval_information
 from canaryd.stats.panel import Assessment, JudgePanel, assess
@@ -572,6 +572,15 @@ class RolloutController:
             metric = next(m for m in spec.analysis.metrics if m.name == name)
             verdict = next((x for x in a.verdicts if x.metric == name), None)
             need = self.required_requests(metric, mde, verdict, self.steps[-1].weight)
+            if metric.kind == "quality":
+                # Evidence about quality is the labelled predictions, which trail the requests.
+                seen = verdict.canary_samples if verdict is not None else 0.0
+                if seen < need:
+                    return (
+                        f"not enough evidence: detecting {name} x{mde:g} needs about "
+                        f"{need:.0f} labelled canary predictions, seen {seen:.0f}"
+                    )
+                continue
             if state.canary_requests < need:
                 return (
                     f"not enough evidence: detecting {name} x{mde:g} needs about "
@@ -592,7 +601,7 @@ class RolloutController:
 
     @staticmethod
     def _stable_event_rate(metric: Metric, verdict: Verdict | None) -> float:
-        if metric.kind == "latency":
+        if metric.kind in HISTOGRAM_KINDS:
             return 1.0 - max(metric.quantiles)
         if verdict is None:
             return 1e-3  # nothing seen yet: assume a rare event, which asks for more evidence

@@ -11,6 +11,7 @@ from __future__ import annotations
 import urllib.parse
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from canaryd.errors import MetricsError
@@ -18,13 +19,18 @@ from canaryd.metrics.presets import QuerySet, promql_string, regex_quote, versio
 from canaryd.metrics.source import FetchRequest
 
 Render = Callable[[Sequence[FetchRequest], float], tuple[QuerySet, dict[str, str]]]
-"""Renders a chunk's queries: (the preset's QuerySet, custom metric name -> PromQL)."""
+"""Renders a chunk's queries: (the preset's QuerySet, ``FetchRequest.templates`` key -> PromQL)."""
 
 
 def config_key(r: FetchRequest) -> tuple[Any, ...]:
-    """Requests with equal keys can share one query per metric kind."""
+    """Requests with equal keys can share one query per metric kind.
+
+    Templates (custom, categorical and quality metrics) fix one namespace, so requests with
+    templates share queries only within a namespace.
+    """
     s = r.source
     ns_key = r.namespace if s.preset == "custom" else None
+    templates = r.templates
     return (
         s.preset,
         version_label_of(s),
@@ -32,8 +38,11 @@ def config_key(r: FetchRequest) -> tuple[Any, ...]:
         s.latency_unit,
         s.queries,
         ns_key,
-        tuple(sorted(r.custom_metrics)),
-        r.namespace if r.custom_metrics else None,
+        tuple(sorted(templates.items())),
+        tuple(sorted(c for _, _, c in r.categorical)),
+        r.namespace if templates else None,
+        tuple(sorted(r.histograms)),
+        bool(r.finish_reasons),
     )
 
 
@@ -87,13 +96,12 @@ class _SizeModel:
     """
 
     def __init__(self, render: Render, r: FetchRequest, window: float) -> None:
-        probe = FetchRequest(
+        probe = replace(
+            r,
             key=None,
             namespace=_SENTINEL_NS,
             stable_revision=_SENTINEL_REV,
             canary_revision=_SENTINEL_REV,
-            source=r.source,
-            custom_metrics=r.custom_metrics,
         )
         qs, custom = render([probe], window)
         self._terms: list[tuple[int, int, int]] = []

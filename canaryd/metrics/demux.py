@@ -16,9 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from canaryd.errors import MetricsError
-from canaryd.metrics.presets import QuerySet, revision_for, version_label_of
+from canaryd.metrics.presets import (
+    SERIES_LABEL,
+    VLLM_PER_TOKEN_SERIES,
+    VLLM_SERIES,
+    QuerySet,
+    revision_for,
+    version_label_of,
+)
 from canaryd.metrics.source import FetchRequest
-from canaryd.observation import Observation, VersionCounts
+from canaryd.observation import Histogram, LabelCounts, Observation, Signal, VersionCounts
 
 _Key = tuple[str | None, str]
 """(namespace or None for the custom preset, revision)."""
@@ -36,7 +43,16 @@ class Answers:
     live_errors: dict[_Key, float] | None = None
     custom: dict[str, dict[_Key, float]] = field(default_factory=dict)
     failed: str | None = None
-    custom_failed: dict[str, str] = field(default_factory=dict)
+    template_failed: dict[str, str] = field(default_factory=dict)
+    """Failed template queries, by ``FetchRequest.templates`` key (``custom:<name>``, ...)."""
+    histograms: dict[Signal, dict[_Key, dict[str, dict[float, float]]]] = field(
+        default_factory=dict
+    )
+    """Named histograms: signal -> (namespace, revision) -> series -> bound -> cumulative."""
+    finish_reasons: dict[_Key, dict[str, float]] | None = None
+    categories: dict[str, dict[_Key, dict[str, float]]] = field(default_factory=dict)
+    correct: dict[str, dict[_Key, float]] = field(default_factory=dict)
+    labelled: dict[str, dict[_Key, float]] = field(default_factory=dict)
 
 
 def observation_for(
@@ -97,8 +113,9 @@ def observation_for(
             layouts[v] = bounds
         values: dict[str, float] = {}
         for name, _ in r.custom_metrics:
-            if name in ans.custom_failed:
-                return no_data(start_s, end_s, f"custom metric {name!r}: {ans.custom_failed[name]}")
+            failed = ans.template_failed.get(f"custom:{name}")
+            if failed is not None:
+                return no_data(start_s, end_s, f"custom metric {name!r}: {failed}")
             got = ans.custom.get(name, {}).get((None, revs[v]))
             if got is None:
                 return no_data(start_s, end_s, f"custom metric {name!r}: no {v} value")
@@ -108,27 +125,44 @@ def observation_for(
         nums = (req, err, *cum)
         if any(not math.isfinite(x) for x in nums):
             return no_data(start_s, end_s, f"NaN or Inf in the {v} counts")
+        ml = _ml_fields(r, ans, v, k, round_counts)
+        if isinstance(ml, str):
+            return no_data(start_s, end_s, ml)
         if round_counts:
             req, err = float(round(req)), float(round(err))
             cum = tuple(float(round(c)) for c in cum)
         mirrored: tuple[float | None, float | None] = (None, None)
         if v == "canary" and r.shadow:
             mirrored = _mirrored(ans, k, req, err, round_counts)
-        counts[v] = VersionCounts(req, err, bounds, cum, values, *mirrored)
-    if (
-        require_same_layout
-        and r.source.preset != "custom"
-        and len(layouts) == 2
-        and layouts["stable"] != layouts["canary"]
-    ):
-        only_s = sorted(set(layouts["stable"]) - set(layouts["canary"]))
-        only_c = sorted(set(layouts["canary"]) - set(layouts["stable"]))
-        return no_data(
-            start_s,
-            end_s,
-            "partial bucket set: stable and canary histograms differ "
-            f"(only stable: {_les(only_s)}; only canary: {_les(only_c)})",
+        hists, cats, labels = ml
+        counts[v] = VersionCounts(
+            req,
+            err,
+            bounds,
+            cum,
+            values,
+            mirrored_requests=mirrored[0],
+            mirrored_errors=mirrored[1],
+            histograms=hists,
+            categories=cats,
+            labels=labels,
         )
+    if require_same_layout and r.source.preset != "custom":
+        pairs = [(layouts.get("stable"), layouts.get("canary"), "")]
+        for signal in r.histograms:
+            hs, hc = counts["stable"].histograms[signal], counts["canary"].histograms[signal]
+            pairs.append((hs.bounds, hc.bounds, f"{signal} "))
+        for ls, lc, what in pairs:
+            if ls is None or lc is None or ls == lc:
+                continue
+            only_s = sorted(set(ls) - set(lc))
+            only_c = sorted(set(lc) - set(ls))
+            return no_data(
+                start_s,
+                end_s,
+                f"partial bucket set: stable and canary {what}histograms differ "
+                f"(only stable: {_les(only_s)}; only canary: {_les(only_c)})",
+            )
     return Observation(
         start_s,
         end_s,
@@ -158,6 +192,86 @@ def _mirrored(
     m_req = min(max(req - live_req, 0.0), req)
     m_err = min(max(err - live_err, 0.0), err, m_req)
     return m_req, m_err
+
+
+_MlFields = tuple[dict[Signal, Histogram], dict[str, dict[str, float]], dict[str, LabelCounts]]
+
+
+def _ml_fields(
+    r: FetchRequest, ans: Answers, v: str, key: _Key, round_counts: bool
+) -> _MlFields | str:
+    """One version's named histograms, category counts and label counts, or the problem."""
+    rev = key[1]
+    rnd = (lambda x: float(round(x))) if round_counts else (lambda x: x)
+    hists: dict[Signal, Histogram] = {}
+    for signal in r.histograms:
+        by_series = ans.histograms.get(signal, {})
+        series = _preferred_series(signal, by_series, key, _other_key(r, key, v))
+        if series is None:
+            return f"no {v} {signal} histogram (revision {rev!r})"
+        hist = by_series[key][series]
+        if math.inf not in hist:
+            return f"partial bucket set: {v} {signal} histogram has no +Inf bucket"
+        bounds = tuple(sorted(hist))
+        cum = tuple(hist[b] for b in bounds)
+        if any(not math.isfinite(c) for c in cum):
+            return f"NaN or Inf in the {v} {signal} histogram"
+        hists[signal] = Histogram(
+            bounds,
+            tuple(rnd(c) for c in cum),
+            series=series,
+            per_token=series in VLLM_PER_TOKEN_SERIES,
+        )
+    cats: dict[str, dict[str, float]] = {}
+    for name in r.finish_reasons:
+        got = (ans.finish_reasons or {}).get(key, {})
+        cats[name] = {c: rnd(n) for c, n in got.items()}
+    for name, _, _ in r.categorical:
+        failed = ans.template_failed.get(f"categorical:{name}")
+        if failed is not None:
+            return f"categorical metric {name!r}: {failed}"
+        got = ans.categories.get(name, {}).get((None, rev), {})
+        cats[name] = {c: rnd(n) for c, n in got.items()}
+    for name, counts in cats.items():
+        if any(not math.isfinite(n) for n in counts.values()):
+            return f"{name}: NaN or Inf in the {v} category counts"
+    labels: dict[str, LabelCounts] = {}
+    for name, _, _ in r.quality:
+        for kind in ("correct", "labelled"):
+            failed = ans.template_failed.get(f"{kind}:{name}")
+            if failed is not None:
+                return f"quality metric {name!r} ({kind}): {failed}"
+        correct = ans.correct.get(name, {}).get((None, rev), 0.0)
+        labelled = ans.labelled.get(name, {}).get((None, rev), 0.0)
+        if not (math.isfinite(correct) and math.isfinite(labelled)):
+            return f"quality metric {name!r}: NaN or Inf in the {v} label counts"
+        labels[name] = LabelCounts(rnd(correct), rnd(labelled))
+    return hists, cats, labels
+
+
+def _other_key(r: FetchRequest, key: _Key, v: str) -> _Key:
+    rev = r.canary_revision if v == "stable" else r.stable_revision
+    return (key[0], rev)
+
+
+def _preferred_series(
+    signal: Signal,
+    by_series: dict[_Key, dict[str, dict[float, float]]],
+    key: _Key,
+    other: _Key,
+) -> str | None:
+    """The most preferred series both versions have (so that both are read the same way), else
+    the most preferred one this version has (the layouts check then names the mismatch)."""
+    mine = by_series.get(key, {})
+    theirs = by_series.get(other, {})
+    order = VLLM_SERIES.get(signal, ())
+    for name in order:
+        if name in mine and name in theirs:
+            return name
+    for name in order:
+        if name in mine:
+            return name
+    return None
 
 
 def _les(values: Sequence[float]) -> str:
@@ -236,6 +350,54 @@ def buckets(
         bound = le if math.isinf(le) else _ms(le, qs.latency_scale_ms)
         hist = out[key]
         hist[bound] = hist.get(bound, 0.0) + _value(row)
+    return dict(out)
+
+
+def series_buckets(
+    rows: list[dict[str, Any]], qs: QuerySet, wanted: set[str], scale: float
+) -> dict[_Key, dict[str, dict[float, float]]]:
+    """Cumulative buckets per (namespace, revision) and ``canaryd_series``, ``le`` times
+    ``scale`` (seconds to milliseconds, or 1 for token counts)."""
+    out: dict[_Key, dict[str, dict[float, float]]] = defaultdict(lambda: defaultdict(dict))
+    for row in rows:
+        labels = row.get("metric", {})
+        key = _label_key(labels, qs, wanted)
+        if key is None:
+            continue
+        try:
+            le = float(labels["le"])
+        except (KeyError, ValueError):
+            continue
+        bound = le if math.isinf(le) else _ms(le, scale)
+        hist = out[key][labels.get(SERIES_LABEL, "")]
+        hist[bound] = hist.get(bound, 0.0) + _value(row)
+    return {k: dict(v) for k, v in out.items()}
+
+
+def categorised(
+    rows: list[dict[str, Any]],
+    qs: QuerySet,
+    wanted: set[str],
+    label: str,
+    use_namespace: bool = True,
+) -> dict[_Key, dict[str, float]]:
+    """Counts per (namespace, revision) and category (the value of ``label``).
+
+    A matched row without ``label`` means the query dropped it: MetricsError naming it.
+    """
+    out: dict[_Key, dict[str, float]] = defaultdict(dict)
+    for row in rows:
+        labels = row.get("metric", {})
+        key = _label_key(labels, qs, wanted, use_namespace)
+        if key is None:
+            continue
+        if label not in labels:
+            raise MetricsError(
+                f"the result has no {label!r} label: keep it in the aggregation, e.g. "
+                f"sum by ({qs.version_label}, {label}) (...)"
+            )
+        counts = out[key]
+        counts[labels[label]] = counts.get(labels[label], 0.0) + _value(row)
     return dict(out)
 
 

@@ -80,6 +80,25 @@ Presets (the defaults below are what the projects export out of the box):
     without one, errors are **not measured**: every interval reports 0 errors and the
     observation says ``errors_measured=False`` so that a verdict on errors can say so.
 
+``vllm``
+    vLLM's own series (vLLM serving directly, or KServe's Hugging Face runtime with the vLLM
+    backend, which registers them on the model server's ``/metrics``), names as in
+    ``vllm/v1/metrics/loggers.py`` (DESIGN-NOTES.md cites version and lines): requests are
+    ``vllm:request_success_total`` summed over ``finished_reason``, errors its
+    ``finished_reason="error"`` series (a request-level internal error, always a 500), the
+    latency histogram is ``vllm:e2e_request_latency_seconds``. Named histograms (``Signal``):
+    ``ttft`` ``vllm:time_to_first_token_seconds``; ``inter_token``
+    ``vllm:request_time_per_output_token_seconds`` (one observation per request, vLLM >= 0.11),
+    else ``vllm:inter_token_latency_seconds`` or its old name ``vllm:time_per_output_token_seconds``
+    (one per token; read so that a verdict can say why it does not judge them), each answer
+    tagged by a ``canaryd_series`` label; ``generation_tokens`` / ``prompt_tokens``
+    ``vllm:request_generation_tokens`` / ``vllm:request_prompt_tokens`` (bounds in tokens). Finish
+    reasons are ``vllm:request_success_total`` by ``finished_reason``. vLLM labels its series
+    ``model_name`` and ``engine`` only; the namespace label is ``namespace`` and the version label
+    ``serving_knative_dev_revision``, both added by the scrape's usual pod relabelling (the
+    ``serving.knative.dev/revision`` pod label under KServe Serverless), as for ``kserve``. ``model_name`` is the served model name, the same for both
+    revisions of one InferenceService, so it cannot tell them apart.
+
 ``custom``
     the policy's ``queries`` templates (see ``render_template``), evaluated at the window end;
     they are opaque, so they keep whatever counting their author wrote (usually
@@ -91,9 +110,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from canaryd.errors import MetricsError
+from canaryd.observation import Signal
 from canaryd.policy.model import Source
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -104,18 +124,48 @@ DEFAULT_VERSION_LABEL = {
     "istio": "destination_workload",
     "knative": "revision_name",
     "kserve": "serving_knative_dev_revision",
+    "vllm": "serving_knative_dev_revision",
     "custom": "revision",
 }
 NAMESPACE_LABEL = {
     "istio": "destination_workload_namespace",
     "knative": "namespace_name",
     "kserve": "namespace",
+    "vllm": "namespace",
 }
-DEFAULT_LATENCY_UNIT = {"istio": "ms", "knative": "ms", "kserve": "s", "custom": "ms"}
+DEFAULT_LATENCY_UNIT = {"istio": "ms", "knative": "ms", "kserve": "s", "vllm": "s", "custom": "ms"}
 ISTIO_WORKLOAD_SUFFIXES = ("-deployment", "-private")
 EDGE_LOOKBACK_S = 300.0
 """How far before a window's start its start-edge sample may lie (Prometheus' default lookback
 delta): a series with no sample in ``[start - EDGE_LOOKBACK_S, start]`` is new in the window."""
+
+VLLM_REQUESTS = "vllm:request_success_total"
+VLLM_E2E = "vllm:e2e_request_latency_seconds"
+VLLM_SERIES: dict[Signal, tuple[str, ...]] = {
+    "ttft": ("vllm:time_to_first_token_seconds",),
+    "inter_token": (
+        "vllm:request_time_per_output_token_seconds",
+        "vllm:inter_token_latency_seconds",
+        "vllm:time_per_output_token_seconds",
+    ),
+    "generation_tokens": ("vllm:request_generation_tokens",),
+    "prompt_tokens": ("vllm:request_prompt_tokens",),
+}
+"""The histograms behind each signal, most preferred first (see the module docstring)."""
+VLLM_PER_TOKEN_SERIES = frozenset(
+    {"vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"}
+)
+"""Histograms with one observation per generated token rather than per request."""
+SIGNAL_SCALE: dict[Signal, float] = {
+    "ttft": 1000.0,
+    "inter_token": 1000.0,
+    "generation_tokens": 1.0,
+    "prompt_tokens": 1.0,
+}
+"""Multiply vLLM's ``le`` by this: seconds become milliseconds, tokens stay tokens."""
+SERIES_LABEL = "canaryd_series"
+"""Tags each answer of a signal query with the histogram it came from."""
+FINISH_REASON_LABEL = "finished_reason"
 
 
 def promql_string(value: str) -> str:
@@ -214,9 +264,14 @@ class QuerySet:
     """Multiply ``le`` by this to get milliseconds (1000 for a histogram in seconds)."""
     suffixes: tuple[str, ...] = ()
     """Label value = revision + one of these (istio); tried after an exact match."""
+    histograms: dict[Signal, str] = field(default_factory=dict)
+    """Named histograms (vllm), by signal; answers carry ``le`` and ``canaryd_series``."""
+    finish_reasons: str | None = None
+    """Requests by ``finished_reason`` (vllm), when a finish-reason metric needs them."""
 
     def kinds(self) -> dict[str, str]:
-        """The queries by metric kind (requests, errors, buckets, resets), skipping absent ones."""
+        """The queries by metric kind (requests, errors, buckets, resets, histogram:<signal>,
+        finish_reasons), skipping absent ones."""
         out = {"requests": self.requests}
         for kind, q in (
             ("errors", self.errors),
@@ -224,9 +279,12 @@ class QuerySet:
             ("resets", self.resets),
             ("live_requests", self.live_requests),
             ("live_errors", self.live_errors),
+            ("finish_reasons", self.finish_reasons),
         ):
             if q is not None:
                 out[kind] = q
+        for signal, q in self.histograms.items():
+            out[f"histogram:{signal}"] = q
         return out
 
 
@@ -255,12 +313,21 @@ def build_queries(
     revisions: Sequence[str],
     window_s: float,
     options: PresetOptions | None = None,
+    histograms: Sequence[Signal] = (),
+    finish_reasons: bool = False,
 ) -> QuerySet:
     """Render the queries that fetch ``revisions`` in ``namespaces`` over one window.
 
     For the custom preset exactly one namespace must be given (it is substituted into the
     templates); built-in presets match all namespaces with a regex and group by namespace.
+    ``histograms`` and ``finish_reasons`` ask for vLLM's named histograms and its requests by
+    finish reason (the vllm preset only; MetricsError elsewhere).
     """
+    if (histograms or finish_reasons) and source.preset != "vllm":
+        raise MetricsError(
+            f"preset {source.preset!r} has no LLM series (ttft, inter-token, answer length, "
+            "finish reasons): use preset vllm"
+        )
     opts = options or PresetOptions()
     vl = version_label_of(source)
     window = promql_duration(window_s)
@@ -321,6 +388,14 @@ def build_queries(
             err_sel = f"{sel}, response_code=~{promql_string(source.error_codes)}"
         err_metric = req_metric
         counters = [req_metric, bucket_metric]
+    elif source.preset == "vllm":
+        sel = f"{ns_match}, {vl}=~{promql_string(rev_alt)}"
+        req_metric, bucket_metric = VLLM_REQUESTS, f"{VLLM_E2E}_bucket"
+        err_sel = f'{sel}, {FINISH_REASON_LABEL}="error"'
+        err_metric = req_metric
+        counters = [req_metric, bucket_metric] + [
+            f"{name}_bucket" for signal in histograms for name in VLLM_SERIES[signal]
+        ]
     else:  # kserve
         hist = check_metric_name(opts.kserve_histogram)
         sel = f"{ns_match}, {vl}=~{promql_string(rev_alt)}"
@@ -358,8 +433,34 @@ def build_queries(
     # resets() over the same two ranges: their difference counts the drops whose later sample
     # lies in (start, end], which includes the step from the start edge into the window.
     # One selector covers every counter (their label sets differ by `le`).
-    names = regex_alternation(counters)
-    resets_q = edge_delta("resets", f"{{__name__=~{promql_string(names)}, {sel}}}", by)
+    if source.preset == "vllm":
+        # vLLM's histograms share their `le` values and every other label: resets() drops the
+        # metric name, so one selector over all of them would clash. Tag each counter.
+        def tagged(c: str, edge: str, rng: str) -> str:
+            inner = f'label_replace(resets({c}{{{sel}}}[{rng}]), "canaryd_counter", "{c}", "", "")'
+            if edge == "start":
+                inner = f"-1 * {inner}".replace(f"[{rng}])", f"[{rng}] offset {window})")
+            return f'label_replace({inner}, "canaryd_edge", "{edge}", "", "")'
+
+        resets_q = (
+            f"sum by ({by}) ("
+            + " or ".join(
+                tagged(c, edge, rng)
+                for c in counters
+                for edge, rng in (("end", span), ("start", lookback))
+            )
+            + ")"
+        )
+    else:
+        names = regex_alternation(counters)
+        resets_q = edge_delta("resets", f"{{__name__=~{promql_string(names)}, {sel}}}", by)
+    hist_qs: dict[Signal, str] = {}
+    for signal in histograms:
+        hist_qs[signal] = " or ".join(
+            f"label_replace({delta(f'{name}_bucket', sel, f'{by}, le')}, "
+            f'"{SERIES_LABEL}", "{name}", "", "")'
+            for name in VLLM_SERIES[signal]
+        )
     return QuerySet(
         preset=source.preset,
         version_label=vl,
@@ -372,6 +473,10 @@ def build_queries(
         suffixes=suffixes,
         live_requests=None if live is None else delta(req_metric, live[0], by),
         live_errors=None if live is None else delta(req_metric, live[1], by),
+        histograms=hist_qs,
+        finish_reasons=delta(req_metric, sel, f"{by}, {FINISH_REASON_LABEL}")
+        if finish_reasons
+        else None,
     )
 
 

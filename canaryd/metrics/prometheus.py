@@ -6,8 +6,9 @@ the answers into one Observation per rollout.
 
 One tick (``fetch``) groups the rollouts that share a query configuration (preset, version
 label, error codes, latency unit, custom templates; for the custom preset also the namespace),
-renders **one query per metric kind** (requests, errors, buckets, resets, each custom metric;
-for istio rollouts in a shadow phase also live_requests and live_errors)
+renders **one query per metric kind** (requests, errors, buckets, resets, each named
+histogram and the finish reasons of the vllm preset, each custom, categorical and quality
+template; for istio rollouts in a shadow phase also live_requests and live_errors)
 per group, splitting a group into chunks only when a query would exceed ``max_query_bytes``
 (URL-encoded), and demultiplexes the answers by ``(namespace, revision)``.
 
@@ -50,12 +51,20 @@ from canaryd.metrics.connection import PrometheusConfig, RetryPolicy
 from canaryd.metrics.demux import (
     Answers,
     buckets,
+    categorised,
     no_data,
     observation_for,
     request_problem,
     scalars,
+    series_buckets,
 )
-from canaryd.metrics.presets import QuerySet, build_queries, render_template
+from canaryd.metrics.presets import (
+    FINISH_REASON_LABEL,
+    SIGNAL_SCALE,
+    QuerySet,
+    build_queries,
+    render_template,
+)
 from canaryd.metrics.source import FetchRequest
 from canaryd.metrics.transport import HttpTransport, QueryError, Transport
 from canaryd.observation import Observation
@@ -160,21 +169,29 @@ class PrometheusSource:
     def _render(
         self, chunk: Sequence[FetchRequest], window: float
     ) -> tuple[QuerySet, dict[str, str]]:
-        source = chunk[0].source
+        first = chunk[0]
         namespaces = sorted({r.namespace for r in chunk})
         revisions = sorted({rev for r in chunk for rev in (r.stable_revision, r.canary_revision)})
-        qs = build_queries(source, namespaces, revisions, window, self.config.presets)
-        custom = {
-            name: render_template(
+        qs = build_queries(
+            first.source,
+            namespaces,
+            revisions,
+            window,
+            self.config.presets,
+            histograms=first.histograms,
+            finish_reasons=bool(first.finish_reasons),
+        )
+        templates = {
+            key: render_template(
                 tmpl,
                 revisions=revisions,
-                namespace=chunk[0].namespace,
+                namespace=first.namespace,
                 window_s=window,
                 version_label=qs.version_label,
             )
-            for name, tmpl in chunk[0].custom_metrics
+            for key, tmpl in first.templates.items()
         }
-        return qs, custom
+        return qs, templates
 
     # -- querying -----------------------------------------------------------------------
 
@@ -188,7 +205,7 @@ class PrometheusSource:
     ) -> Answers:
         ans = Answers()
         try:
-            qs, custom = self._render(chunk, window)
+            qs, templates = self._render(chunk, window)
         except MetricsError as exc:
             ans.failed = f"cannot build queries: {exc}"
             return ans
@@ -218,15 +235,37 @@ class PrometheusSource:
                 ans.live_requests = scalars(live, qs, wanted, "live_requests")
                 live = run("live_errors", qs.live_errors)
                 ans.live_errors = scalars(live, qs, wanted, "live_errors")
+            for signal, promql in qs.histograms.items():
+                rows = run(f"histogram:{signal}", promql)
+                ans.histograms[signal] = series_buckets(rows, qs, wanted, SIGNAL_SCALE[signal])
+            if qs.finish_reasons is not None:
+                rows = run("finish_reasons", qs.finish_reasons)
+                ans.finish_reasons = categorised(rows, qs, wanted, FINISH_REASON_LABEL)
         except QueryError as exc:
             ans.failed = f"prometheus: {exc.reason}"
             return ans
-        for name, promql in custom.items():
+        except MetricsError as exc:
+            ans.failed = f"prometheus answer: {exc}"
+            return ans
+        category_label = {name: label for name, _, label in chunk[0].categorical}
+        for key, promql in templates.items():
+            kind, name = key.split(":", 1)
             try:
-                rows = run(f"custom:{name}", promql)
-                ans.custom[name] = scalars(rows, qs, wanted, name, use_namespace=False)
+                rows = run(key, promql)
+                if kind == "custom":
+                    ans.custom[name] = scalars(rows, qs, wanted, name, use_namespace=False)
+                elif kind == "categorical":
+                    ans.categories[name] = categorised(
+                        rows, qs, wanted, category_label[name], use_namespace=False
+                    )
+                elif kind == "correct":
+                    ans.correct[name] = scalars(rows, qs, wanted, key, use_namespace=False)
+                else:
+                    ans.labelled[name] = scalars(rows, qs, wanted, key, use_namespace=False)
             except QueryError as exc:
-                ans.custom_failed[name] = f"prometheus: {exc.reason}"
+                ans.template_failed[key] = f"prometheus: {exc.reason}"
+            except MetricsError as exc:
+                ans.template_failed[key] = str(exc)
         return ans
 
     def _query_with_retries(

@@ -24,13 +24,14 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Hashable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
 from canaryd.errors import Problem, TraceError
 from canaryd.metrics.source import FetchRequest
-from canaryd.observation import Observation, VersionCounts
+from canaryd.observation import Histogram, LabelCounts, Observation, Signal, VersionCounts
 
 FIXED = ("t_seconds", "version", "requests", "errors")
 VERSIONS = ("stable", "canary")
@@ -236,6 +237,8 @@ class TraceSource:
     ``fetch`` sums the trace's intervals that lie inside ``[start_s, end_s)`` (an interval
     counts when it starts at or after ``start_s`` and ends at or before ``end_s``, with a
     millisecond of slack); none inside means no-data. The same counts answer every request.
+    Every field adds up (named histograms, category and label counts too), though a CSV trace
+    carries requests, errors and latency buckets only.
     """
 
     def __init__(self, observations: Sequence[Observation]) -> None:
@@ -269,11 +272,38 @@ def _sum(obs: Sequence[Observation], start_s: float, end_s: float) -> Observatio
         first = vs[0]
         if any(v.bounds_ms != first.bounds_ms for v in vs):
             return VersionCounts(math.nan, math.nan)
+        hists: dict[Signal, Histogram] = {}
+        for sig, h in first.histograms.items():
+            parts = [v.histograms.get(sig) for v in vs]
+            if any(p is None or p.bounds != h.bounds or p.series != h.series for p in parts):
+                return VersionCounts(math.nan, math.nan)  # a changed layout: no data
+            hists[sig] = replace(
+                h,
+                cumulative=tuple(
+                    sum(c) for c in zip(*(p.cumulative for p in parts if p), strict=True)
+                ),
+            )
+        cats: dict[str, dict[str, float]] = {}
+        for v in vs:
+            for name, counts in v.categories.items():
+                into = cats.setdefault(name, {})
+                for cat, n in counts.items():
+                    into[cat] = into.get(cat, 0.0) + n
+        labels = {
+            name: LabelCounts(
+                sum(v.labels[name].correct for v in vs if name in v.labels),
+                sum(v.labels[name].labelled for v in vs if name in v.labels),
+            )
+            for name in first.labels
+        }
         return VersionCounts(
             sum(v.requests for v in vs),
             sum(v.errors for v in vs),
             first.bounds_ms,
             tuple(sum(c) for c in zip(*(v.bucket_counts for v in vs), strict=True)),
+            histograms=hists,
+            categories=cats,
+            labels=labels,
         )
 
     stable = add([o.stable for o in obs if o.stable is not None])

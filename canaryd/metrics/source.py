@@ -20,7 +20,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from canaryd.observation import Observation
+from canaryd.observation import Observation, Signal
 from canaryd.policy.model import CanaryPolicy, Source
 
 
@@ -42,6 +42,16 @@ class FetchRequest:
     ``shadow``: the rollout is in its shadow phase, so the canary receives mirrored copies;
     a source that can tell them apart (the istio preset) reports how many of the canary's
     requests and errors were mirrored (``VersionCounts.mirrored_requests``/``_errors``).
+    The ML-aware metrics add (all empty by default):
+
+    - ``histograms``: the named histograms (``Signal``) the LLM metrics read (vllm preset); like
+      the latency histogram, a missing or partial one makes the observation no-data;
+    - ``finish_reasons``: names of ``finish-reason`` metrics; each gets the requests by
+      ``finished_reason`` in ``VersionCounts.categories[name]``;
+    - ``categorical``: ``(metric name, PromQL template, category label)``; counts by category in
+      ``VersionCounts.categories[name]`` (a version without series has no counts: ``{}``);
+    - ``quality``: ``(metric name, correct template, labelled template)``; the label counts in
+      ``VersionCounts.labels[name]`` (a version without series has none labelled: ``(0, 0)``).
     """
 
     key: Hashable
@@ -52,6 +62,21 @@ class FetchRequest:
     custom_metrics: tuple[tuple[str, str], ...] = ()
     need_latency: bool = True
     shadow: bool = False
+    histograms: tuple[Signal, ...] = ()
+    finish_reasons: tuple[str, ...] = ()
+    categorical: tuple[tuple[str, str, str], ...] = ()
+    quality: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def templates(self) -> dict[str, str]:
+        """Every PromQL template of this request, keyed ``<kind>:<metric name>`` (custom,
+        categorical, correct, labelled): rendered per chunk for one namespace."""
+        out = {f"custom:{name}": t for name, t in self.custom_metrics}
+        out.update({f"categorical:{name}": t for name, t, _ in self.categorical})
+        for name, correct, labelled in self.quality:
+            out[f"correct:{name}"] = correct
+            out[f"labelled:{name}"] = labelled
+        return out
 
 
 class MetricSource(Protocol):
@@ -84,6 +109,11 @@ def fetch_request_for(
 
     ``shadow``: the rollout is in its shadow phase (``RolloutState.in_shadow``)."""
     metrics = policy.spec.analysis.metrics
+    signals: list[Signal] = []
+    for m in metrics:
+        for sig in SIGNALS_OF_KIND.get(m.kind, ()):
+            if sig not in signals:
+                signals.append(sig)
     return FetchRequest(
         key=key,
         namespace=namespace if namespace is not None else policy.spec.target.namespace,
@@ -95,4 +125,25 @@ def fetch_request_for(
         ),
         need_latency=any(m.kind == "latency" for m in metrics),
         shadow=shadow,
+        histograms=tuple(sorted(signals)),
+        finish_reasons=tuple(m.name for m in metrics if m.kind == "finish-reason"),
+        categorical=tuple(
+            (m.name, m.query, m.category_label)
+            for m in metrics
+            if m.kind == "categorical" and m.query is not None and m.category_label is not None
+        ),
+        quality=tuple(
+            (m.name, m.correct_query, m.labelled_query)
+            for m in metrics
+            if m.kind == "quality" and m.correct_query is not None and m.labelled_query is not None
+        ),
     )
+
+
+SIGNALS_OF_KIND: dict[str, tuple[Signal, ...]] = {
+    "ttft": ("ttft",),
+    "inter-token": ("inter_token",),
+    "output-length": ("generation_tokens", "prompt_tokens", "inter_token"),
+}
+"""The named histograms each LLM kind reads (output-length also reports, descriptively, the
+per-token latency and the prompt lengths)."""

@@ -28,6 +28,12 @@ from canaryd.durations import format_duration, parse_duration
 API_VERSION = "canaryd.io/v1alpha1"
 KIND = "CanaryPolicy"
 
+OTHER_CATEGORY = "(other)"
+"""The pooled category of a categorical metric: every category it does not test one by one."""
+MAX_CATEGORIES = 16
+"""Most categories a categorical metric tests one by one; the rest are pooled. Each costs
+``log(2K)`` of evidence and two rows of 201 floats of state, which must fit a ConfigMap."""
+
 LOC_MARK = "\x1f"
 """Separates a sub-path from the message in cross-field errors, so the loader can point at the
 field that is wrong rather than at the object that holds it."""
@@ -318,13 +324,59 @@ class Steps(_Model):
 JudgeName = Literal["sequential", "mann-whitney", "ks", "welch-t", "chi-square", "threshold"]
 CLASSIC_JUDGES = frozenset({"mann-whitney", "ks", "welch-t", "chi-square", "threshold"})
 
+MetricKind = Literal[
+    "errors",
+    "latency",
+    "custom",
+    "ttft",
+    "inter-token",
+    "output-length",
+    "finish-reason",
+    "categorical",
+    "quality",
+]
+HISTOGRAM_KINDS = frozenset({"latency", "ttft", "inter-token", "output-length"})
+"""Kinds judged on a histogram's exceedances above stable's quantile boundaries."""
+LLM_KINDS = frozenset({"ttft", "inter-token", "output-length", "finish-reason"})
+"""Kinds that read vLLM's own series (``source.preset: vllm``)."""
+CATEGORY_KINDS = frozenset({"categorical", "finish-reason"})
+"""Kinds judged on counts per category (shares), two-sided."""
+SEQUENTIAL_ONLY_KINDS = LLM_KINDS | CATEGORY_KINDS | {"quality"}
+"""Kinds no classic judge understands."""
+DEFAULT_TOLERANCE: dict[str, float] = {
+    "errors": 0.2,
+    "latency": 0.1,
+    "custom": 0.0,
+    "ttft": 0.1,
+    "inter-token": 0.1,
+    "output-length": 0.2,
+    "finish-reason": 0.25,
+    "categorical": 0.2,
+    "quality": 0.1,
+}
+"""``maxRelativeIncrease`` when a metric gives none (the reasoning is in policies/README.md)."""
+DEFAULT_QUANTILES: dict[str, list[float]] = {
+    "ttft": [0.5, 0.9],
+    "inter-token": [0.5, 0.9],
+    "output-length": [0.5, 0.9],
+}
+"""``quantiles`` when a metric gives none; every other kind: ``[0.5, 0.99]``."""
+VLLM_FINISH_REASONS = ("stop", "length", "abort", "error", "repetition")
+"""vLLM's ``finished_reason`` values (``FINISH_REASON_STRINGS``, vllm/v1/engine/__init__.py)."""
+
 
 class Metric(_Model):
     name: str = Field(
         description="Unique metric name, used in verdicts, Events and reports.",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
     )
-    kind: Literal["errors", "latency", "custom"]
+    kind: MetricKind = Field(
+        description=(
+            "errors | latency | custom; for LLMs on vLLM (source.preset: vllm): ttft, "
+            "inter-token, output-length, finish-reason; for classifiers: categorical "
+            "(prediction shares) and quality (accuracy from delayed labels)."
+        )
+    )
     judge: JudgeName = Field("sequential", description="How canary is compared with stable.")
     max_relative_increase: float | None = Field(
         None,
@@ -332,14 +384,21 @@ class Metric(_Model):
         le=10.0,
         description=(
             "Tolerance. errors: the canary's error rate may be at most (1 + this) x stable's. "
-            "latency: the share of canary requests slower than each tested stable quantile "
-            "boundary may be at most (1 + this) x stable's. Default 0.2 for errors, 0.1 for "
-            "latency, 0 for custom."
+            "latency, ttft, inter-token, output-length: the share of canary observations above "
+            "each tested stable quantile boundary may be at most (1 + this) x stable's. "
+            "categorical, finish-reason: each category's canary share may be between "
+            "1/(1 + this) and (1 + this) x stable's. quality: the canary's rate of wrong "
+            "predictions may be at most (1 + this) x stable's. Defaults: errors 0.2, latency "
+            "0.1, custom 0, ttft 0.1, inter-token 0.1, output-length 0.2, finish-reason 0.25, "
+            "categorical 0.2, quality 0.1."
         ),
     )
     quantiles: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(
         default_factory=lambda: [0.5, 0.99],
-        description="latency: quantiles whose stable bucket boundaries are tested.",
+        description=(
+            "latency, ttft, inter-token, output-length: quantiles whose stable bucket "
+            "boundaries are tested (default [0.5, 0.99] for latency, [0.5, 0.9] for the others)."
+        ),
     )
     omnibus: bool = Field(
         False, description="latency, sequential: also test the whole bucket distribution."
@@ -347,7 +406,32 @@ class Metric(_Model):
     critical: bool = Field(True, description="A failing critical metric rolls the canary back.")
     weight: float = Field(1.0, gt=0.0, description="Share of the policy's alpha (by weight).")
     query: str | None = Field(
-        None, description="custom: PromQL template; {revision} and {namespace} are filled in."
+        None,
+        description=(
+            "custom: PromQL template of one value per version; categorical: of counts per "
+            "version and category (keep categoryLabel in the result). {revisions}, {namespace}, "
+            "{interval} and {version_label} are filled in."
+        ),
+    )
+    category_label: str | None = Field(
+        None,
+        description="categorical: the label of the query's result that holds the category.",
+    )
+    categories: list[str] | None = Field(
+        None,
+        description=(
+            "categorical, finish-reason: the categories tested one by one; any other category "
+            "is pooled as '(other)'. Default: finish-reason vLLM's stop, length, abort, error, "
+            "repetition; categorical the categories seen before testing starts."
+        ),
+    )
+    correct_query: str | None = Field(
+        None,
+        description="quality: PromQL template of correctly predicted, labelled predictions.",
+    )
+    labelled_query: str | None = Field(
+        None,
+        description="quality: PromQL template of predictions whose true label arrived.",
     )
     min: float | None = Field(None, description="threshold: smallest acceptable canary value.")
     max: float | None = Field(None, description="threshold: largest acceptable canary value.")
@@ -357,12 +441,91 @@ class Metric(_Model):
         5, ge=2, description="Classic judges: intervals per version before judging."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_defaults(cls, data: Any) -> Any:
+        kind = data.get("kind") if isinstance(data, dict) else None
+        if not isinstance(kind, str):
+            return data  # the field's own validation reports a kind that is no string
+        if kind in SEQUENTIAL_ONLY_KINDS and kind not in HISTOGRAM_KINDS:
+            for key in ("quantiles", "omnibus"):
+                if key in data:
+                    raise at(
+                        key,
+                        "only histogram metrics (latency, ttft, inter-token, output-length) "
+                        f"use it, not {kind!r}",
+                    )
+        if isinstance(data, dict) and "quantiles" not in data:
+            default = DEFAULT_QUANTILES.get(str(data.get("kind")))
+            if default is not None:
+                data = {**data, "quantiles": list(default)}
+        return data
+
     @model_validator(mode="after")
     def _fit(self) -> Metric:
         if self.kind == "custom" and not self.query:
             raise at("query", "a custom metric needs a PromQL query template")
-        if self.kind != "custom" and self.query:
-            raise at("query", f"query is only for custom metrics, not {self.kind!r}")
+        if self.kind == "categorical" and not self.query:
+            raise at(
+                "query",
+                "a categorical metric needs a PromQL query template of counts per version and "
+                "category",
+            )
+        if self.kind not in ("custom", "categorical") and self.query:
+            raise at(
+                "query", f"query is only for custom and categorical metrics, not {self.kind!r}"
+            )
+        if self.kind == "categorical" and not self.category_label:
+            raise at(
+                "categoryLabel", "a categorical metric needs the label that holds the category"
+            )
+        if self.kind != "categorical" and self.category_label:
+            raise at(
+                "categoryLabel", f"categoryLabel is only for categorical metrics, not {self.kind!r}"
+            )
+        if self.category_label is not None and not re.match(
+            r"^[a-zA-Z_][a-zA-Z0-9_]*$", self.category_label
+        ):
+            raise at(
+                "categoryLabel", f"expected a Prometheus label name, got {self.category_label!r}"
+            )
+        if self.categories is not None:
+            if self.kind not in CATEGORY_KINDS:
+                raise at(
+                    "categories",
+                    f"categories are only for categorical and finish-reason metrics, not "
+                    f"{self.kind!r}",
+                )
+            if not self.categories:
+                raise at("categories", "expected at least one category")
+            if len(self.categories) > MAX_CATEGORIES:
+                raise at(
+                    "categories",
+                    f"at most {MAX_CATEGORIES} categories are tested one by one, got "
+                    f"{len(self.categories)} "
+                    "(list the ones that matter; the others are pooled as '(other)')",
+                )
+            if len(set(self.categories)) != len(self.categories):
+                raise at("categories", "categories repeat")
+            if OTHER_CATEGORY in self.categories:
+                raise at("categories", f"{OTHER_CATEGORY!r} is reserved for unlisted categories")
+        if self.kind == "quality":
+            if not self.correct_query or not self.labelled_query:
+                raise at(
+                    "correctQuery" if not self.correct_query else "labelledQuery",
+                    "a quality metric needs correctQuery and labelledQuery (PromQL templates of "
+                    "correct and of labelled predictions per version)",
+                )
+        elif self.correct_query or self.labelled_query:
+            raise at(
+                "correctQuery" if self.correct_query else "labelledQuery",
+                f"correctQuery and labelledQuery are only for quality metrics, not {self.kind!r}",
+            )
+        if self.kind in SEQUENTIAL_ONLY_KINDS and self.judge != "sequential":
+            raise at(
+                "judge",
+                f"kind {self.kind!r} is judged by the sequential judge only, not {self.judge!r}",
+            )
         if self.judge == "threshold" and self.min is None and self.max is None:
             raise at("judge", "the threshold judge needs min or max")
         if self.judge != "threshold" and (self.min is not None or self.max is not None):
@@ -383,11 +546,20 @@ class Metric(_Model):
     def tolerance(self) -> float:
         if self.max_relative_increase is not None:
             return self.max_relative_increase
-        return {"errors": 0.2, "latency": 0.1, "custom": 0.0}[self.kind]
+        return DEFAULT_TOLERANCE[self.kind]
 
     @property
     def peeking_safe(self) -> bool:
         return self.judge == "sequential"
+
+    @property
+    def fixed_categories(self) -> tuple[str, ...] | None:
+        """The categories tested one by one, when known before any data (None: learned)."""
+        if self.categories is not None:
+            return tuple(self.categories)
+        if self.kind == "finish-reason":
+            return VLLM_FINISH_REASONS
+        return None
 
 
 class Queries(_Model):
@@ -399,8 +571,12 @@ class Queries(_Model):
 
 
 class Source(_Model):
-    preset: Literal["istio", "knative", "kserve", "custom"] = Field(
-        "istio", description="Which metric names and labels to query."
+    preset: Literal["istio", "knative", "kserve", "vllm", "custom"] = Field(
+        "istio",
+        description=(
+            "Which metric names and labels to query. vllm: vLLM's own vllm:* series (also "
+            "KServe's Hugging Face runtime with the vLLM backend)."
+        ),
     )
     prometheus: str | None = Field(
         None, description="Prometheus base URL; the daemon's --prometheus flag overrides it."
@@ -409,7 +585,7 @@ class Source(_Model):
         None,
         description=(
             "Label that tells versions apart (default per preset: istio destination_workload, "
-            "knative revision_name, kserve serving_knative_dev_revision)."
+            "knative revision_name, kserve and vllm serving_knative_dev_revision)."
         ),
     )
     error_codes: str = Field("5..", description="Regex of response codes counted as errors.")
@@ -479,6 +655,13 @@ class Analysis(_Model):
             seen.add(m.name)
         if not any(m.critical for m in self.metrics):
             raise at("metrics", "at least one metric must be critical, or nothing can roll back")
+        for i, m in enumerate(self.metrics):
+            if m.kind in LLM_KINDS and self.source.preset != "vllm":
+                raise at(
+                    f"metrics[{i}].kind",
+                    f"kind {m.kind!r} reads vLLM's own series: set analysis.source.preset: vllm "
+                    f"(the preset is {self.source.preset!r})",
+                )
         return self
 
     def alpha_for(self, metric: Metric) -> float:
@@ -582,6 +765,12 @@ class PolicySpec(_Model):
                 )
         for key, mde in self.promotion.min_detectable_effect.items():
             metric = next(m for m in self.analysis.metrics if m.name == key)
+            if metric.kind in CATEGORY_KINDS:
+                raise at(
+                    f"promotion.minDetectableEffect.{key}",
+                    f"a {metric.kind} metric tests every category's share; one ratio cannot say "
+                    "how much evidence that needs (list it without a minimum detectable effect)",
+                )
             if mde <= 1.0 + metric.tolerance:
                 raise at(
                     f"promotion.minDetectableEffect.{key}",

@@ -143,6 +143,10 @@ def simulate_cmd(
             mirrored[t] = cum.tolist()
 
     if openmetrics_path is not None:
+        unsupported = _openmetrics_unsupported(policy)
+        if unsupported:
+            click.echo(f"{scenario}: --openmetrics: {unsupported}", err=True)
+            sys.exit(ExitCode.USAGE)
 
         def sink(t, req, err, hs, hc):  # type: ignore[no-untyped-def]
             samples.append((t, req.tolist(), err.tolist(), hs.tolist(), hc.tolist()))
@@ -198,6 +202,25 @@ def simulate_cmd(
     else:
         click.echo(_summary(result))
     sys.exit(for_outcome(result.runs[0].outcome) if runs == 1 else ExitCode.NO_WORSE)
+
+
+def _openmetrics_unsupported(policy: CanaryPolicy) -> str:
+    """Why ``--openmetrics`` cannot export what this policy reads ("" when it can)."""
+    from canaryd.policy.model import SEQUENTIAL_ONLY_KINDS
+
+    preset = policy.spec.analysis.source.preset
+    if preset not in ("istio", "knative"):
+        return (
+            f"exports the istio and knative presets' series only, not preset {preset!r} "
+            "(simulate with a policy of one of those presets)"
+        )
+    ml = [m.name for m in policy.spec.analysis.metrics if m.kind in SEQUENTIAL_ONLY_KINDS]
+    if ml:
+        return (
+            f"cannot export the series of metric(s) {', '.join(ml)}: their PromQL templates "
+            "name series the simulator does not know"
+        )
+    return ""
 
 
 def _write_openmetrics(

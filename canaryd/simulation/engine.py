@@ -5,6 +5,10 @@ run's *current* canary weight (set by its controller: the loop is closed), binom
 and multinomial latency buckets. Ticks are summed into analysis intervals exactly as
 Prometheus ``increase()`` over the interval would report them, and each run's
 ``RolloutController`` - the daemon's controller - decides on them.
+
+ML-aware scenarios (an ``llm``, class ``categories``, an ``accuracy``) add their signals from
+``canaryd.simulation.signals`` on its own random stream: vLLM's histograms and finish reasons
+(an LLM's end-to-end latency then follows from its answers), counts per class, delayed labels.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from canaryd.observation import Observation, VersionCounts
 from canaryd.policy.model import CanaryPolicy
 from canaryd.simulation.scenario import Latency, Scenario
 from canaryd.simulation.shadow import draw_mirrored, mirror_fractions
+from canaryd.simulation.signals import MlSignals
 from canaryd.stats.verdict import Verdict
 
 FloatArray = npt.NDArray[np.float64]
@@ -254,6 +259,10 @@ class _World:
         d = tr.diurnal
         return tr.rps * (1.0 + d.amplitude * math.sin(2 * math.pi * (t + d.phase) / d.period))
 
+    def latency_factor(self, t: float) -> float:
+        """What incidents multiply both versions' latencies by at ``t`` (1 without one)."""
+        return self._incident(t)[1]
+
     def _incident(self, t: float) -> tuple[float | None, float]:
         rate: float | None = None
         factor = 1.0
@@ -362,6 +371,7 @@ def simulate(
     ticks_per_interval = round(per)
     n_ticks = int(scenario.duration // tick)
     world = _World(scenario, base)
+    ml = MlSignals.build(scenario, policy, base, runs, seed, tick)
     bounds = world.bounds
     k = len(bounds)
     rng = np.random.default_rng(seed)
@@ -433,7 +443,13 @@ def simulate(
             if mirror_sink is not None:
                 cum_mirrored += (nm[0], em[0])
                 mirror_sink(t1, cum_mirrored.copy())
-        bs, bc = world.bucket_probs(t0)
+        if ml is not None and ml.llm:
+            # An LLM's end-to-end latency comes from its answers (see simulation/signals.py).
+            bs, bc = ml.latency_probs(t0, world.latency_factor(t0), bounds)
+        else:
+            bs, bc = world.bucket_probs(t0)
+        if ml is not None:
+            ml.tick(t0, world.latency_factor(t0), (ns, nc), (es, ec))
         hs = rng.multinomial(ns, bs)
         hc = rng.multinomial(nc, bc)
         req[:, 0] += ns
@@ -473,7 +489,11 @@ def simulate(
                     start,
                     t1,
                     VersionCounts(
-                        float(req[r, 0]), float(err[r, 0]), bounds, tuple(cs[r, 0].tolist())
+                        float(req[r, 0]),
+                        float(err[r, 0]),
+                        bounds,
+                        tuple(cs[r, 0].tolist()),
+                        **(ml.fields(r, 0) if ml is not None else {}),
                     ),
                     VersionCounts(
                         float(req[r, 1]),
@@ -482,6 +502,7 @@ def simulate(
                         tuple(cs[r, 1].tolist()),
                         mirrored_requests=float(mirrored[r, 0]) if shadow else None,
                         mirrored_errors=float(mirrored[r, 1]) if shadow else None,
+                        **(ml.fields(r, 1) if ml is not None else {}),
                     ),
                 )
             d, st = controllers[r].step(st, t1, obs)
@@ -494,6 +515,8 @@ def simulate(
         err[:] = 0
         hist[:] = 0
         mirrored[:] = 0
+        if ml is not None:
+            ml.reset()
         interval_index += 1
         if progress is not None:
             progress(worked, skipped)

@@ -17,6 +17,7 @@ from scipy import stats
 from canaryd.errors import InputError, Problem, ScenarioError
 from canaryd.policy.loader import compose_documents, load_model
 from canaryd.policy.model import Duration, at
+from canaryd.simulation.vllm import REQUEST_LATENCY_MS
 
 ISTIO_BUCKETS_MS: tuple[float, ...] = (
     0.5,
@@ -116,6 +117,21 @@ class Latency(_Model):
             )
         return self
 
+    def ppf(self, q: npt.NDArray[np.float64], base: Path) -> npt.NDArray[np.float64]:
+        """The latency (ms) at each probability ``q`` in (0, 1): draws by inversion."""
+        if self.lognormal is not None:
+            ln = self.lognormal
+            return np.asarray(stats.lognorm(s=ln.sigma, scale=ln.median_ms).ppf(q))
+        if self.gamma is not None:
+            g = self.gamma
+            scale = g.scale_ms if g.scale_ms is not None else (g.mean_ms or 0.0) / g.shape
+            return np.asarray(stats.gamma(a=g.shape, scale=scale).ppf(q))
+        if self.pareto is not None:
+            p = self.pareto
+            return np.asarray(stats.pareto(b=p.shape, scale=p.scale_ms).ppf(q))
+        assert self.empirical_csv is not None
+        return np.quantile(_read_latencies(base / self.empirical_csv), q)
+
     def cdf(self, bounds_ms: npt.NDArray[np.float64], base: Path) -> npt.NDArray[np.float64]:
         """P(latency <= b) at each finite boundary."""
         if self.lognormal is not None:
@@ -164,9 +180,67 @@ def _read_latencies(path: Path) -> npt.NDArray[np.float64]:
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
+class TokenLogNormal(_Model):
+    median: float = Field(gt=0, description="Median tokens.")
+    sigma: float = Field(gt=0, le=5)
+
+
+class Tokens(_Model):
+    """Tokens per request (at least 1): ``ceil`` of a lognormal."""
+
+    lognormal: TokenLogNormal
+
+
+class Llm(_Model):
+    """An LLM served by vLLM: what its histograms and finish reasons are made of.
+
+    End-to-end latency is derived per request as ``ttft + (answer tokens - 1) x timePerToken``,
+    so a longer answer is slower end to end at the same speed per token. Answers reaching
+    ``maxTokens`` are cut there and finish with ``length``; ``abortRate`` of the others are
+    aborted by the client; the version's ``errorRate`` finish with ``error``; the rest ``stop``.
+    A canary's ``llm`` (and a change's) replaces only the fields it gives.
+    """
+
+    prompt_tokens: Tokens | None = None
+    output_tokens: Tokens | None = Field(None, description="Answer tokens before the cut.")
+    ttft: Latency | None = Field(None, description="Time to first token.")
+    time_per_token: Latency | None = Field(
+        None, description="A request's mean time per output token."
+    )
+    max_tokens: int | None = Field(None, ge=1, description="The requests' max_tokens.")
+    max_model_len: int | None = Field(
+        None, ge=2, description="vLLM's max_model_len: the token histograms' last bucket."
+    )
+    abort_rate: Rate | None = None
+
+    def merged(self, other: Llm | None) -> Llm:
+        """These fields, replaced by those ``other`` gives."""
+        if other is None:
+            return self
+        given = {k: v for k, v in other if v is not None}
+        return self.model_copy(update=given)
+
+
+Shares = dict[str, Annotated[float, Field(ge=0.0, le=1.0)]]
+
+
+class Labels(_Model):
+    """When ground truth arrives for a prediction."""
+
+    delay: Duration = Field(0.0, description="Mean delay (exponential) until a label arrives.")
+    share: Rate = Field(1.0, description="Share of predictions that are ever labelled.")
+
+
 class Version(_Model):
     error_rate: Rate | None = None
     latency: Latency | None = None
+    llm: Llm | None = None
+    categories: dict[str, Shares] | None = Field(
+        None,
+        description="Category shares by the policy's categorical metric name "
+        "(e.g. {predicted-class: {legit: 0.97, fraud: 0.03}}); each must sum to 1.",
+    )
+    accuracy: Rate | None = Field(None, description="Share of predictions that are right.")
 
 
 class Change(_Model):
@@ -176,6 +250,9 @@ class Change(_Model):
     ramp: Duration | None = Field(
         None, description="Reach the new error rate linearly over this long (slow creep)."
     )
+    llm: Llm | None = None
+    categories: dict[str, Shares] | None = None
+    accuracy: Rate | None = None
 
 
 class Canary(Version):
@@ -224,11 +301,12 @@ class Scenario(_Model):
         description="Wall time of t=0 (rollout windows are read against it).",
     )
     traffic: Traffic
-    buckets: Literal["istio", "knative"] | list[Annotated[float, Field(gt=0)]] = "istio"
+    buckets: Literal["istio", "knative", "vllm"] | list[Annotated[float, Field(gt=0)]] = "istio"
     stable: Version
     canary: Canary = Field(default_factory=Canary)
     incidents: list[Incident] = Field(default_factory=list)
     metrics_outage: list[Outage] = Field(default_factory=list)
+    labels: Labels = Field(default_factory=Labels, description="Label delay (quality metrics).")
     policy: str | None = None
     policy_name: str | None = None
     expect: dict[str, Any] | None = Field(
@@ -249,19 +327,68 @@ class Scenario(_Model):
     def _checks(self) -> Scenario:
         if self.stable.error_rate is None:
             raise at("stable.errorRate", "the stable version needs an errorRate")
-        if self.stable.latency is None:
+        if self.stable.llm is None and self.stable.latency is None:
             raise at("stable.latency", "the stable version needs a latency distribution")
+        self._check_ml()
         if self.tick <= 0 or self.duration < self.tick:
             raise at("tick", "tick must be positive and no longer than duration")
         if self.start.tzinfo is None:
             raise at("start", "start needs a timezone (e.g. 2026-01-05T10:00:00+00:00)")
         return self
 
+    def _check_ml(self) -> None:
+        llm = self.stable.llm
+        if llm is not None:
+            if self.stable.latency is not None:
+                raise at(
+                    "stable.latency",
+                    "with stable.llm, end-to-end latency is derived from ttft, timePerToken "
+                    "and outputTokens: remove stable.latency",
+                )
+            for f in ("prompt_tokens", "output_tokens", "ttft", "time_per_token", "max_tokens"):
+                if getattr(llm, f) is None:
+                    raise at(f"stable.llm.{to_camel(f)}", "the stable version's llm needs it")
+        if self.canary.llm is not None and llm is None:
+            raise at("canary.llm", "a canary llm needs stable.llm to start from")
+        for i, ch in enumerate(self.canary.changes):
+            if ch.llm is not None and llm is None:
+                raise at(f"canary.changes[{i}].llm", "an llm change needs stable.llm")
+            if ch.latency is not None and llm is not None:
+                raise at(
+                    f"canary.changes[{i}].latency",
+                    "with llm, latency is derived: change llm.ttft or llm.timePerToken instead",
+                )
+        if self.canary.latency is not None and llm is not None:
+            raise at("canary.latency", "with llm, latency is derived: give canary.llm instead")
+        for where, cats in self._all_categories():
+            for name, shares in cats.items():
+                total = sum(shares.values())
+                if not shares or abs(total - 1.0) > 1e-6:
+                    raise at(f"{where}.{name}", f"shares must sum to 1, got {total:g}")
+                if where != "stable.categories" and name not in (self.stable.categories or {}):
+                    raise at(f"{where}.{name}", f"stable.categories has no {name!r} to change")
+        accs = [self.canary.accuracy, *(c.accuracy for c in self.canary.changes)]
+        if any(a is not None for a in accs) and self.stable.accuracy is None:
+            raise at("stable.accuracy", "a canary accuracy needs stable.accuracy to compare with")
+
+    def _all_categories(self) -> list[tuple[str, dict[str, Shares]]]:
+        out = [
+            ("stable.categories", self.stable.categories),
+            ("canary.categories", self.canary.categories),
+        ]
+        out += [
+            (f"canary.changes[{i}].categories", c.categories)
+            for i, c in enumerate(self.canary.changes)
+        ]
+        return [(w, c) for w, c in out if c is not None]
+
     def bounds_ms(self) -> tuple[float, ...]:
         if self.buckets == "istio":
             finite: tuple[float, ...] = ISTIO_BUCKETS_MS
         elif self.buckets == "knative":
             finite = KNATIVE_BUCKETS_MS
+        elif self.buckets == "vllm":
+            finite = REQUEST_LATENCY_MS
         else:
             finite = tuple(float(b) for b in self.buckets)
         return (*finite, math.inf)

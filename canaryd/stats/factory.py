@@ -5,13 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 from canaryd.policy.model import CanaryPolicy, Metric
+from canaryd.stats.categorical import SequentialCategoricalJudge
 from canaryd.stats.judge import Judge
+from canaryd.stats.llm import SignalJudge
+from canaryd.stats.quality import SequentialQualityJudge
 from canaryd.stats.sequential import SequentialErrorsJudge, SequentialLatencyJudge
+
+FINISH_REASON_MEANINGS = {
+    "stop": "a stop token or string",
+    "length": "cut at max_tokens",
+    "abort": "aborted by the client",
+    "error": "an internal error",
+    "repetition": "a repetitive output detected",
+}
+"""vLLM's finish reasons in words (vllm/v1/engine/__init__.py, ``FinishReason``)."""
 
 
 def build_judge(metric: Metric, alpha: float) -> Judge:
     """The judge for one metric at its share of alpha."""
     if metric.judge == "sequential":
+        ml = _ml_judge(metric, alpha)
+        if ml is not None:
+            return ml
         if metric.kind == "errors":
             return SequentialErrorsJudge(metric.name, alpha, metric.tolerance, metric.critical)
         if metric.kind == "latency":
@@ -25,6 +40,38 @@ def build_judge(metric: Metric, alpha: float) -> Judge:
             )
         raise ValueError(f"the sequential judge needs counts; {metric.kind!r} gives none")
     return _classic(metric, alpha)
+
+
+def _ml_judge(metric: Metric, alpha: float) -> Judge | None:
+    """The judges of the ML-aware kinds (LLM signals, categories, delayed-label quality)."""
+    if metric.kind in ("ttft", "inter-token", "output-length"):
+        return SignalJudge(
+            metric.kind,
+            metric.name,
+            alpha,
+            metric.tolerance,
+            tuple(metric.quantiles),
+            metric.omnibus,
+            metric.critical,
+        )
+    if metric.kind in ("categorical", "finish-reason"):
+        noun = (
+            "finish reason"
+            if metric.kind == "finish-reason"
+            else (metric.category_label or "category").replace("_", " ")
+        )
+        return SequentialCategoricalJudge(
+            metric.name,
+            alpha,
+            metric.tolerance,
+            metric.fixed_categories,
+            noun=noun,
+            critical=metric.critical,
+            meanings=FINISH_REASON_MEANINGS if metric.kind == "finish-reason" else None,
+        )
+    if metric.kind == "quality":
+        return SequentialQualityJudge(metric.name, alpha, metric.tolerance, metric.critical)
+    return None
 
 
 def _classic(metric: Metric, alpha: float) -> Judge:

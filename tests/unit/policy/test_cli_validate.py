@@ -38,10 +38,12 @@ def test_shipped_policies_are_valid_strict() -> None:
 def test_every_example_file_is_read() -> None:
     files = sorted(p.name for p in POLICIES.rglob("*") if p.suffix in (".yaml", ".yml"))
     assert files == [
+        "classifier-drift.yaml",
         "edge-low-traffic.yaml",
         "gateway-api.yaml",
         "istio-header-route.yaml",
         "llm-kserve.yaml",
+        "llm-vllm.yaml",
         "shadow-istio.yaml",
         "strict-noninferiority.yaml",
         "two-models.yaml",
