@@ -37,14 +37,10 @@ def test_vllm_queries_use_vllms_names_and_the_relabelled_revision() -> None:
     sel = 'namespace=~"models", serving_knative_dev_revision=~"r1|r2"'
     by = "namespace, serving_knative_dev_revision"
     assert qs.requests == _edge("vllm:request_success_total", sel, by)
-    assert qs.errors == _edge(
-        "vllm:request_success_total", f'{sel}, finished_reason="error"', by
-    )
+    assert qs.errors == _edge("vllm:request_success_total", f'{sel}, finished_reason="error"', by)
     assert qs.buckets == _edge("vllm:e2e_request_latency_seconds_bucket", sel, f"{by}, le")
     assert qs.latency_scale_ms == 1000.0
-    assert qs.finish_reasons == _edge(
-        "vllm:request_success_total", sel, f"{by}, finished_reason"
-    )
+    assert qs.finish_reasons == _edge("vllm:request_success_total", sel, f"{by}, finished_reason")
     itl = qs.histograms["inter_token"]
     names = list(dict.fromkeys(re.findall(r"last_over_time\((vllm:[a-z_]+)_bucket", itl)))
     assert names == [
@@ -170,7 +166,9 @@ def answers(itl_series: dict[str, list[str]]) -> list[tuple[str, list[dict[str, 
         for name in names:
             itl += hist_rows(rev, name, {"0.025": 30, "0.05": 80, "+Inf": 100})
     out.append(("vllm:request_time_per_output_token_seconds_bucket", itl))
-    out.append(("last_over_time(vllm:request_success_total", [row(lab("s"), 100), row(lab("c"), 20)]))
+    out.append(
+        ("last_over_time(vllm:request_success_total", [row(lab("s"), 100), row(lab("c"), 20)])
+    )
     return out
 
 
@@ -252,7 +250,10 @@ def clf_source(extra: list[tuple[str, list[dict[str, Any]]]]) -> tuple[Prometheu
         ("resets(", []),
         (
             "pred_total",
-            [row({"serving_knative_dev_revision": "s", "cls": "legit"}, 95), row({"serving_knative_dev_revision": "s", "cls": "fraud"}, 5)],
+            [
+                row({"serving_knative_dev_revision": "s", "cls": "legit"}, 95),
+                row({"serving_knative_dev_revision": "s", "cls": "fraud"}, 5),
+            ],
         ),
         ("ok_total", [row({"serving_knative_dev_revision": "s"}, 40)]),
         ("lab_total", [row({"serving_knative_dev_revision": "s"}, 44)]),
