@@ -55,4 +55,19 @@ def lint(loaded: LoadedPolicy) -> list[Problem]:
                 "sent to the canary by another route (a header match) count zero in the user "
                 "impact (the istio preset tells them apart)",
             )
+    src = spec.analysis.source
+    if src.tls is not None and src.tls.insecure_skip_verify:
+        warn(
+            "spec.analysis.source.tls.insecureSkipVerify",
+            "the server's certificate is not verified: anyone on the path can read the data "
+            "and the credentials",
+        )
+    has_secret = src.auth is not None and (
+        src.auth.bearer_token_file is not None or src.auth.basic_auth is not None
+    )
+    if has_secret and src.prometheus is not None and src.prometheus.startswith("http://"):
+        warn(
+            "spec.analysis.source.prometheus",
+            "credentials over plain http:// are readable by anyone on the path (use https://)",
+        )
     return out
