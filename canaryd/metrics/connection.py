@@ -35,11 +35,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from canaryd.credentials import DEFAULT_CREDENTIALS_DIR, ENV_CREDENTIALS_DIR, credentials_file
 from canaryd.metrics.presets import PresetOptions
 from canaryd.outbound import FaultKind, OutboundError, check_url, origin_of
 from canaryd.policy.model import CanaryPolicy, Source, check_headers
-
-DEFAULT_CREDENTIALS_DIR = Path("/etc/canaryd/credentials")
 
 
 @dataclass(frozen=True)
@@ -285,7 +284,7 @@ class PrometheusDefaults:
         "cert_file": "CANARYD_PROMETHEUS_CERT_FILE",
         "key_file": "CANARYD_PROMETHEUS_KEY_FILE",
         "insecure_skip_verify": "CANARYD_PROMETHEUS_INSECURE_SKIP_VERIFY",
-        "credentials_dir": "CANARYD_CREDENTIALS_DIR",
+        "credentials_dir": ENV_CREDENTIALS_DIR,
     }
     """Environment variables, one per setting; ``CANARYD_PROMETHEUS_HEADERS`` holds
     ``Name: value`` lines (newline-separated)."""
@@ -357,15 +356,8 @@ class PrometheusDefaults:
         )
 
     def _file(self, name: str | None) -> Path | None:
-        """A policy's file reference, inside the credentials directory (checked again here:
-        a symlink must not lead out of it)."""
-        if name is None:
-            return None
-        root = self.credentials_dir.resolve()
-        path = (root / name).resolve()
-        if path != root and root not in path.parents:
-            raise ValueError(f"{name!r} resolves outside the credentials directory {root}")
-        return path
+        """A policy's file reference, inside the credentials directory."""
+        return None if name is None else credentials_file(self.credentials_dir, name)
 
     def resolve(self, source: Source) -> PrometheusConfig | None:
         """The server and credentials a policy's source reads from (None: it has none).

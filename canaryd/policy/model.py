@@ -593,6 +593,98 @@ class NoData(_Model):
     )
 
 
+class SecretRef(_Model):
+    """Where a value that holds a secret (a webhook URL with its token) comes from."""
+
+    file: CredentialsFile | None = Field(
+        None, description="A file under the daemon's credentials directory, e.g. 'slack/url'."
+    )
+    env: str | None = Field(
+        None,
+        pattern=r"^CANARYD_WEBHOOK_[A-Z0-9_]+$",
+        description="An environment variable of the daemon; only CANARYD_WEBHOOK_* names.",
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> SecretRef:
+        if (self.file is None) == (self.env is None):
+            raise at("file", "give exactly one of file or env")
+        return self
+
+
+class Endpoint(_Model):
+    """An HTTP endpoint canaryd POSTs to: a plain URL or a secret reference, and a deadline."""
+
+    url: str | None = Field(
+        None,
+        description="http(s) URL with no secret in it (a URL that carries a token, as Slack's "
+        "and Teams' do, goes in urlFrom).",
+    )
+    url_from: SecretRef | None = Field(None, description="Where the URL is read from.")
+    timeout: Duration = Field(5.0, description="Total deadline of one attempt.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None:
+            from canaryd.outbound import check_url
+
+            problem = check_url(v)
+            if problem is not None:
+                raise ValueError(problem)
+        return v
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: float) -> float:
+        if not 0 < v <= 60:
+            raise ValueError(f"expected a timeout between 0 and 60s, got {v:g}s")
+        return v
+
+    @model_validator(mode="after")
+    def _one_url(self) -> Endpoint:
+        if (self.url is None) == (self.url_from is None):
+            raise at("url", "give exactly one of url or urlFrom")
+        return self
+
+
+NOTIFIABLE = (
+    "CanaryStarted",
+    "WeightChanged",
+    "Promoted",
+    "RolledBack",
+    "Paused",
+    "Resumed",
+    "AnalysisInconclusive",
+    "AwaitingConfirmation",
+    "Aborted",
+)
+"""Decision reasons a webhook can subscribe to (``canaryd.reasons.Reason`` values)."""
+
+
+class Webhook(Endpoint):
+    format: Literal["json", "slack", "teams"] = Field(
+        "json",
+        description="json: canaryd's versioned schema; slack: {text, blocks}; teams: a "
+        "MessageCard.",
+    )
+    events: list[Literal[NOTIFIABLE]] | None = Field(  # type: ignore[valid-type]
+        None, description="Only these decision reasons (default: every decision with an Event)."
+    )
+
+
+class Notifications(_Model):
+    webhooks: list[Webhook] = Field(
+        default_factory=list, description="Each receives every decision (with an Event) as JSON."
+    )
+
+
+class Confirm(Endpoint):
+    """spec.promotion.confirm: a webhook that must answer 2xx before a promotion."""
+
+    timeout: Duration = Field(10.0, description="Total deadline of one ask.")
+
+
 class Promotion(_Model):
     criterion: Literal["afterSteps", "nonInferiority"] = Field(
         "afterSteps",
@@ -614,6 +706,11 @@ class Promotion(_Model):
     )
     on_insufficient_evidence: Literal["hold", "pause"] = Field(
         "hold", description="What to do at the last step while the needed requests are not met."
+    )
+    confirm: Confirm | None = Field(
+        None,
+        description="A webhook that must approve (HTTP 2xx) before the promotion; asked once per "
+        "analysis interval while the rollout holds at its last step.",
     )
 
 
@@ -639,17 +736,6 @@ class Window(_Model):
         except ValueError as exc:
             raise at("schedule", f"invalid crontab expression {self.schedule!r}: {exc}") from None
         return self
-
-
-class Notifications(_Model):
-    webhook: str | None = Field(None, description="URL that receives each decision as JSON.")
-
-    @field_validator("webhook")
-    @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[^\s/]+", v):
-            raise ValueError(f"expected an http(s) URL, got {v!r}")
-        return v
 
 
 class PolicySpec(_Model):
