@@ -1,6 +1,6 @@
 """The daemon's credentials directory: where policies' secret file references point.
 
-A policy never holds a secret; it names a file (``thanos/token``, ``slack/url``) relative to
+A policy never holds a secret; it names a file (``thanos-token``, ``slack-webhook-url``) relative to
 the credentials directory (``--credentials-dir``, ``$CANARYD_CREDENTIALS_DIR``, default
 ``/etc/canaryd/credentials``, where ``deploy/`` mounts a Secret). ``credentials_file`` resolves
 such a name and refuses one that leads outside the directory (``..``, an absolute path, a

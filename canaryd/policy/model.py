@@ -419,7 +419,7 @@ CredentialsFile = Annotated[
     AfterValidator(_credentials_ref),
     Field(
         description="A file under the daemon's credentials directory (--credentials-dir, "
-        "default /etc/canaryd/credentials), e.g. 'thanos/token'. Never the secret itself."
+        "default /etc/canaryd/credentials), e.g. 'thanos-token'. Never the secret itself."
     ),
 ]
 
@@ -597,7 +597,8 @@ class SecretRef(_Model):
     """Where a value that holds a secret (a webhook URL with its token) comes from."""
 
     file: CredentialsFile | None = Field(
-        None, description="A file under the daemon's credentials directory, e.g. 'slack/url'."
+        None,
+        description="A file under the daemon's credentials directory, e.g. 'slack-webhook-url'.",
     )
     env: str | None = Field(
         None,

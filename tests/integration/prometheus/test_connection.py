@@ -227,6 +227,38 @@ def test_bad_pem_files_are_refused_before_any_query(pki: Pki, tmp_path: Path) ->
     assert missing.problems() == [f"cannot read {tmp_path / 'nope'}: No such file or directory"]
 
 
+# -- deploy/ as configured by a new user ------------------------------------------------------
+
+
+def test_the_rendered_deployment_reads_prometheus_with_basic_auth_and_tls(
+    tls_prom: PrometheusServer, pki: Pki, tmp_path: Path
+) -> None:
+    """deploy/kustomization.yaml configured in its one place (URL, user, password file, CA),
+    rendered by kustomize; the Deployment's env and mounted files, as the daemon would read
+    them, reach the real Prometheus with basic auth and TLS."""
+    from tests.deploy_render import configured_deploy, daemon_launch, render
+
+    src = configured_deploy(
+        tmp_path / "src",
+        settings={
+            "CANARYD_PROMETHEUS_URL": tls_prom.url,
+            "CANARYD_PROMETHEUS_USERNAME": USER,
+            "CANARYD_PROMETHEUS_PASSWORD_FILE": "/etc/canaryd/prometheus/password",
+            "CANARYD_PROMETHEUS_CA_FILE": "/etc/canaryd/prometheus/ca.crt",
+        },
+        prometheus_files={"password": PASSWORD.encode() + b"\n", "ca.crt": pki.ca.read_bytes()},
+    )
+    launch = daemon_launch(render(src), tmp_path / "pod")
+    defaults = PrometheusDefaults.from_settings(env=launch.env)
+    assert defaults.problems() == []
+    servers = PrometheusPool(defaults)
+    try:
+        got = servers.fetch([request()], OBS[1].start_s, OBS[1].end_s)["iris"]
+    finally:
+        servers.close()
+    assert_counts(got, 1)
+
+
 # -- the daemon's default, policies' own servers, and which credentials go where ---------------
 
 
