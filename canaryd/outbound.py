@@ -172,18 +172,27 @@ def body_excerpt(resp: Response, limit: int = 200) -> str:
 
 
 class _Watchdog:
-    """Shuts the connection's socket down at the deadline, which ends any blocked read."""
+    """Shuts the connection's socket down at the deadline, which ends any blocked read.
+
+    ``hold`` must be called once the socket exists: ``HTTPConnection.getresponse`` drops
+    ``conn.sock`` when the server says ``Connection: close`` (the response reads through its
+    own file object on the same descriptor), so the watchdog keeps its own reference.
+    """
 
     def __init__(self, conn: http.client.HTTPConnection, seconds: float) -> None:
         self._conn = conn
+        self._sock: socket.socket | None = None
         self.fired = False
         self._timer = threading.Timer(max(0.0, seconds), self._fire)
         self._timer.daemon = True
         self._timer.start()
 
+    def hold(self) -> None:
+        self._sock = self._conn.sock
+
     def _fire(self) -> None:
         self.fired = True
-        sock = self._conn.sock
+        sock = self._sock if self._sock is not None else self._conn.sock
         if sock is not None:
             # The base class's shutdown also works on an SSLSocket (it acts on the fd).
             with contextlib.suppress(OSError):
@@ -316,8 +325,17 @@ def _one(
     watchdog = _Watchdog(conn, remaining)
     try:
         conn.request(method, path, body=body, headers=send)
+        watchdog.hold()
         raw = conn.getresponse()
         data = raw.read(max_body_bytes + 1)
+        if watchdog.fired:
+            raise _timeout(timeout_s)  # the read ended because the deadline shut the socket
+        if raw.length:  # Content-Length said more than arrived
+            raise OutboundError(
+                FaultKind.CONNECTION,
+                f"the answer ended {raw.length} bytes short of its Content-Length",
+                retryable=True,
+            )
         if len(data) > max_body_bytes:
             raise OutboundError(
                 FaultKind.TOO_LARGE,

@@ -342,8 +342,9 @@ def test_tenant_header_reaches_the_server(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("headers_too", [False, True], ids=["body", "headers-and-body"])
 def test_a_slow_drip_cannot_hold_a_query_past_its_deadline(headers_too: bool) -> None:
-    """Headers, then one byte every 2 s: a per-read timeout never fires; the total does."""
-    drip = Reply(200, EMPTY_VECTOR, drip_s=2.0, drip_headers=headers_too)
+    """A byte every 0.4 s, well inside the 1.5 s deadline: every read returns in time, so only a
+    total deadline can end it (the whole answer would take ~26 s, ~60 s with headers)."""
+    drip = Reply(200, EMPTY_VECTOR, drip_s=0.4, drip_headers=headers_too)
     with http_stub(drip) as stub:
         cfg = PrometheusConfig(stub.url, retry=RetryPolicy(attempts=1, timeout_s=1.5))
         t = time.monotonic()
@@ -354,7 +355,7 @@ def test_a_slow_drip_cannot_hold_a_query_past_its_deadline(headers_too: bool) ->
 
 
 def test_the_fetch_budget_bounds_a_dripping_server_with_retries() -> None:
-    with http_stub(Reply(200, EMPTY_VECTOR, drip_s=2.0)) as stub:
+    with http_stub(Reply(200, EMPTY_VECTOR, drip_s=0.3)) as stub:
         retry = RetryPolicy(attempts=10, timeout_s=1.0, backoff_s=0.05, budget_s=2.5)
         t = time.monotonic()
         got = fetch(PrometheusConfig(stub.url, retry=retry))
@@ -371,7 +372,7 @@ def test_one_slow_server_does_not_starve_the_others(
     creds = secrets  # the password file lives there
     budget = RetryPolicy(attempts=5, timeout_s=1.0, backoff_s=0.05, budget_s=2.0)
     with (
-        http_stub(Reply(200, EMPTY_VECTOR, drip_s=2.0)) as slow_a,
+        http_stub(Reply(200, EMPTY_VECTOR, drip_s=0.3)) as slow_a,
         http_stub(Reply(200, EMPTY_VECTOR, hang_s=30.0)) as slow_b,
     ):
         defaults = PrometheusDefaults(
