@@ -202,7 +202,7 @@ class _Watchdog:
         self._timer.cancel()
 
 
-def _tls_reason(exc: ssl.SSLError) -> str:
+def _tls_reason(exc: ssl.SSLError, client_cert: bool) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         code = getattr(exc, "verify_code", None)
         msg = getattr(exc, "verify_message", None) or str(exc)
@@ -215,14 +215,31 @@ def _tls_reason(exc: ssl.SSLError) -> str:
         return f"TLS: certificate verify failed ({msg})"
     text = str(exc)
     low = text.lower()
-    if "certificate required" in low:
+    refused = ("certificate required", "bad certificate", "unknown ca", "certificate unknown")
+    if any(r in low for r in refused):
+        # Go's TLS server answers a missing client certificate with "bad certificate" too.
+        if client_cert:
+            return "TLS: the server rejected the client certificate"
         return "TLS: the server requires a client certificate (set the cert and key files)"
-    if "unknown ca" in low or "bad certificate" in low or "certificate unknown" in low:
-        return "TLS: the server rejected the client certificate"
     if "wrong version number" in low or "record layer failure" in low or "packet length" in low:
         return "TLS: the server did not answer TLS (is it an http:// URL?)"
     reason = getattr(exc, "reason", None) or type(exc).__name__
     return f"TLS: handshake failed ({reason})"
+
+
+def _closed_after_handshake(client_cert: bool) -> str:
+    """A TLS server that ends the connection right after the handshake, before any answer,
+    is refusing the client at the TLS layer; whether its alert or only the close arrives first
+    depends on timing (a POST body still being sent, say), so both read the same."""
+    if client_cert:
+        return (
+            "TLS: the server closed the connection after the handshake (it may have rejected "
+            "the client certificate)"
+        )
+    return (
+        "TLS: the server closed the connection after the handshake (it may require a client "
+        "certificate: set the cert and key files)"
+    )
 
 
 def _connection_reason(exc: BaseException) -> str:
@@ -247,11 +264,14 @@ def request(
     tls: ssl.SSLContext | None = None,
     max_redirects: int = 3,
     max_body_bytes: int = MAX_BODY_BYTES,
+    client_cert: bool = False,
 ) -> Response:
     """One HTTP call bounded by ``timeout_s`` in total (see the module docstring).
 
     Returns the final ``Response`` whatever its status; raises ``OutboundError`` when no
     complete answer arrived (timeout, connection, TLS, a refused redirect, too large a body).
+    ``client_cert`` says whether ``tls`` presents a client certificate (it only words the
+    reason of a TLS refusal).
     """
     problem = check_url(url)
     if problem is not None:
@@ -271,6 +291,7 @@ def request(
             deadline,
             timeout_s,
             max_body_bytes,
+            client_cert,
         )
         if resp.status not in (301, 302, 303, 307, 308):
             return Response(resp.status, resp.headers, resp.body, current, hops)
@@ -306,6 +327,7 @@ def _one(
     deadline: float,
     timeout_s: float,
     max_body_bytes: int,
+    client_cert: bool,
 ) -> Response:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
@@ -323,9 +345,12 @@ def _one(
     if body is not None:
         send.setdefault("Content-Length", str(len(body)))
     watchdog = _Watchdog(conn, remaining)
+    handshaken = False
     try:
-        conn.request(method, path, body=body, headers=send)
+        conn.connect()  # TCP, and for https the whole TLS handshake
         watchdog.hold()
+        handshaken = parts.scheme == "https"
+        conn.request(method, path, body=body, headers=send)
         raw = conn.getresponse()
         data = raw.read(max_body_bytes + 1)
         if watchdog.fired:
@@ -349,12 +374,22 @@ def _one(
     except ssl.SSLError as exc:
         if watchdog.fired:
             raise _timeout(timeout_s) from None
-        raise OutboundError(FaultKind.TLS, _tls_reason(exc), retryable=False) from None
+        if handshaken and isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+            # Retried: a proxy that merely dropped the connection looks the same.
+            reason = _closed_after_handshake(client_cert)
+            raise OutboundError(FaultKind.TLS, reason, retryable=True) from None
+        reason = _tls_reason(exc, client_cert)
+        raise OutboundError(FaultKind.TLS, reason, retryable=False) from None
     except TimeoutError:
         raise _timeout(timeout_s) from None
     except (OSError, http.client.HTTPException) as exc:
         if watchdog.fired or time.monotonic() >= deadline:
             raise _timeout(timeout_s) from None
+        reset = (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)
+        if handshaken and isinstance(exc, reset):
+            raise OutboundError(
+                FaultKind.TLS, _closed_after_handshake(client_cert), retryable=True
+            ) from None
         raise OutboundError(FaultKind.CONNECTION, _connection_reason(exc), retryable=True) from None
     finally:
         watchdog.cancel()

@@ -75,6 +75,7 @@ class HttpTransport:
                     headers=headers,
                     tls=tls,
                     max_body_bytes=self._config.max_response_bytes,
+                    client_cert=self._config.tls.cert_file is not None,
                 )
             else:
                 resp = outbound.request(
@@ -85,6 +86,7 @@ class HttpTransport:
                     headers={**headers, "Content-Type": "application/x-www-form-urlencoded"},
                     tls=tls,
                     max_body_bytes=self._config.max_response_bytes,
+                    client_cert=self._config.tls.cert_file is not None,
                 )
         except OutboundError as exc:
             raise QueryError(exc.reason, retryable=exc.retryable, kind=exc.kind.value) from None
