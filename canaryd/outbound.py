@@ -390,10 +390,36 @@ def _one(
             raise OutboundError(
                 FaultKind.TLS, _closed_after_handshake(client_cert), retryable=True
             ) from None
+        if parts.scheme == "http" and isinstance(exc, reset):
+            # A TLS server answers plain HTTP with a 400 and a close that often arrives as a
+            # reset first, losing the 400: ask the port directly whether it speaks TLS.
+            left = min(1.0, deadline - time.monotonic())
+            if left > 0 and _speaks_tls(host, parts.port or 80, left):
+                raise OutboundError(
+                    FaultKind.TLS,
+                    "the server speaks HTTPS: use an https:// URL",
+                    retryable=False,
+                ) from None
         raise OutboundError(FaultKind.CONNECTION, _connection_reason(exc), retryable=True) from None
     finally:
         watchdog.cancel()
         conn.close()
+
+
+def _speaks_tls(host: str, port: int, timeout_s: float) -> bool:
+    """Whether ``host:port`` completes a TLS handshake (certificates not checked: this only
+    names the mistake of an http:// URL for a TLS server, nothing is sent after it)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout_s) as raw,
+            ctx.wrap_socket(raw, server_hostname=host),
+        ):
+            return True
+    except (OSError, ssl.SSLError):
+        return False
 
 
 def _timeout(timeout_s: float) -> OutboundError:
