@@ -25,6 +25,8 @@ class Reason(StrEnum):
     PAUSED = "Paused"
     RESUMED = "Resumed"
     ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
+    AWAITING_CONFIRMATION = "AwaitingConfirmation"
+    """Ready to promote, holding at the last step until ``promotion.confirm`` approves."""
     # -- the daemon's own ---------------------------------------------------------------
     ABORTED = "Aborted"
     INVALID_ACTION = "InvalidAction"
@@ -74,6 +76,7 @@ _VERBS: dict[Reason, str] = {
     Reason.PAUSED: "Pause",
     Reason.RESUMED: "Resume",
     Reason.ANALYSIS_INCONCLUSIVE: "Analyze",
+    Reason.AWAITING_CONFIRMATION: "AwaitConfirmation",
     Reason.ABORTED: "Abort",
     Reason.INVALID_ACTION: "IgnoreAction",
     Reason.ACTION_IGNORED: "IgnoreAction",

@@ -42,7 +42,58 @@ def _target(value: str) -> tuple[str, str]:
     type=click.Path(path_type=Path),
     help="Policy file or directory (repeatable).",
 )
-@click.option("--prometheus", default=None, help="Prometheus URL (overrides the policies').")
+@click.option(
+    "--prometheus",
+    default=None,
+    help="Default Prometheus URL (else $CANARYD_PROMETHEUS_URL); a policy's "
+    "spec.analysis.source.prometheus overrides it.",
+)
+@click.option(
+    "--prometheus-bearer-token-file",
+    default=None,
+    help="File with a bearer token, re-read when it changes "
+    "($CANARYD_PROMETHEUS_BEARER_TOKEN_FILE).",
+)
+@click.option(
+    "--prometheus-username", default=None, help="Basic auth user ($CANARYD_PROMETHEUS_USERNAME)."
+)
+@click.option(
+    "--prometheus-password-file",
+    default=None,
+    help="Basic auth password file ($CANARYD_PROMETHEUS_PASSWORD_FILE).",
+)
+@click.option(
+    "--prometheus-header",
+    "prometheus_headers",
+    multiple=True,
+    help="Extra header 'Name: value', e.g. 'X-Scope-OrgID: team-a' (repeatable; "
+    "$CANARYD_PROMETHEUS_HEADERS, one per line).",
+)
+@click.option(
+    "--prometheus-ca-file", default=None, help="CA bundle (PEM) ($CANARYD_PROMETHEUS_CA_FILE)."
+)
+@click.option(
+    "--prometheus-cert-file",
+    default=None,
+    help="Client certificate (PEM) ($CANARYD_PROMETHEUS_CERT_FILE).",
+)
+@click.option(
+    "--prometheus-key-file",
+    default=None,
+    help="Client certificate key (PEM) ($CANARYD_PROMETHEUS_KEY_FILE).",
+)
+@click.option(
+    "--prometheus-insecure-skip-verify",
+    is_flag=True,
+    default=None,
+    help="Do not verify the server certificate ($CANARYD_PROMETHEUS_INSECURE_SKIP_VERIFY).",
+)
+@click.option(
+    "--credentials-dir",
+    default=None,
+    help="Directory that policies' credential file names are relative to "
+    "($CANARYD_CREDENTIALS_DIR, default /etc/canaryd/credentials).",
+)
 @KUBECONFIG
 @click.option(
     "--namespaces",
@@ -101,6 +152,15 @@ def _target(value: str) -> tuple[str, str]:
 def run_cmd(
     policies: tuple[Path, ...],
     prometheus: str | None,
+    prometheus_bearer_token_file: str | None,
+    prometheus_username: str | None,
+    prometheus_password_file: str | None,
+    prometheus_headers: tuple[str, ...],
+    prometheus_ca_file: str | None,
+    prometheus_cert_file: str | None,
+    prometheus_key_file: str | None,
+    prometheus_insecure_skip_verify: bool | None,
+    credentials_dir: str | None,
     kubeconfig: Path | None,
     namespaces: str | None,
     port: int,
@@ -121,13 +181,30 @@ def run_cmd(
     import time
 
     from canaryd.daemon import jsonlog
-    from canaryd.daemon.run import Daemon, config_from_env, parse_cross_namespace
+    from canaryd.daemon.run import Daemon, StartupError, config_from_env, parse_cross_namespace
+    from canaryd.metrics.connection import PrometheusDefaults
 
     jsonlog.configure(log_level.upper())
     try:
+        try:
+            access = PrometheusDefaults.from_settings(
+                url=prometheus,
+                bearer_token_file=prometheus_bearer_token_file,
+                username=prometheus_username,
+                password_file=prometheus_password_file,
+                headers=prometheus_headers,
+                ca_file=prometheus_ca_file,
+                cert_file=prometheus_cert_file,
+                key_file=prometheus_key_file,
+                insecure_skip_verify=prometheus_insecure_skip_verify,
+                credentials_dir=credentials_dir,
+            )
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
         config = config_from_env(
             policies=list(policies),
-            prometheus=prometheus,
+            prometheus=access.url,
+            prometheus_access=access,
             kubeconfig=str(kubeconfig) if kubeconfig else None,
             context=context,
             namespaces=[n.strip() for n in namespaces.split(",") if n.strip()]

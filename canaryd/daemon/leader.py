@@ -14,7 +14,7 @@
 - ``release()`` (on a graceful shutdown) empties the holder so a standby takes over at once.
 
 Defaults: lease 15 s, renew every 5 s, renew deadline 10 s. RBAC: leases get/create/update in
-the lease namespace (``deploy/rbac.yaml``).
+the lease namespace (``deploy/base/rbac.yaml``).
 """
 
 from __future__ import annotations

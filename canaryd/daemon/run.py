@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
@@ -41,6 +41,7 @@ from canaryd.identity import RolloutKey
 from canaryd.kube import INFERENCE_SERVICE, KubeObjects, load_api_client
 from canaryd.kube.events import EventRecorder
 from canaryd.kube.watching import WatchCache
+from canaryd.metrics.connection import PrometheusDefaults
 from canaryd.metrics.pool import PrometheusPool
 
 log = logging.getLogger("canaryd.run")
@@ -56,6 +57,9 @@ class StartupError(CanarydError):
 class RunConfig:
     policies: Sequence[Path]
     prometheus: str | None = None
+    prometheus_access: PrometheusDefaults | None = None
+    """Credentials, TLS and credentials directory of the daemon's default Prometheus (whose
+    URL is ``prometheus``); None: no credentials, the default credentials directory."""
     kubeconfig: str | None = None
     context: str | None = None
     namespaces: Sequence[str] | None = None
@@ -75,18 +79,24 @@ class RunConfig:
     """Wall time in epoch seconds (a drill may run the daemon on a shifted clock)."""
 
 
+def prometheus_defaults(config: RunConfig) -> PrometheusDefaults:
+    """The daemon's default Prometheus: ``config.prometheus`` with ``prometheus_access``."""
+    return replace(config.prometheus_access or PrometheusDefaults(), url=config.prometheus)
+
+
 def _check_sources(config: RunConfig, policies: PolicySet) -> None:
-    missing = [
-        lp
+    """Refuse to start when the daemon's Prometheus settings are unusable (an unreadable
+    credentials file, a PEM that does not load) or a policy has no Prometheus to read."""
+    defaults = prometheus_defaults(config)
+    problems = [f"Prometheus settings: {p}" for p in defaults.problems()]
+    by_name = defaults.policy_problems([lp.policy for lp in policies.policies])
+    problems += [
+        f"policy {lp.policy.name!r} ({lp.file}): {by_name[lp.policy.name]}"
         for lp in policies.policies
-        if not (lp.policy.spec.analysis.source.prometheus or config.prometheus)
+        if lp.policy.name in by_name
     ]
-    if missing:
-        where = ", ".join(f"{lp.policy.name} ({lp.file})" for lp in missing)
-        raise StartupError(
-            f"no Prometheus to read for {where}: pass --prometheus URL, set {PROMETHEUS_ENV}, "
-            "or set spec.analysis.source.prometheus in the policy"
-        )
+    if problems:
+        raise StartupError("; ".join(problems))
 
 
 class Daemon:
@@ -94,13 +104,13 @@ class Daemon:
 
     def __init__(self, config: RunConfig, api_client: k8s.ApiClient | None = None) -> None:
         self.config = config
-        self.api = api_client or load_api_client(config.kubeconfig, config.context)
         self.policy_set = PolicySet(list(config.policies))
         self.policy_set.load()
-        _check_sources(config, self.policy_set)
+        _check_sources(config, self.policy_set)  # before the apiserver: a config mistake
+        self.api = api_client or load_api_client(config.kubeconfig, config.context)
         self.cache = WatchCache(self.api)
         self.objects = KubeObjects(self.api, self.cache)
-        self.source = PrometheusPool(config.prometheus)
+        self.source = PrometheusPool(prometheus_defaults(config))
         self.elector = (
             LeaderElector(
                 self.api,

@@ -272,7 +272,7 @@ def _check_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
     "prometheus_url",
     required=True,
     callback=_check_url,
-    help="Prometheus base URL.",
+    help="Prometheus base URL (credentials: the $CANARYD_PROMETHEUS_* files, as `canaryd run`).",
 )
 @click.option(
     "--policy",
@@ -310,7 +310,8 @@ def analyze(
     The last line says what the window adds up to: no worse (exit 0), worse (1), inconclusive
     or no data (2); a bad flag or policy exits 3.
     """
-    from canaryd.metrics.prometheus import PrometheusConfig, PrometheusSource
+    from canaryd.metrics.connection import PrometheusDefaults
+    from canaryd.metrics.prometheus import PrometheusSource
     from canaryd.policy.loader import load_policy_file
 
     start_s, end_s = parse_time(start), parse_time(end)
@@ -336,7 +337,20 @@ def analyze(
             f"the window is shorter than the policy's analysis interval ({interval:g}s)",
             param_hint="--start/--end",
         )
-    with PrometheusSource(PrometheusConfig(url=prometheus_url)) as source:
+    try:  # --prometheus is the server; its credentials come as for `canaryd run`
+        defaults = PrometheusDefaults.from_settings(url=prometheus_url)
+        config = defaults.resolve(
+            policy.spec.analysis.source.model_copy(update={"prometheus": None})
+        )
+    except ValueError as exc:
+        click.echo(f"canaryd analyze: {exc}", err=True)
+        sys.exit(ExitCode.USAGE)
+    assert config is not None
+    problems = config.problems()
+    if problems:
+        click.echo(f"canaryd analyze: Prometheus {config.url}: {'; '.join(problems)}", err=True)
+        sys.exit(ExitCode.USAGE)
+    with PrometheusSource(config) as source:
         down = source.probe(end_s)
         if down is not None:
             if down.retryable:

@@ -1,29 +1,33 @@
-"""PrometheusSource: batched PromQL over prometheus-api-client, faults turned into no-data.
+"""PrometheusSource: batched PromQL to one Prometheus, faults turned into no-data.
 
 The pipeline of one ``fetch``: ``batching`` plans the chunks, ``presets`` renders their queries,
-``transport`` runs them (with retries bounded by the tick's budget, here), and ``demux`` turns
-the answers into one Observation per rollout.
+``transport`` runs them (with retries bounded by the fetch's budget, here), and ``demux`` turns
+the answers into one Observation per rollout. ``pool`` spreads a tick's rollouts over the
+Prometheus servers their policies read, one ``PrometheusSource`` each, concurrently.
 
-One tick (``fetch``) groups the rollouts that share a query configuration (preset, version
-label, error codes, latency unit, custom templates; for the custom preset also the namespace),
-renders **one query per metric kind** (requests, errors, buckets, resets, each named
-histogram and the finish reasons of the vllm preset, each custom, categorical and quality
-template; for istio rollouts in a shadow phase also live_requests and live_errors)
-per group, splitting a group into chunks only when a query would exceed ``max_query_bytes``
-(URL-encoded), and demultiplexes the answers by ``(namespace, revision)``.
+One fetch groups the rollouts that share a query configuration (preset, version label, error
+codes, latency unit, custom templates; for the custom preset also the namespace), renders
+**one query per metric kind** (requests, errors, buckets, resets, each named histogram and the
+finish reasons of the vllm preset, each custom, categorical and quality template; for istio
+rollouts in a shadow phase also live_requests and live_errors) per group, splitting a group
+into chunks only when a query would exceed ``max_query_bytes`` (URL-encoded), and
+demultiplexes the answers by ``(namespace, revision)``. With POST (the default: the form goes
+in the request body, since URL length is what limits a batched query) and the default 128 KiB
+limit, 1,000 rollouts with KServe-style revision names need 1-2 queries per kind.
 
-Transport: ``PrometheusConnect.custom_query`` for GET; for POST (the default) the form is sent
-in the request *body* through the same requests session, because the client library puts even
-a POST's parameters in the URL, and URL length is what limits a batched query. With POST and the
-default 128 KiB limit, 1,000 rollouts with KServe-style revision names need 1-2 queries per
-kind.
+The time bound: every request has a TOTAL deadline (``RetryPolicy.timeout_s``, enforced by
+``canaryd.outbound`` even against a server that drips its answer a byte at a time), and the
+whole fetch is bounded by ``min(budget_s, budget_fraction * window)``, after which the rollouts
+not yet answered are no-data ("query budget exhausted"). So one fetch never takes longer than
+its budget plus a few milliseconds.
 
 Faults and what they become (never an exception, never a pass):
 
 - connection refused / reset, timeouts, HTTP 5xx and 429: retried with exponential backoff
-  (``RetryPolicy``); the whole tick is bounded by ``min(budget_s, budget_fraction * window)``,
-  after which the rollouts not yet answered are no-data ("query budget exhausted");
-- HTTP 4xx (a bad query) is not retried: no-data with Prometheus' message;
+  within the budget;
+- HTTP 401/403 ("unauthorized: wrong username or password"), TLS failures ("TLS: unknown
+  CA"), a redirect to another origin, HTTP 4xx (a bad query): not retried; no-data with the
+  classified reason, which reaches the decision's reason, the log and the Event;
 - NaN / Inf values, a missing stable or canary series, an empty window, a histogram without a
   ``+Inf`` bucket, a stable/canary bucket layout mismatch (a partial bucket set), and counter
   resets between a window's edge samples (see ``presets``) give no-data for that rollout only.
@@ -80,6 +84,10 @@ class FetchStats:
 
     queries: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+    """Failed queries by ``QueryError.kind`` (auth, tls, timeout, connection, http, ...)."""
+    last_fault: str | None = None
+    """The reason of the last failed query, classified (for a log line or a status page)."""
     seconds: float = 0.0
     max_query_bytes: int = 0
 
@@ -216,8 +224,10 @@ class PrometheusSource:
             stats.max_query_bytes = max(stats.max_query_bytes, len(urllib.parse.quote_plus(promql)))
             try:
                 return self._query_with_retries(promql, end_s, deadline)
-            except QueryError:
+            except QueryError as exc:
                 stats.failures[kind] += 1
+                stats.faults[exc.kind] += 1
+                stats.last_fault = exc.reason
                 raise
 
         try:
@@ -289,8 +299,10 @@ class PrometheusSource:
                     break
                 self._sleep(pause)
         if last is None:
-            raise QueryError("query budget exhausted", retryable=False)
+            raise QueryError("query budget exhausted", retryable=False, kind="timeout")
         n = min(attempt + 1, max(1, retry.attempts))
         raise QueryError(
-            f"{last.reason} ({n} attempt{'s' if n > 1 else ''})", retryable=last.retryable
+            f"{last.reason} ({n} attempt{'s' if n > 1 else ''})",
+            retryable=last.retryable,
+            kind=last.kind,
         )

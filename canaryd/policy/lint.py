@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import re
+import urllib.parse
+
 from canaryd.durations import format_duration
 from canaryd.errors import Problem
 from canaryd.policy.loader import LoadedPolicy
+
+_TOKEN_HOSTS = re.compile(
+    r"(^|\.)(hooks\.slack\.com|webhook\.office\.com|outlook\.office\.com|discord(app)?\.com"
+    r"|chat\.googleapis\.com)$"
+)
+_TOKEN_PARAMS = re.compile(r"(?i)(token|key|secret|sig|signature|password|auth)")
+
+
+def url_holds_a_secret(url: str) -> bool:
+    """Whether ``url`` looks like one that carries its own credential (Slack, Teams, Discord
+    and Google Chat webhooks, or a query parameter named like a token)."""
+    parts = urllib.parse.urlsplit(url)
+    if _TOKEN_HOSTS.search((parts.hostname or "").lower()):
+        return True
+    return any(_TOKEN_PARAMS.search(k) for k, _ in urllib.parse.parse_qsl(parts.query))
 
 
 def lint(loaded: LoadedPolicy) -> list[Problem]:
@@ -55,4 +73,32 @@ def lint(loaded: LoadedPolicy) -> list[Problem]:
                 "sent to the canary by another route (a header match) count zero in the user "
                 "impact (the istio preset tells them apart)",
             )
+    src = spec.analysis.source
+    if src.tls is not None and src.tls.insecure_skip_verify:
+        warn(
+            "spec.analysis.source.tls.insecureSkipVerify",
+            "the server's certificate is not verified: anyone on the path can read the data "
+            "and the credentials",
+        )
+    endpoints = [
+        (f"spec.notifications.webhooks[{i}].url", h.url)
+        for i, h in enumerate(spec.notifications.webhooks)
+    ]
+    if spec.promotion.confirm is not None:
+        endpoints.append(("spec.promotion.confirm.url", spec.promotion.confirm.url))
+    for path, url in endpoints:
+        if url is not None and url_holds_a_secret(url):
+            warn(
+                path,
+                "this URL looks like it carries its own token: anyone who can read the policy "
+                "can use it (move it to urlFrom: {file: ...} or {env: CANARYD_WEBHOOK_...})",
+            )
+    has_secret = src.auth is not None and (
+        src.auth.bearer_token_file is not None or src.auth.basic_auth is not None
+    )
+    if has_secret and src.prometheus is not None and src.prometheus.startswith("http://"):
+        warn(
+            "spec.analysis.source.prometheus",
+            "credentials over plain http:// are readable by anyone on the path (use https://)",
+        )
     return out

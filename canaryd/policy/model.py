@@ -12,6 +12,7 @@ import warnings
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -570,6 +571,86 @@ class Queries(_Model):
     )
 
 
+_CREDENTIALS_REF = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.(?:/|$))[A-Za-z0-9._/-]+$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+"""Headers that carry credentials: never written inline (use a token or password file)."""
+
+
+def _credentials_ref(v: str) -> str:
+    if not _CREDENTIALS_REF.match(v):
+        raise ValueError(
+            f"expected a file name relative to the daemon's credentials directory (letters, "
+            f"digits, '.', '_', '-', '/'; no leading '/', no '..'), got {v!r}"
+        )
+    return v
+
+
+CredentialsFile = Annotated[
+    str,
+    AfterValidator(_credentials_ref),
+    Field(
+        description="A file under the daemon's credentials directory (--credentials-dir, "
+        "default /etc/canaryd/credentials), e.g. 'thanos-token'. Never the secret itself."
+    ),
+]
+
+
+def check_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Plain extra headers: valid names, single-line values, no credential-bearing header."""
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"invalid HTTP header name {name!r}")
+        if name.lower() in SECRET_HEADERS:
+            raise ValueError(
+                f"header {name!r} carries credentials and may not be written inline; use "
+                "bearerTokenFile or basicAuth"
+            )
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"header {name!r}: the value must be a single line")
+    return headers
+
+
+class BasicAuth(_Model):
+    username: str = Field(description="User name (not secret).", min_length=1)
+    password_file: CredentialsFile = Field(description="File holding the password.")
+
+
+class SourceAuth(_Model):
+    bearer_token_file: CredentialsFile | None = Field(
+        None, description="File holding a bearer token; re-read when it changes."
+    )
+    basic_auth: BasicAuth | None = Field(None, description="HTTP basic auth.")
+    headers: Annotated[dict[str, str], AfterValidator(check_headers)] = Field(
+        default_factory=dict,
+        description="Extra request headers, e.g. X-Scope-OrgID for a Mimir/Cortex tenant "
+        "(no Authorization or Cookie: those come from files).",
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> SourceAuth:
+        if self.bearer_token_file is not None and self.basic_auth is not None:
+            raise at("basicAuth", "give bearerTokenFile or basicAuth, not both")
+        return self
+
+
+class SourceTls(_Model):
+    ca_file: CredentialsFile | None = Field(
+        None, description="PEM file of the CA(s) that sign the server's certificate."
+    )
+    cert_file: CredentialsFile | None = Field(None, description="Client certificate (PEM).")
+    key_file: CredentialsFile | None = Field(None, description="Client certificate's key (PEM).")
+    insecure_skip_verify: bool = Field(
+        False, description="Do not verify the server's certificate (never in production)."
+    )
+
+    @model_validator(mode="after")
+    def _pair(self) -> SourceTls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise at("certFile", "certFile and keyFile go together")
+        return self
+
+
 class Source(_Model):
     preset: Literal["istio", "knative", "kserve", "vllm", "custom"] = Field(
         "istio",
@@ -579,8 +660,16 @@ class Source(_Model):
         ),
     )
     prometheus: str | None = Field(
-        None, description="Prometheus base URL; the daemon's --prometheus flag overrides it."
+        None,
+        description="Prometheus base URL for this policy; overrides the daemon's default "
+        "(--prometheus, $CANARYD_PROMETHEUS_URL).",
     )
+    auth: SourceAuth | None = Field(
+        None,
+        description="Credentials by file reference. With no prometheus URL, or one on the "
+        "daemon's origin, they refine the daemon's own; elsewhere they are the only ones sent.",
+    )
+    tls: SourceTls | None = Field(None, description="TLS settings by file reference.")
     version_label: str | None = Field(
         None,
         description=(
@@ -593,6 +682,17 @@ class Source(_Model):
         None, description="Unit of the latency histogram (default per preset)."
     )
     queries: Queries | None = Field(None, description="custom: PromQL templates.")
+
+    @field_validator("prometheus")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None:
+            from canaryd.outbound import check_url
+
+            problem = check_url(v)
+            if problem is not None:
+                raise ValueError(problem)
+        return v
 
     @field_validator("error_codes")
     @classmethod
@@ -676,6 +776,99 @@ class NoData(_Model):
     )
 
 
+class SecretRef(_Model):
+    """Where a value that holds a secret (a webhook URL with its token) comes from."""
+
+    file: CredentialsFile | None = Field(
+        None,
+        description="A file under the daemon's credentials directory, e.g. 'slack-webhook-url'.",
+    )
+    env: str | None = Field(
+        None,
+        pattern=r"^CANARYD_WEBHOOK_[A-Z0-9_]+$",
+        description="An environment variable of the daemon; only CANARYD_WEBHOOK_* names.",
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> SecretRef:
+        if (self.file is None) == (self.env is None):
+            raise at("file", "give exactly one of file or env")
+        return self
+
+
+class Endpoint(_Model):
+    """An HTTP endpoint canaryd POSTs to: a plain URL or a secret reference, and a deadline."""
+
+    url: str | None = Field(
+        None,
+        description="http(s) URL with no secret in it (a URL that carries a token, as Slack's "
+        "and Teams' do, goes in urlFrom).",
+    )
+    url_from: SecretRef | None = Field(None, description="Where the URL is read from.")
+    timeout: Duration = Field(5.0, description="Total deadline of one attempt.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None:
+            from canaryd.outbound import check_url
+
+            problem = check_url(v)
+            if problem is not None:
+                raise ValueError(problem)
+        return v
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: float) -> float:
+        if not 0 < v <= 60:
+            raise ValueError(f"expected a timeout between 0 and 60s, got {v:g}s")
+        return v
+
+    @model_validator(mode="after")
+    def _one_url(self) -> Endpoint:
+        if (self.url is None) == (self.url_from is None):
+            raise at("url", "give exactly one of url or urlFrom")
+        return self
+
+
+NOTIFIABLE = (
+    "CanaryStarted",
+    "WeightChanged",
+    "Promoted",
+    "RolledBack",
+    "Paused",
+    "Resumed",
+    "AnalysisInconclusive",
+    "AwaitingConfirmation",
+    "Aborted",
+)
+"""Decision reasons a webhook can subscribe to (``canaryd.reasons.Reason`` values)."""
+
+
+class Webhook(Endpoint):
+    format: Literal["json", "slack", "teams"] = Field(
+        "json",
+        description="json: canaryd's versioned schema; slack: {text, blocks}; teams: a "
+        "MessageCard.",
+    )
+    events: list[Literal[NOTIFIABLE]] | None = Field(  # type: ignore[valid-type]
+        None, description="Only these decision reasons (default: every decision with an Event)."
+    )
+
+
+class Notifications(_Model):
+    webhooks: list[Webhook] = Field(
+        default_factory=list, description="Each receives every decision (with an Event) as JSON."
+    )
+
+
+class Confirm(Endpoint):
+    """spec.promotion.confirm: a webhook that must answer 2xx before a promotion."""
+
+    timeout: Duration = Field(10.0, description="Total deadline of one ask.")
+
+
 class Promotion(_Model):
     criterion: Literal["afterSteps", "nonInferiority"] = Field(
         "afterSteps",
@@ -697,6 +890,11 @@ class Promotion(_Model):
     )
     on_insufficient_evidence: Literal["hold", "pause"] = Field(
         "hold", description="What to do at the last step while the needed requests are not met."
+    )
+    confirm: Confirm | None = Field(
+        None,
+        description="A webhook that must approve (HTTP 2xx) before the promotion; asked once per "
+        "analysis interval while the rollout holds at its last step.",
     )
 
 
@@ -722,17 +920,6 @@ class Window(_Model):
         except ValueError as exc:
             raise at("schedule", f"invalid crontab expression {self.schedule!r}: {exc}") from None
         return self
-
-
-class Notifications(_Model):
-    webhook: str | None = Field(None, description="URL that receives each decision as JSON.")
-
-    @field_validator("webhook")
-    @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[^\s/]+", v):
-            raise ValueError(f"expected an http(s) URL, got {v!r}")
-        return v
 
 
 class PolicySpec(_Model):

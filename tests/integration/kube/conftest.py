@@ -83,10 +83,7 @@ def _run_visible(request: pytest.FixtureRequest, args: list[str], timeout: int) 
 
 
 def crd_dir() -> Path:
-    shared = Path(os.environ.get("CANARYD_SHARED_DIR", REPO.parent / "shared"))
-    upstream = shared / "crds"
-    if (upstream / "serving.kserve.io_inferenceservices.yaml").is_file():
-        return upstream
+    """The upstream CRDs the tests apply: the project's own copies (see their README)."""
     return REPO / "tests" / "fixtures" / "crds"
 
 

@@ -581,14 +581,14 @@ def test_daemon_serves_and_stops_on_sigterm(kube: KubeEnv, namespace: str, tmp_p
 
 
 def test_the_daemon_needs_no_more_than_deploy_rbac(kube: KubeEnv, namespace: str) -> None:
-    """The deploy/rbac.yaml rules, bound to a ServiceAccount in a fresh namespace, are enough
+    """The deploy/base/rbac.yaml rules, bound to a ServiceAccount in a fresh namespace, are enough
     for a whole rollout: LIST, status, state ConfigMap, Events, annotations, Lease."""
     import yaml
     from kubernetes import client as k8s
 
     from canaryd.kube import bearer_token_client
 
-    docs = list(yaml.safe_load_all((REPO / "deploy" / "rbac.yaml").read_text()))
+    docs = list(yaml.safe_load_all((REPO / "deploy" / "base" / "rbac.yaml").read_text()))
     roles = [d for d in docs if d and d["kind"] == "Role"]
     admin = kube.api_client
     raw_request(

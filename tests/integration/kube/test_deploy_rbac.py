@@ -1,5 +1,7 @@
-"""deploy/ on a real apiserver: server-side dry run of every manifest, then the RBAC it grants,
-exercised with a real ServiceAccount token (TokenRequest) — what works and what is 403."""
+"""deploy/ on a real apiserver: rendered by a real kustomize (``scripts/kustomize``), every
+rendered object server-side dry-run (also with the optional ServiceMonitor / PodMonitor
+components), then applied, and the RBAC it grants exercised with a real ServiceAccount token
+(TokenRequest) — what works and what is 403."""
 
 from __future__ import annotations
 
@@ -20,8 +22,9 @@ from canaryd.routing.istio import IstioRouter
 from canaryd.routing.kserve import KServeRouter
 from canaryd.state.base import RolloutKey
 from canaryd.state.kubernetes import KubernetesStateStore
+from tests.deploy_render import configured_deploy, daemon_launch, one, render
 
-from .conftest import REPO, KubeEnv, create_isvc, get_isvc, sample_predictor
+from .conftest import REPO, KubeEnv, apply_crds, create_isvc, get_isvc, sample_predictor
 
 pytestmark = pytest.mark.integration
 
@@ -31,13 +34,13 @@ WATCHED_NS = "models"
 OTHER_NS = "not-watched"
 
 
-def _docs() -> list[tuple[Path, JSON]]:
-    out: list[tuple[Path, JSON]] = []
-    for path in sorted(DEPLOY.glob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
-        out.extend((path, doc) for doc in yaml.safe_load_all(path.read_text()) if doc)
-    return out
+POLICIES = REPO / "policies"
+STANDIN_CRDS = REPO / "tests" / "fixtures" / "crds-standin"
+
+
+def _docs() -> list[JSON]:
+    """What ``kubectl apply -k deploy/`` sends."""
+    return render(DEPLOY)
 
 
 def _collection_path(api_client: k8s.ApiClient, doc: JSON) -> str:
@@ -72,7 +75,7 @@ def _ensure_namespace(api_client: k8s.ApiClient, name: str) -> None:
 @dataclass
 class Deployed:
     sa_client: k8s.ApiClient
-    dry_run_results: list[tuple[str, str, str]]
+    dry_run_results: list[tuple[str, str]]
     token_audiences: list[str]
 
 
@@ -83,18 +86,18 @@ def deployed(kube: KubeEnv) -> Iterator[Deployed]:
     results = []
     # 1. Server-side dry run. Namespaces first (they do not exist yet), then create them for
     #    real, because a dry-run create of a namespaced object needs its namespace.
-    for path, doc in docs:
+    for doc in docs:
         if doc["kind"] == "Namespace":
             out = _create(admin, doc, dry_run=True)
-            results.append((path.name, doc["kind"], out["metadata"]["name"]))
+            results.append((doc["kind"], out["metadata"]["name"]))
     for name in (SYSTEM_NS, WATCHED_NS, OTHER_NS):
         _ensure_namespace(admin, name)
-    for path, doc in docs:
+    for doc in docs:
         if doc["kind"] != "Namespace":
             out = _create(admin, doc, dry_run=True)
-            results.append((path.name, doc["kind"], out["metadata"]["name"]))
+            results.append((doc["kind"], out["metadata"]["name"]))
     # 2. Apply for real (no controllers run, so the Deployment never starts a pod).
-    for _, doc in docs:
+    for doc in docs:
         if doc["kind"] != "Namespace":
             _create(admin, doc)
 
@@ -190,27 +193,78 @@ def deployed(kube: KubeEnv) -> Iterator[Deployed]:
     sa_client.close()
 
 
-def test_every_manifest_passes_server_side_dry_run(deployed: Deployed) -> None:
-    kinds = sorted({(f, k) for f, k, _ in deployed.dry_run_results})
+def test_every_rendered_object_passes_server_side_dry_run(deployed: Deployed) -> None:
+    kinds = sorted(
+        (k, n.rsplit("-", 1)[0] if k in ("ConfigMap", "Secret") else n)
+        for k, n in deployed.dry_run_results
+    )
     assert kinds == [
-        ("configmap-policies.yaml", "ConfigMap"),
-        ("deployment.yaml", "Deployment"),
-        ("namespace.yaml", "Namespace"),
-        ("rbac.yaml", "Role"),
-        ("rbac.yaml", "RoleBinding"),
-        ("serviceaccount.yaml", "ServiceAccount"),
+        ("ConfigMap", "canaryd-policies"),
+        ("ConfigMap", "canaryd-prometheus"),
+        ("Deployment", "canaryd"),
+        ("Namespace", "canaryd-system"),
+        ("Role", "canaryd"),
+        ("Role", "canaryd-leader-election"),
+        ("RoleBinding", "canaryd"),
+        ("RoleBinding", "canaryd-leader-election"),
+        ("Secret", "canaryd-credentials"),
+        ("Secret", "canaryd-prometheus-auth"),
+        ("ServiceAccount", "canaryd"),
     ]
 
 
-def test_kustomization_lists_every_manifest() -> None:
-    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
-    files = {p.name for p in DEPLOY.glob("*.yaml")} - {"kustomization.yaml"}
+def test_the_monitoring_components_pass_server_side_dry_run(
+    kube: KubeEnv, deployed: Deployed, tmp_path: Path
+) -> None:
+    """With the Prometheus Operator's kinds known to the apiserver (stand-in CRDs, see their
+    README), the ServiceMonitor and PodMonitor components render and dry-run cleanly."""
+    apply_crds(kube.api_client, STANDIN_CRDS)
+    src = configured_deploy(
+        tmp_path,
+        settings={"CANARYD_PROMETHEUS_URL": "http://prometheus.monitoring.svc:9090"},
+        components=["components/servicemonitor", "components/podmonitor"],
+    )
+    docs = render(src)
+    extra = {d["kind"]: d for d in docs if d["kind"] in ("Service", "ServiceMonitor", "PodMonitor")}
+    assert set(extra) == {"Service", "ServiceMonitor", "PodMonitor"}
+    for doc in extra.values():
+        _create(kube.api_client, doc, dry_run=True)
+    pod_labels = one(docs, "Deployment", "canaryd")["spec"]["template"]["metadata"]["labels"]
+    service = extra["Service"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    sm = extra["ServiceMonitor"]["spec"]
+    assert sm["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert sm["endpoints"] == [{"port": "http-metrics", "path": "/metrics", "interval": "30s"}]
+    pm = extra["PodMonitor"]["spec"]
+    assert pm["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert pm["podMetricsEndpoints"][0]["port"] == "http-metrics"
+
+
+def test_every_base_manifest_is_in_the_base_kustomization() -> None:
+    kustomization = yaml.safe_load((DEPLOY / "base" / "kustomization.yaml").read_text())
+    files = {p.name for p in (DEPLOY / "base").glob("*.yaml")} - {"kustomization.yaml"}
     assert set(kustomization["resources"]) == files
     assert "namespace" not in kustomization  # it would move the watched-namespace Role
+    top = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    assert "namespace" not in top and top["resources"] == ["base", "../policies"]
+
+
+def test_the_policies_configmap_is_every_policy_file_verbatim() -> None:
+    """The generator lists exactly policies/*.yaml, and the ConfigMap holds them byte for byte:
+    a new policy file that is not listed, or a listed one that is gone, fails here."""
+    generator = yaml.safe_load((POLICIES / "Kustomization").read_text())["configMapGenerator"]
+    (gen,) = generator
+    assert sorted(gen["files"]) == sorted(p.name for p in POLICIES.glob("*.yaml"))
+    cm = one(_docs(), "ConfigMap", "canaryd-policies")
+    assert cm["metadata"]["namespace"] == SYSTEM_NS
+    assert cm["data"] == {p.name: p.read_text() for p in POLICIES.glob("*.yaml")}
+    deployment = one(_docs(), "Deployment", "canaryd")
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["policies"]["configMap"]["name"] == cm["metadata"]["name"]  # with its hash
 
 
 def test_deployment_is_hardened() -> None:
-    (deployment,) = [d for _, d in _docs() if d["kind"] == "Deployment"]
+    deployment = one(_docs(), "Deployment", "canaryd")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     sc = container["securityContext"]
@@ -226,6 +280,32 @@ def test_deployment_is_hardened() -> None:
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-metrics"}
     assert set(container["resources"]) == {"requests", "limits"}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    for path in ("/etc/canaryd/policies", "/etc/canaryd/prometheus", "/etc/canaryd/credentials"):
+        assert mounts[path]["readOnly"] is True
+
+
+def test_the_prometheus_url_is_set_in_one_place(tmp_path: Path) -> None:
+    """As shipped, the Deployment's environment has the default URL from
+    deploy/kustomization.yaml; configured there, it has the user's settings and files."""
+    shipped = daemon_launch(_docs(), tmp_path / "shipped")
+    assert shipped.env["CANARYD_PROMETHEUS_URL"] == "http://prometheus-operated.monitoring.svc:9090"
+    src = configured_deploy(
+        tmp_path / "src",
+        settings={
+            "CANARYD_PROMETHEUS_URL": "https://thanos.monitoring.svc:9091",
+            "CANARYD_PROMETHEUS_BEARER_TOKEN_FILE": "/etc/canaryd/prometheus/token",
+            "CANARYD_PROMETHEUS_HEADERS": "X-Scope-OrgID: team-a",
+        },
+        prometheus_files={"token": b"sa-token\n"},
+    )
+    launch = daemon_launch(render(src), tmp_path / "pod")
+    assert launch.env["CANARYD_PROMETHEUS_URL"] == "https://thanos.monitoring.svc:9091"
+    assert launch.env["CANARYD_PROMETHEUS_HEADERS"] == "X-Scope-OrgID: team-a"
+    token = Path(launch.env["CANARYD_PROMETHEUS_BEARER_TOKEN_FILE"])
+    assert token.read_bytes() == b"sa-token\n"
+    assert token.parent == launch.mounts["/etc/canaryd/prometheus"]
+    assert launch.args == ["run", "--policies", str(launch.mounts["/etc/canaryd/policies"])]
 
 
 def test_service_account_can_do_its_job(kube: KubeEnv, deployed: Deployed) -> None:
@@ -399,11 +479,12 @@ def test_service_account_is_forbidden(
     assert status == 403, f"{what}: expected 403, got {status}"
 
 
-def test_example_policy_matches_the_policy_schema() -> None:
-    """The ConfigMap's policy must stay loadable as canaryd/policy evolves."""
+def test_the_shipped_policies_load_from_the_configmap() -> None:
+    """The ConfigMap's policies stay loadable as canaryd/policy evolves."""
     from canaryd.policy.loader import load_policies_text
 
-    (cm,) = [d for _, d in _docs() if d["kind"] == "ConfigMap"]
+    cm = one(_docs(), "ConfigMap", "canaryd-policies")
+    names = []
     for key, text in cm["data"].items():
-        (loaded,) = load_policies_text(text, f"deploy/configmap-policies.yaml:{key}")
-        assert loaded.policy.spec.target.namespace == WATCHED_NS
+        names += [lp.policy.name for lp in load_policies_text(text, f"canaryd-policies:{key}")]
+    assert len(names) == len(set(names)) >= len(cm["data"])

@@ -161,9 +161,40 @@ CASES = {
         "p.yaml:26:15: spec.window.timezone: unknown timezone 'Mars/Olympus'",
     ),
     "bad-webhook": (
-        variant("  promotion:", "  notifications:\n    webhook: hooks.example.com\n  promotion:"),
-        "p.yaml:25:14: spec.notifications.webhook: expected an http(s) URL, got "
-        "'hooks.example.com'",
+        variant(
+            "  promotion:",
+            "  notifications:\n    webhooks:\n      - url: hooks.example.com\n  promotion:",
+        ),
+        "p.yaml:26:14: spec.notifications.webhooks[0].url: expected an http:// or https:// URL, "
+        "got 'hooks.example.com'",
+    ),
+    "webhook-url-and-urlFrom": (
+        variant(
+            "  promotion:",
+            "  notifications:\n    webhooks:\n      - url: https://h.example/x\n"
+            "        urlFrom: {env: CANARYD_WEBHOOK_X}\n  promotion:",
+        ),
+        "p.yaml:26:14: spec.notifications.webhooks[0].url: give exactly one of url or urlFrom",
+    ),
+    "webhook-env-outside-the-prefix": (
+        variant(
+            "  promotion:",
+            "  notifications:\n    webhooks:\n      - urlFrom: {env: AWS_SECRET_ACCESS_KEY}\n"
+            "  promotion:",
+        ),
+        "p.yaml:26:24: spec.notifications.webhooks[0].urlFrom.env: string should match pattern "
+        "'^CANARYD_WEBHOOK_[A-Z0-9_]+$', got 'AWS_SECRET_ACCESS_KEY'",
+    ),
+    "prometheus-token-outside-the-credentials-dir": (
+        variant(
+            "  promotion:",
+            "    source:\n      auth:\n"
+            "        bearerTokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token\n"
+            "  promotion:",
+        ),
+        "p.yaml:26:26: spec.analysis.source.auth.bearerTokenFile: expected a file name relative "
+        "to the daemon's credentials directory (letters, digits, '.', '_', '-', '/'; no leading "
+        "'/', no '..'), got '/var/run/secrets/kubernetes.io/serviceaccount/token'",
     ),
     "bad-namespace": (
         variant("namespace: models", "namespace: Models_1"),

@@ -51,7 +51,8 @@ def test_defaults_are_the_documented_safe_ones() -> None:
     )
     assert p.min_detectable_effect == {}
     assert spec.window is None
-    assert spec.notifications.webhook is None
+    assert spec.notifications.webhooks == []
+    assert p.confirm is None
 
 
 def test_alpha_is_split_by_metric_weight() -> None:

@@ -1,15 +1,14 @@
 """Conformance of ``kayenta_classify`` with Kayenta's own classifier test vectors.
 
-The vectors live in the shared fixtures (``../shared/fixtures/kayenta`` next to the repository,
-or ``$CANARYD_SHARED_DIR/fixtures/kayenta``). A missing fixture directory is a failure, not a
-skip: CI always has it, and a silently skipped conformance suite proves nothing.
+The vectors are the project's own copy, ``tests/fixtures/kayenta/`` (with their README naming
+the upstream source and licence). A missing file is a failure, not a skip: a silently skipped
+conformance suite proves nothing.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,8 @@ from canaryd.stats.kayenta import (
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
-def _shared_dir() -> Path:
-    env = os.environ.get("CANARYD_SHARED_DIR")
-    return Path(env) if env else (REPO_ROOT / ".." / "shared").resolve()
-
-
 def _vectors_path() -> Path:
-    return _shared_dir() / "fixtures" / "kayenta" / "classifier_vectors.json"
+    return REPO_ROOT / "tests" / "fixtures" / "kayenta" / "classifier_vectors.json"
 
 
 def _load_vectors() -> list[dict[str, Any]]:
@@ -49,10 +43,7 @@ VECTORS = _load_vectors()
 
 def test_fixture_present_with_all_33_vectors() -> None:
     path = _vectors_path()
-    assert path.is_file(), (
-        f"Kayenta conformance vectors not found at {path}; set CANARYD_SHARED_DIR to the "
-        "shared directory (the one holding fixtures/kayenta)"
-    )
+    assert path.is_file(), f"Kayenta conformance vectors not found at {path}"
     assert len(VECTORS) == 33
 
 
