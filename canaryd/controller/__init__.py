@@ -11,7 +11,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from canaryd.controller.controller import Decision, RolloutController, RolloutWindow
+    from canaryd.controller.controller import (
+        Confirmation,
+        Decision,
+        RolloutController,
+        RolloutWindow,
+    )
     from canaryd.controller.state import (
         Action,
         Manual,
@@ -22,6 +27,7 @@ if TYPE_CHECKING:
     )
 
 _WHERE = {
+    "Confirmation": "controller",
     "Decision": "controller",
     "RolloutController": "controller",
     "RolloutWindow": "controller",
@@ -35,6 +41,7 @@ _WHERE = {
 
 __all__ = [
     "Action",
+    "Confirmation",
     "Decision",
     "Manual",
     "Phase",

@@ -65,6 +65,18 @@ class Decision:
         }
 
 
+@dataclass(frozen=True)
+class Confirmation:
+    """The promotion gate's answer (``spec.promotion.confirm``) for this step.
+
+    The daemon asks the gate and passes its answer; without one (``None``: the simulator,
+    replay) a promotion is taken as confirmed at once.
+    """
+
+    approved: bool
+    why: str = ""
+
+
 class RolloutWindow:
     """Minutes in which a rollout may advance, from an APScheduler crontab expression."""
 
@@ -108,6 +120,7 @@ class RolloutController:
         )
         self._panel = JudgePanel(policy)
         self._synced: RolloutState | None = None
+        self._confirmation: Confirmation | None = None
 
     # --- public ------------------------------------------------------------------------
     def new_state(self, stable_revision: str = "", canary_revision: str = "") -> RolloutState:
@@ -138,9 +151,19 @@ class RolloutController:
         now: float,
         observation: Observation | None = None,
         manual: Manual | None = None,
+        confirmation: Confirmation | None = None,
     ) -> tuple[Decision, RolloutState]:
-        """Decide what to do at ``now``. Pure: equal inputs give equal outputs."""
-        decision, state = self._step(state, now, observation, manual)
+        """Decide what to do at ``now``. Pure: equal inputs give equal outputs.
+
+        ``confirmation``: the promotion gate's answer, for a policy with
+        ``promotion.confirm``; a promotion it has not approved holds (and still rolls back on a
+        failing metric). A manual promotion needs no confirmation.
+        """
+        self._confirmation = confirmation
+        try:
+            decision, state = self._step(state, now, observation, manual)
+        finally:
+            self._confirmation = None
         return replace(decision, impact=state.impact), state
 
     def _step(
@@ -482,12 +505,8 @@ class RolloutController:
             ), new
         if spec.promotion.criterion == "nonInferiority":
             if early:
-                return self._finish(
-                    state,
-                    now,
-                    Phase.PROMOTED,
-                    "every critical metric shown no worse than tolerated",
-                    v,
+                return self._promote(
+                    state, now, "every critical metric shown no worse than tolerated", v
                 )
             return Decision(
                 Action.HOLD, "waiting for non-inferiority on every critical metric", now, verdicts=v
@@ -506,7 +525,26 @@ class RolloutController:
             if early and not met
             else "all steps completed with no failing or inconclusive critical metric"
         )
-        return self._finish(state, now, Phase.PROMOTED, reason, v)
+        return self._promote(state, now, reason, v)
+
+    def _promote(
+        self, state: RolloutState, now: float, reason: str, verdicts: tuple[Verdict, ...]
+    ) -> tuple[Decision, RolloutState]:
+        """Promote, unless the policy's gate has not confirmed it: then hold at this step."""
+        gate = self._confirmation
+        if (
+            self.policy.spec.promotion.confirm is not None
+            and gate is not None
+            and not gate.approved
+        ):
+            return Decision(
+                Action.HOLD,
+                f"ready to promote ({reason}); waiting for confirmation: {gate.why}",
+                now,
+                event=Reason.AWAITING_CONFIRMATION,
+                verdicts=verdicts,
+            ), state
+        return self._finish(state, now, Phase.PROMOTED, reason, verdicts)
 
     def _shadow_progress(
         self, state: RolloutState, now: float, a: Assessment

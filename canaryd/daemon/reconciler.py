@@ -49,7 +49,15 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from canaryd.controller import Action, Decision, Manual, Phase, RolloutController, RolloutState
+from canaryd.controller import (
+    Action,
+    Confirmation,
+    Decision,
+    Manual,
+    Phase,
+    RolloutController,
+    RolloutState,
+)
 from canaryd.daemon.manual import ACTION_ANNOTATION, clear_action, parse_manual, requested_action
 from canaryd.daemon.metrics import DaemonMetrics
 from canaryd.daemon.policies import Refusal, key_of, resolve
@@ -60,6 +68,7 @@ from canaryd.kube import CONFIG_MAP, INFERENCE_SERVICE, Objects
 from canaryd.kube.events import EventSink
 from canaryd.kube.watching import Collection
 from canaryd.metrics.source import FetchRequest, MetricSource, fetch_request_for
+from canaryd.notify import Notice, Notifier, PromotionGate, confirm_request, decision_notice
 from canaryd.observation import Observation
 from canaryd.policy.loader import LoadedPolicy
 from canaryd.policy.model import CanaryPolicy
@@ -193,6 +202,9 @@ class Reconciler:
         max_catchup: int = 20,
         checkpoint_every: int = 10,
         may_write: Callable[[], bool] | None = None,
+        notifier: Notifier | None = None,
+        gate: PromotionGate | None = None,
+        gate_blocking: bool = False,
     ) -> None:
         self.objects = objects
         self.metric_source = metric_source
@@ -208,6 +220,10 @@ class Reconciler:
         self.max_catchup = max(1, max_catchup)
         self.checkpoint_every = max(1, checkpoint_every)
         self._may_write = may_write
+        self.notifier = notifier
+        self.gate = gate
+        self.gate_blocking = gate_blocking
+        """Ask the gate and wait for its answer (``--once``: no later tick would see it)."""
         self._rollouts: dict[RolloutKey, Rollout] = {}
         self._refused: dict[RolloutKey, Refusal] = {}
         self._superseded: dict[RolloutKey, set[str | None]] = {}
@@ -507,6 +523,8 @@ class Reconciler:
                 },
             )
         policy = r.policy
+        if self.gate is not None:
+            self.gate.forget(r.key.namespace, r.key.name)  # a new revision asks anew
         base = StateDoc(
             state=r.controller.new_state(stable, canary),
             policy=policy.name,
@@ -660,6 +678,36 @@ class Reconciler:
         if r.dirty and self._checkpoint_due(r):
             self._write(r, "checkpoint", report)
 
+    def _confirmation(self, r: Rollout, state: RolloutState, t: float) -> Confirmation | None:
+        """The promotion gate's answer for a rollout at its last step (None: no gate to ask)."""
+        confirm = r.policy.spec.promotion.confirm
+        last = len(r.controller.steps) - 1
+        if confirm is None or state.phase is not Phase.PROGRESSING or state.step != last:
+            return None
+        if self.gate is None:
+            return Confirmation(False, "this daemon has no promotion gate configured")
+        req = confirm_request(r.key.namespace, r.key.name, r.policy, state, t)
+        if req is None:
+            return None
+        answer = self.gate.ask(req) if self.gate_blocking else self.gate.approved(req)
+        return Confirmation(answer.approved, answer.message)
+
+    def _notify(self, r: Rollout, notice: Notice) -> None:
+        if self.notifier is not None:
+            self.notifier.notify(r.policy, notice)
+
+    def _decision_notice(self, r: Rollout, decision: Decision, state: RolloutState) -> Notice:
+        meta = r.policy.metadata
+        return decision_notice(
+            r.key.namespace,
+            r.key.name,
+            r.policy.name,
+            decision,
+            state,
+            labels=meta.labels,
+            annotations=meta.annotations,
+        )
+
     def _checkpoint_due(self, r: Rollout) -> bool:
         """Every ``checkpoint_every`` windows, at a phase of the grid that differs by rollout,
         so that 1,000 rollouts write 1/K of their documents per interval, not all at once."""
@@ -684,7 +732,9 @@ class Reconciler:
         """One controller step; returns whether it committed a change."""
         assert r.doc is not None
         before = r.doc.state
-        decision, state = r.controller.step(before, t, obs, manual)
+        decision, state = r.controller.step(
+            before, t, obs, manual, self._confirmation(r, before, t)
+        )
         self._log_decision(r, decision, state, obs)
         self.metrics.decisions.labels(r.key.namespace, r.key.name, decision.action.value).inc()
         for v in decision.verdicts:
@@ -708,8 +758,11 @@ class Reconciler:
             # A series a previous daemon (or run) recorded: its Event stands, not again.
             r.series, r.series_inherited = decision.event, True
         elif not (r.series_inherited and r.series is decision.event):
+            first = r.series is not decision.event
             r.series, r.series_inherited = decision.event, False
             self._event(r.key, decision.event, _message(decision))
+            if first:  # a series is notified once, at its start, as its Event is posted
+                self._notify(r, self._decision_notice(r, decision, state))
         self.metrics.observe_state(r.key, state)
         return False
 
@@ -746,13 +799,19 @@ class Reconciler:
             return False
         self.metrics.observe_state(r.key, state)
         if pending is not None:
-            self._apply_pending(r, report)
+            self._apply_pending(r, report, self._decision_notice(r, decision, state))
         else:
             self._event(r.key, reason, message, once=key)
+            self._notify(r, self._decision_notice(r, decision, state))
+        if self.gate is not None and state.phase.terminal:
+            self.gate.forget(r.key.namespace, r.key.name)
         return True
 
-    def _apply_pending(self, r: Rollout, report: TickReport) -> None:
-        """Apply the stored router change, record its Event once, then clear it."""
+    def _apply_pending(self, r: Rollout, report: TickReport, notice: Notice | None = None) -> None:
+        """Apply the stored router change, record its Event once, notify it, then clear it.
+
+        After a restart (``notice`` None) the notice is rebuilt from the pending change: a
+        receiver sees the same ``id`` again, at least once, never a lost decision."""
         assert r.doc is not None and r.doc.pending is not None
         p = r.doc.pending
         self._check_leader()
@@ -767,9 +826,17 @@ class Reconciler:
             )
             raise
         self._event(r.key, p.reason, p.message, once=p.key)
+        self._notify(r, notice if notice is not None else self._pending_notice(r, p))
         r.pending_done = True
         r.doc = r.with_doc(pending=None)
         self._write(r, "applied", report)
+
+    def _pending_notice(self, r: Rollout, p: Pending) -> Notice:
+        assert r.doc is not None
+        st = r.doc.state
+        t = st.history[-1].t if st.history else (st.decided_at or 0.0)
+        decision = Decision(p.action, p.message, t, weight=p.weight, event=p.reason)
+        return self._decision_notice(r, decision, st)
 
     def _write(self, r: Rollout, why: str, report: TickReport) -> bool:
         """Save ``r.doc`` with optimistic concurrency; False (and the live state dropped) on 409."""

@@ -31,6 +31,7 @@ from pathlib import Path
 from types import FrameType
 
 from kubernetes import client as k8s
+from prometheus_client import CollectorRegistry
 
 from canaryd.daemon.leader import LeaderElector
 from canaryd.daemon.policies import PolicySet
@@ -43,6 +44,7 @@ from canaryd.kube.events import EventRecorder
 from canaryd.kube.watching import WatchCache
 from canaryd.metrics.connection import PrometheusDefaults
 from canaryd.metrics.pool import PrometheusPool
+from canaryd.notify import EndpointResolver, Notifier, PromotionGate
 
 log = logging.getLogger("canaryd.run")
 
@@ -123,6 +125,10 @@ class Daemon:
             else None
         )
         self.events = EventRecorder(self.api, config.identity, uid_of=self._uid_of)
+        registry = CollectorRegistry()
+        resolver = EndpointResolver(prometheus_defaults(config).credentials_dir)
+        self.notifier = Notifier(registry, resolver=resolver)
+        self.gate = PromotionGate(registry, resolver=resolver)
         self.reconciler = Reconciler(
             self.policy_set.policies,
             self.objects,
@@ -134,6 +140,10 @@ class Daemon:
             settle_s=config.settle_s,
             checkpoint_every=config.checkpoint_every,
             may_write=self.elector.may_write if self.elector is not None else None,
+            registry=registry,
+            notifier=self.notifier,
+            gate=self.gate,
+            gate_blocking=config.once,
         )
         self.cache.ensure(self.reconciler.collections())
         self._reload = threading.Event()
@@ -274,6 +284,9 @@ class Daemon:
         return 0
 
     def _shutdown(self) -> None:
+        self.notifier.flush(5.0)  # deliver what was decided before going
+        self.notifier.close(5.0)
+        self.gate.close()
         self.events.flush()
         self.cache.stop()
         self.source.close()

@@ -102,6 +102,8 @@ def confirm_request(
         phase=state.phase.value,
         step=state.step,
         t=t,
+        labels=dict(policy.metadata.labels),
+        annotations=dict(policy.metadata.annotations),
     )
     return GateRequest(confirm, notice, policy.spec.analysis.interval)
 

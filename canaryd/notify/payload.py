@@ -55,6 +55,10 @@ class Notice:
     t: float
     """Unix seconds of the decision."""
     verdicts: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    labels: dict[str, str] = field(default_factory=dict)
+    """The policy's ``metadata.labels`` (team, tier, ...), for routing on the receiver's side."""
+    annotations: dict[str, str] = field(default_factory=dict)
+    """The policy's ``metadata.annotations`` (runbook links, owners, ...)."""
 
     @property
     def severity(self) -> str:
@@ -77,6 +81,8 @@ class Notice:
                 "policy": self.policy,
                 "stableRevision": self.stable_revision,
                 "canaryRevision": self.canary_revision,
+                "labels": dict(self.labels),
+                "annotations": dict(self.annotations),
             },
             "decision": {
                 "action": self.action,
@@ -109,9 +115,14 @@ def decision_notice(
     decision: Decision,
     state: RolloutState,
     kind: Kind = "Decision",
+    *,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
 ) -> Notice:
     """The notice of one controller decision, with the state the decision produced."""
     return Notice(
+        labels=dict(labels or {}),
+        annotations=dict(annotations or {}),
         kind=kind,
         namespace=namespace,
         name=name,

@@ -99,6 +99,8 @@ def test_a_decision_is_posted_as_the_versioned_json(registry: CollectorRegistry)
         "policy": "iris-policy",
         "stableRevision": "iris-00001",
         "canaryRevision": "iris-00002",
+        "labels": {},
+        "annotations": {},
     }
     assert doc["decision"] == {
         "action": "rollback",
