@@ -201,6 +201,7 @@ class Reconciler:
         settle_s: float = 0.0,
         max_catchup: int = 20,
         checkpoint_every: int = 10,
+        fetch_budget_s: float = 20.0,
         may_write: Callable[[], bool] | None = None,
         notifier: Notifier | None = None,
         gate: PromotionGate | None = None,
@@ -219,6 +220,8 @@ class Reconciler:
         self.settle_s = settle_s
         self.max_catchup = max(1, max_catchup)
         self.checkpoint_every = max(1, checkpoint_every)
+        self.fetch_budget_s = fetch_budget_s
+        """Wall time a tick may spend fetching windows beyond the first (see ``_fetch``)."""
         self._may_write = may_write
         self.notifier = notifier
         self.gate = gate
@@ -636,13 +639,29 @@ class Reconciler:
     # -- 5: fetch and judge ---------------------------------------------------------------
 
     def _fetch(self, due: Sequence[_Due]) -> dict[tuple[RolloutKey, Window], Observation]:
-        """One batched fetch per distinct window (rollouts of one interval share windows)."""
+        """One batched fetch per distinct window (rollouts of one interval share windows).
+
+        The tick's fetching is bounded by ``fetch_budget_s``: the newest window (the one every
+        up-to-date rollout shares) is fetched first, then the catch-up windows oldest first;
+        windows left when the budget is spent are fetched at the next tick, so a rollout
+        catching up against a slow Prometheus never starves the others.
+        """
         groups: dict[Window, list[FetchRequest]] = {}
         for item in due:
             for w in item.windows:
                 groups.setdefault(w, []).append(item.request)
+        newest = max((w.end for w in groups), default=0.0)
+        order = sorted(groups, key=lambda w: (w.end != newest, w.end, w.start))
+        started = time.monotonic()
         out: dict[tuple[RolloutKey, Window], Observation] = {}
-        for w, requests in sorted(groups.items(), key=lambda kv: (kv[0].end, kv[0].start)):
+        for i, w in enumerate(order):
+            if i > 0 and time.monotonic() - started > self.fetch_budget_s:
+                log.warning(
+                    "fetch budget spent; the remaining windows wait for the next tick",
+                    extra={"fields": {"windows_left": len(order) - i}},
+                )
+                break
+            requests = groups[w]
             try:
                 got: dict[Hashable, Observation] = self.metric_source.fetch(
                     requests, w.start, w.end
@@ -671,7 +690,9 @@ class Reconciler:
     ) -> None:
         r = item.rollout
         for w in item.windows:
-            obs = observations[(r.key, w)]
+            obs = observations.get((r.key, w))
+            if obs is None:
+                break  # not fetched this tick (budget): judged in order at the next one
             self.metrics.windows.labels("true" if obs.usable else "false").inc()
             if self._step(r, obs, w.end, None, report, window_end=w.end):
                 return  # a committed change: the later windows are judged at the next tick
