@@ -31,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes import client as k8s
+
+from canaryd.kube import raw_request
 
 REPO = Path(__file__).resolve().parents[1]
 KUSTOMIZE = REPO / "scripts" / "kustomize"
@@ -194,4 +197,31 @@ def daemon_launch(
         env=env,
         mounts=mounts,
         image=str(c.get("image", "")),
+    )
+
+
+def collection_path(api_client: k8s.ApiClient, doc: JSON) -> str:
+    """The collection URL of ``doc``'s kind, found through API discovery."""
+    api_version = doc["apiVersion"]
+    prefix = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    resources = raw_request(api_client, "GET", prefix)["resources"]
+    (res,) = [r for r in resources if r["kind"] == doc["kind"] and "/" not in r["name"]]
+    if res["namespaced"]:
+        return f"{prefix}/namespaces/{doc['metadata']['namespace']}/{res['name']}"
+    return f"{prefix}/{res['name']}"
+
+
+def apply(api_client: k8s.ApiClient, doc: JSON, *, dry_run: bool = False) -> JSON:
+    """``kubectl apply --server-side [--dry-run=server]`` of one document: idempotent, so tests
+    that share one apiserver may each apply ``deploy/`` (a create would 409 the second time)."""
+    query = {"fieldManager": "kubectl", "force": "true", "fieldValidation": "Strict"}
+    if dry_run:
+        query["dryRun"] = "All"
+    return raw_request(
+        api_client,
+        "PATCH",
+        f"{collection_path(api_client, doc)}/{doc['metadata']['name']}",
+        body=doc,
+        query=query,
+        content_type="application/apply-patch+yaml",
     )

@@ -35,6 +35,7 @@ def config_key(r: FetchRequest) -> tuple[Any, ...]:
         s.preset,
         version_label_of(s),
         s.error_codes,
+        s.errors_metric,
         s.latency_unit,
         s.queries,
         ns_key,

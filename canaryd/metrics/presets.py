@@ -400,11 +400,8 @@ def build_queries(
         hist = check_metric_name(opts.kserve_histogram)
         sel = f"{ns_match}, {vl}=~{promql_string(rev_alt)}"
         req_metric, bucket_metric = f"{hist}_count", f"{hist}_bucket"
-        err_metric = (
-            None
-            if opts.kserve_errors_metric is None
-            else check_metric_name(opts.kserve_errors_metric)
-        )
+        errors_name = source.errors_metric or opts.kserve_errors_metric
+        err_metric = None if errors_name is None else check_metric_name(errors_name)
         err_sel = sel
         # _count resets with its buckets (and shares every label with an errors counter,
         # which one resets() over both would clash on): the buckets stand for it.

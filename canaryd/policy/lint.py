@@ -74,6 +74,16 @@ def lint(loaded: LoadedPolicy) -> list[Problem]:
                 "impact (the istio preset tells them apart)",
             )
     src = spec.analysis.source
+    if not src.measures_errors:
+        for i, m in enumerate(spec.analysis.metrics):
+            if m.kind == "errors":
+                warn(
+                    f"spec.analysis.metrics[{i}]",
+                    f"errors are not measured: the kserve preset has no error counter unless "
+                    f"spec.analysis.source.errorsMetric names one, so {m.name!r} stays "
+                    "inconclusive (in the cluster and in simulations) and the rollout cannot "
+                    "promote on it",
+                )
     if src.tls is not None and src.tls.insecure_skip_verify:
         warn(
             "spec.analysis.source.tls.insecureSkipVerify",

@@ -678,6 +678,15 @@ class Source(_Model):
         ),
     )
     error_codes: str = Field("5..", description="Regex of response codes counted as errors.")
+    errors_metric: str | None = Field(
+        None,
+        pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$",
+        description=(
+            "kserve: a counter of failed predictions with the latency histogram's labels (KServe "
+            "exports none; e.g. one the model server increments). Without it errors are not "
+            "measured, in the cluster and in simulations alike."
+        ),
+    )
     latency_unit: Literal["ms", "s"] | None = Field(
         None, description="Unit of the latency histogram (default per preset)."
     )
@@ -711,7 +720,19 @@ class Source(_Model):
             raise at("queries", "preset 'custom' needs queries.requests and queries.errors")
         if self.preset != "custom" and self.queries is not None:
             raise at("queries", f"queries are only used with preset 'custom', not {self.preset!r}")
+        if self.preset != "kserve" and self.errors_metric is not None:
+            raise at(
+                "errorsMetric",
+                f"errorsMetric is only used with preset 'kserve', not {self.preset!r} (which "
+                "counts errors from its own series)",
+            )
         return self
+
+    @property
+    def measures_errors(self) -> bool:
+        """Whether this source can count failed requests: every preset but kserve without an
+        ``errorsMetric`` (KServe's own histogram has no status label)."""
+        return self.preset != "kserve" or self.errors_metric is not None
 
 
 def _default_metrics() -> list[Metric]:

@@ -353,6 +353,8 @@ def simulate(
     if runs < 1:
         raise ValueError("runs must be at least 1")
     interval = policy.spec.analysis.interval
+    # As in the cluster: kserve without an errorsMetric counts no errors (zeros, not evidence).
+    measures_errors = policy.spec.analysis.source.measures_errors
     tick = scenario.tick
     per = interval / tick
     if abs(per - round(per)) > 1e-9 or round(per) < 1:
@@ -504,6 +506,7 @@ def simulate(
                         mirrored_errors=float(mirrored[r, 1]) if shadow else None,
                         **(ml.fields(r, 1) if ml is not None else {}),
                     ),
+                    errors_measured=measures_errors,
                 )
             d, st = controllers[r].step(st, t1, obs)
             apply(r, d, st)

@@ -35,7 +35,7 @@ from canaryd.kube import raw_request
 from canaryd.metrics.openmetrics import tick_samples_from_observations, write_openmetrics
 from canaryd.observation import Observation, VersionCounts
 from canaryd.state.kubernetes import KubernetesStateStore
-from tests.deploy_render import configured_deploy, daemon_launch, render
+from tests.deploy_render import apply, configured_deploy, daemon_launch, render
 from tests.integration.kube.conftest import (
     REPO,
     KubeEnv,
@@ -73,18 +73,8 @@ spec:
 
 def _apply(api: k8s.ApiClient, docs: list[dict[str, Any]]) -> None:
     """``kubectl apply --server-side -k``: namespaces first, then every other object."""
-    from tests.integration.kube.test_deploy_rbac import _collection_path
-
     for doc in sorted(docs, key=lambda d: d["kind"] != "Namespace"):
-        path = f"{_collection_path(api, doc)}/{doc['metadata']['name']}"
-        raw_request(
-            api,
-            "PATCH",
-            path,
-            body=doc,
-            query={"fieldManager": "kubectl", "force": "true"},
-            content_type="application/apply-patch+yaml",
-        )
+        apply(api, doc)
 
 
 def _sa_kubeconfig(kube: KubeEnv, dest: Path) -> Path:

@@ -58,8 +58,6 @@ from canaryd.daemon.reconciler import Reconciler, TickReport
 from canaryd.kube import JSON, KubeObjects, load_api_client, raw_request
 from canaryd.kube.events import EventRecorder
 from canaryd.metrics.pool import PrometheusPool
-from canaryd.metrics.presets import PresetOptions
-from canaryd.metrics.prometheus import PrometheusConfig, PrometheusSource
 from canaryd.metrics.source import FetchRequest
 from canaryd.observation import Observation
 from canaryd.policy.loader import load_policies_text
@@ -586,14 +584,6 @@ class RecordingSource:
         return got
 
 
-def live_source(url: str) -> PrometheusSource:
-    """What the daemon's pool makes of a Prometheus URL, plus the model's error counter (which
-    ``canaryd run`` cannot be told about yet: kserve exports none)."""
-    return PrometheusSource(
-        PrometheusConfig(url=url, presets=PresetOptions(kserve_errors_metric=ERRORS_METRIC))
-    )
-
-
 class DaemonLoop:
     """canaryd's Reconciler on the wall clock, one tick every ``tick_s`` (as ``canaryd run``)."""
 
@@ -606,7 +596,7 @@ class DaemonLoop:
         on_tick: Callable[[TickReport], None] | None = None,
     ) -> None:
         self.api = load_api_client(str(cluster.kubeconfig))
-        self.source = RecordingSource(PrometheusPool(prometheus_url, factory=live_source))
+        self.source = RecordingSource(PrometheusPool(prometheus_url))
         self.store = KubernetesStateStore(self.api)
         self.reconciler = Reconciler(
             [policy],
@@ -681,7 +671,7 @@ spec:
   analysis:
     interval: {interval}
     alpha: {alpha}
-    source: {{preset: kserve}}
+    source: {{preset: kserve, errorsMetric: {ERRORS_METRIC}}}
     metrics:
       - {{name: errors, kind: errors, judge: sequential, maxRelativeIncrease: 0.2}}
       - {{name: latency, kind: latency, judge: sequential, maxRelativeIncrease: 0.1,

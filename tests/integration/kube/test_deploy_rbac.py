@@ -22,7 +22,7 @@ from canaryd.routing.istio import IstioRouter
 from canaryd.routing.kserve import KServeRouter
 from canaryd.state.base import RolloutKey
 from canaryd.state.kubernetes import KubernetesStateStore
-from tests.deploy_render import configured_deploy, daemon_launch, one, render
+from tests.deploy_render import apply, configured_deploy, daemon_launch, one, render
 
 from .conftest import REPO, KubeEnv, apply_crds, create_isvc, get_isvc, sample_predictor
 
@@ -41,22 +41,6 @@ STANDIN_CRDS = REPO / "tests" / "fixtures" / "crds-standin"
 def _docs() -> list[JSON]:
     """What ``kubectl apply -k deploy/`` sends."""
     return render(DEPLOY)
-
-
-def _collection_path(api_client: k8s.ApiClient, doc: JSON) -> str:
-    """The collection URL of ``doc``'s kind, found through API discovery."""
-    api_version = doc["apiVersion"]
-    prefix = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-    resources = raw_request(api_client, "GET", prefix)["resources"]
-    (res,) = [r for r in resources if r["kind"] == doc["kind"] and "/" not in r["name"]]
-    if res["namespaced"]:
-        return f"{prefix}/namespaces/{doc['metadata']['namespace']}/{res['name']}"
-    return f"{prefix}/{res['name']}"
-
-
-def _create(api_client: k8s.ApiClient, doc: JSON, dry_run: bool = False) -> JSON:
-    query = {"dryRun": "All", "fieldValidation": "Strict"} if dry_run else {}
-    return raw_request(api_client, "POST", _collection_path(api_client, doc), body=doc, query=query)
 
 
 def _ensure_namespace(api_client: k8s.ApiClient, name: str) -> None:
@@ -84,22 +68,23 @@ def deployed(kube: KubeEnv) -> Iterator[Deployed]:
     admin = kube.api_client
     docs = _docs()
     results = []
-    # 1. Server-side dry run. Namespaces first (they do not exist yet), then create them for
-    #    real, because a dry-run create of a namespaced object needs its namespace.
+    # 1. Server-side dry run. Namespaces first, then apply them for real, because a dry-run of a
+    #    namespaced object needs its namespace. (Apply, not create: the end-to-end install test
+    #    shares this apiserver and may have applied deploy/ already.)
     for doc in docs:
         if doc["kind"] == "Namespace":
-            out = _create(admin, doc, dry_run=True)
+            out = apply(admin, doc, dry_run=True)
             results.append((doc["kind"], out["metadata"]["name"]))
     for name in (SYSTEM_NS, WATCHED_NS, OTHER_NS):
         _ensure_namespace(admin, name)
     for doc in docs:
         if doc["kind"] != "Namespace":
-            out = _create(admin, doc, dry_run=True)
+            out = apply(admin, doc, dry_run=True)
             results.append((doc["kind"], out["metadata"]["name"]))
     # 2. Apply for real (no controllers run, so the Deployment never starts a pod).
     for doc in docs:
         if doc["kind"] != "Namespace":
-            _create(admin, doc)
+            apply(admin, doc)
 
     # 3. Objects canaryd works on, in the watched and in a non-watched namespace.
     for ns in (WATCHED_NS, OTHER_NS):
@@ -228,7 +213,7 @@ def test_the_monitoring_components_pass_server_side_dry_run(
     extra = {d["kind"]: d for d in docs if d["kind"] in ("Service", "ServiceMonitor", "PodMonitor")}
     assert set(extra) == {"Service", "ServiceMonitor", "PodMonitor"}
     for doc in extra.values():
-        _create(kube.api_client, doc, dry_run=True)
+        apply(kube.api_client, doc, dry_run=True)
     pod_labels = one(docs, "Deployment", "canaryd")["spec"]["template"]["metadata"]["labels"]
     service = extra["Service"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
