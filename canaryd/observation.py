@@ -117,6 +117,39 @@ def _histogram_problem(bounds: Sequence[float], counts: Sequence[float]) -> str 
 
 
 @dataclass(frozen=True)
+class PodCounts:
+    """One replica's (pod's) share of a version's increments over one interval.
+
+    ``bucket_counts`` are cumulative at the version's ``bounds_ms`` (empty without a
+    histogram). Between-pod differences of the *stable* version, when nothing changed, are
+    what the judges use to tell a canary that differs from a canary that merely runs on other
+    pods (see DESIGN-NOTES "Canary on its own pods").
+    """
+
+    pod: str
+    requests: float
+    errors: float
+    bucket_counts: tuple[float, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pod": self.pod,
+            "requests": self.requests,
+            "errors": self.errors,
+            "bucket_counts": list(self.bucket_counts),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PodCounts:
+        return cls(
+            pod=str(d["pod"]),
+            requests=float(d["requests"]),
+            errors=float(d["errors"]),
+            bucket_counts=tuple(float(c) for c in d.get("bucket_counts", ())),
+        )
+
+
+@dataclass(frozen=True)
 class VersionCounts:
     """One version's increments over one interval."""
 
@@ -138,6 +171,9 @@ class VersionCounts:
     category absent from the mapping had no count in the interval."""
     labels: Mapping[str, LabelCounts] = field(default_factory=dict)
     """Delayed ground truth, by metric name (``quality`` metrics)."""
+    pods: tuple[PodCounts, ...] = ()
+    """The same increments per replica, when the source can tell pods apart (empty: it
+    cannot). Their sums are ``requests``, ``errors`` and ``bucket_counts``."""
 
     def problem(self) -> str | None:
         """Why these counts cannot be used (NaN, negative = counter reset, bad layout), or None.
@@ -175,6 +211,12 @@ class VersionCounts:
             why = lc.problem()
             if why is not None:
                 return f"{name}: {why}"
+        for pod in self.pods:
+            values = (pod.requests, pod.errors, *pod.bucket_counts)
+            if any(math.isnan(v) or v < 0 for v in values) or pod.errors > pod.requests:
+                return f"pod {pod.pod!r}: counts are NaN, negative or inconsistent"
+            if pod.bucket_counts and len(pod.bucket_counts) != len(self.bounds_ms):
+                return f"pod {pod.pod!r}: histogram differs in length from the version's"
         return None
 
     @property
@@ -196,6 +238,8 @@ class VersionCounts:
             d["mirrored_requests"] = self.mirrored_requests
         if self.mirrored_errors is not None:
             d["mirrored_errors"] = self.mirrored_errors
+        if self.pods:
+            d["pods"] = [p.to_dict() for p in self.pods]
         return d
 
     @classmethod
@@ -222,6 +266,7 @@ class VersionCounts:
                 str(k): LabelCounts(float(v[0]), float(v[1]))
                 for k, v in d.get("labels", {}).items()
             },
+            pods=tuple(PodCounts.from_dict(p) for p in d.get("pods", ())),
         )
 
 
