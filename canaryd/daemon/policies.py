@@ -2,7 +2,7 @@
 
 ``PolicySet`` loads the policy files under some paths (a mounted ConfigMap's hidden ``..data``
 entries are skipped) and reloads only files whose size or mtime changed, so one big or broken
-file never slows the others. ApiInvalidError files are reported with their located problems; the valid
+file never slows the others. Invalid files are reported with their located problems; the valid
 policies keep being served.
 
 ``resolve`` turns the loaded policies into the rollouts the daemon may act on, and the ones it
@@ -14,13 +14,16 @@ must refuse, each with a reason a person can act on:
 - a policy whose routes live in another namespace than its InferenceService, unless the daemon
   was told to allow that pair (``--allow-cross-namespace TARGET_NS=ROUTE_NS``, a
   ReferenceGrant-like allow list): otherwise a policy in team-a could drive team-b's traffic;
-- a policy for a namespace the daemon does not watch.
+- a policy for a namespace the daemon does not watch;
+- a policy that cannot read any Prometheus (no URL in it nor in the daemon's flags, or files
+  that do not load): at start-up the daemon refuses to start, but a policy added on reload
+  must not sit paused on "no data" for its whole noData timeout.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,7 +150,7 @@ class Refusal:
     key: RolloutKey
     why: str
     kind: str
-    """``conflict``, ``cross-namespace`` or ``unwatched``."""
+    """``conflict``, ``cross-namespace``, ``unwatched`` or ``source``."""
 
 
 @dataclass(frozen=True)
@@ -161,8 +164,12 @@ def resolve(
     *,
     namespaces: frozenset[str] | None = None,
     cross_namespace: frozenset[tuple[str, str]] = frozenset(),
+    source_problem: Callable[[CanaryPolicy], str | None] | None = None,
 ) -> Resolution:
-    """The rollouts the policies ask for, and the targets refused (see the module docstring)."""
+    """The rollouts the policies ask for, and the targets refused (see the module docstring).
+
+    ``source_problem``: why a policy cannot read any Prometheus, or None when it can.
+    """
     by_key: dict[RolloutKey, list[LoadedPolicy]] = {}
     for lp in loaded:
         by_key.setdefault(key_of(lp.policy), []).append(lp)
@@ -195,6 +202,10 @@ def resolve(
                 f"--allow-cross-namespace {key.namespace}={denied[0]}",
                 "cross-namespace",
             )
+            continue
+        why = source_problem(lp.policy) if source_problem is not None else None
+        if why is not None:
+            refused[key] = Refusal(key, f"policy {lp.policy.name!r} ({lp.file}): {why}", "source")
             continue
         active[key] = lp
     return Resolution(active, refused)

@@ -206,6 +206,7 @@ class Reconciler:
         notifier: Notifier | None = None,
         gate: PromotionGate | None = None,
         gate_blocking: bool = False,
+        source_problem: Callable[[CanaryPolicy], str | None] | None = None,
     ) -> None:
         self.objects = objects
         self.metric_source = metric_source
@@ -223,6 +224,8 @@ class Reconciler:
         self.fetch_budget_s = fetch_budget_s
         """Wall time a tick may spend fetching windows beyond the first (see ``_fetch``)."""
         self._may_write = may_write
+        self._source_problem = source_problem
+        """Why a policy cannot read any Prometheus (such a policy is refused, see ``resolve``)."""
         self.notifier = notifier
         self.gate = gate
         self.gate_blocking = gate_blocking
@@ -248,7 +251,10 @@ class Reconciler:
         """Replace the policy set. Rollouts whose policy is unchanged keep their live state;
         a changed policy is adopted at the rollout's next tick (``_reconcile_policy``)."""
         res = resolve(
-            _as_loaded(policies), namespaces=self.namespaces, cross_namespace=self.cross_namespace
+            _as_loaded(policies),
+            namespaces=self.namespaces,
+            cross_namespace=self.cross_namespace,
+            source_problem=self._source_problem,
         )
         rollouts: dict[RolloutKey, Rollout] = {}
         for key, lp in res.active.items():

@@ -45,6 +45,7 @@ from canaryd.kube.watching import WatchCache
 from canaryd.metrics.connection import PrometheusDefaults
 from canaryd.metrics.pool import PrometheusPool
 from canaryd.notify import EndpointResolver, Notifier, PromotionGate
+from canaryd.policy.model import CanaryPolicy
 
 log = logging.getLogger("canaryd.run")
 
@@ -129,6 +130,11 @@ class Daemon:
         resolver = EndpointResolver(prometheus_defaults(config).credentials_dir)
         self.notifier = Notifier(registry, resolver=resolver)
         self.gate = PromotionGate(registry, resolver=resolver)
+        defaults = prometheus_defaults(config)
+
+        def source_problem(policy: CanaryPolicy) -> str | None:
+            return defaults.policy_problems([policy]).get(policy.name)
+
         self.reconciler = Reconciler(
             self.policy_set.policies,
             self.objects,
@@ -144,6 +150,7 @@ class Daemon:
             notifier=self.notifier,
             gate=self.gate,
             gate_blocking=config.once,
+            source_problem=source_problem,
         )
         self.cache.ensure(self.reconciler.collections())
         self._reload = threading.Event()

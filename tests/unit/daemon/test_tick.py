@@ -23,6 +23,7 @@ from canaryd.kube.memory import MemoryObjects
 from canaryd.metrics.source import FetchRequest
 from canaryd.observation import Observation, VersionCounts
 from canaryd.policy.loader import LoadedPolicy, load_policies_text
+from canaryd.policy.model import CanaryPolicy
 from canaryd.reasons import Reason
 from canaryd.state.kubernetes import KubernetesStateStore
 
@@ -355,6 +356,28 @@ def test_a_route_in_another_namespace_is_refused_unless_allowed() -> None:
     assert w.reasons() == ["PolicyRefused"]
     allowed = World(lp, cross_namespace=[(NS, "team-b")])
     assert KEY not in allowed.rec.refused
+
+
+def test_a_policy_that_cannot_read_prometheus_is_refused_on_reload_not_left_on_no_data() -> None:
+    from canaryd.metrics.connection import PrometheusDefaults
+
+    defaults = PrometheusDefaults(url=None)  # the daemon was started without --prometheus
+
+    def source_problem(policy: CanaryPolicy) -> str | None:
+        return defaults.policy_problems([policy]).get(policy.name)
+
+    w = World(source_problem=source_problem)
+    assert KEY in w.rec.refused and w.rec.refused[KEY].kind == "source"
+    w.rec.tick(0.0)
+    assert w.reasons() == ["PolicyRefused"]
+    assert "no Prometheus to read" in w.events.events[-1].message
+    assert w.percent() is None  # never started: no traffic moved on no data
+    # The policy is fixed on disk (a URL of its own) and reloaded: it is served.
+    fixed = policy_yaml().replace(
+        "  analysis:\n", "  analysis:\n    source: {prometheus: 'http://127.0.0.1:9'}\n", 1
+    )
+    w.rec.set_policies([loaded(fixed)])
+    assert KEY not in w.rec.refused
 
 
 def test_manual_action_acts_only_when_it_changes_something() -> None:
