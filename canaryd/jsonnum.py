@@ -6,13 +6,22 @@ so they are written as the strings Prometheus uses for them (``"NaN"``, ``"+Inf"
 and read back from those spellings (plus the common ``"inf"``/``"Infinity"`` variants).
 Finite floats pass through untouched (Python's ``json`` writes them with ``repr``, which is exact).
 
-This is the only place that encoding is written.
+Long float vectors (a judge's log-likelihood grid) are packed as their IEEE-754 little-endian
+bytes in base64, ``{"f64": "<base64>"}``: exact, a third the size of decimal text, and a
+fraction of a Python float list's memory (the daemon keeps every rollout's evidence live).
+
+This is the only place these encodings are written.
 """
 
 from __future__ import annotations
 
+import base64
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 JsonFloat = float | str
 
@@ -68,3 +77,33 @@ def encode_tree(x: Any) -> Any:
     if isinstance(x, float):
         return encode_float(x)
     return x
+
+
+def pack_f64(values: Any) -> dict[str, str]:
+    """``values`` (a float array or sequence) as ``{"f64": <base64 of little-endian float64>}``."""
+    import numpy as np
+
+    raw = np.ascontiguousarray(values, dtype="<f8").tobytes()
+    return {"f64": base64.b64encode(raw).decode("ascii")}
+
+
+def is_packed_f64(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("f64"), str)
+
+
+def unpack_f64(value: Any) -> npt.NDArray[np.float64]:
+    """The float64 array of ``value``: a ``pack_f64`` result or a plain list of numbers.
+
+    Raises ValueError for anything else (bad base64, a length that is not whole floats).
+    """
+    import numpy as np
+
+    if is_packed_f64(value):
+        try:
+            raw = base64.b64decode(value["f64"], validate=True)
+        except ValueError as exc:
+            raise ValueError(f"bad packed vector: {exc}") from None
+        if len(raw) % 8:
+            raise ValueError("bad packed vector: length is not a multiple of 8")
+        return np.frombuffer(raw, dtype="<f8").astype(np.float64)
+    return np.asarray(value, dtype=np.float64)

@@ -218,6 +218,13 @@ class _Reflector:
         self.cache._changed(self.collection, str(name))
 
     def _shape(self, obj: JSON) -> JSON:
+        """What the cache keeps of ``obj``: never ``metadata.managedFields`` (server-side
+        apply's bookkeeping, often the largest part of an object, read by nobody here; a write
+        that omits it leaves it as it is on the server), and no ``data`` for collections that
+        only need to know an object exists (``drop_data``)."""
+        meta = obj.get("metadata")
+        if isinstance(meta, dict) and "managedFields" in meta:
+            obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
         if self.collection.drop_data:
             return {k: v for k, v in obj.items() if k not in ("data", "binaryData")}
         return obj

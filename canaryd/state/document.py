@@ -30,16 +30,14 @@ Version 1 documents (written before this module) are read and upgraded.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from canaryd.controller import Action, Phase, RolloutState
 from canaryd.errors import CanarydError
+from canaryd.jsonnum import is_packed_f64, pack_f64, unpack_f64
 from canaryd.policy.model import CanaryPolicy
 from canaryd.reasons import Reason
 
@@ -333,13 +331,13 @@ def decision_key(target_uid: str, canary_revision: str, seq: int) -> str:
 
 
 def pack(value: Any) -> Any:
-    """``value`` with every list of >= 16 floats replaced by ``{"f64": <base64>}``."""
+    """``value`` with every list of >= 16 floats replaced by ``{"f64": <base64>}``
+    (``canaryd.jsonnum.pack_f64``; vectors the judges keep packed already pass through)."""
     if isinstance(value, dict):
         return {k: pack(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         if len(value) >= _PACK_MIN and all(type(x) is float for x in value):
-            raw = np.asarray(value, dtype="<f8").tobytes()
-            return {"f64": base64.b64encode(raw).decode("ascii")}
+            return pack_f64(value)
         return [pack(v) for v in value]
     return value
 
@@ -347,14 +345,8 @@ def pack(value: Any) -> Any:
 def unpack(value: Any) -> Any:
     """The inverse of ``pack`` (exact: the same float64 values)."""
     if isinstance(value, dict):
-        if len(value) == 1 and "f64" in value and isinstance(value["f64"], str):
-            try:
-                raw = base64.b64decode(value["f64"], validate=True)
-            except ValueError as exc:
-                raise ValueError(f"bad packed vector: {exc}") from None
-            if len(raw) % 8:
-                raise ValueError("bad packed vector: length is not a multiple of 8")
-            return np.frombuffer(raw, dtype="<f8").tolist()
+        if is_packed_f64(value):
+            return unpack_f64(value).tolist()
         return {k: unpack(v) for k, v in value.items()}
     if isinstance(value, list):
         return [unpack(v) for v in value]

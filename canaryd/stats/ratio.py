@@ -37,6 +37,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import logsumexp
 
+from canaryd.jsonnum import pack_f64, unpack_f64
+
 FloatArray = npt.NDArray[np.float64]
 
 GRID_POINTS = 201
@@ -200,9 +202,10 @@ class RateRatioBatch:
 
     # --- exact persistence -------------------------------------------------------------
     def row_state(self, row: int) -> dict[str, Any]:
+        """The row's evidence, exact, as JSON (the grid packed: ``canaryd.jsonnum.pack_f64``)."""
         return {
             "rho0": self.grid.rho0,
-            "loglik": self.loglik[row].tolist(),
+            "loglik": pack_f64(self.loglik[row]),
             "events": self.events[row].tolist(),
             "requests": self.requests[row].tolist(),
             "max_log_e": float(self.max_log_e[row]),
@@ -214,7 +217,7 @@ class RateRatioBatch:
                 f"stored evidence was gathered for rho0={state['rho0']}, "
                 f"not {self.grid.rho0}; the policy's tolerance changed mid-rollout"
             )
-        ll = np.asarray(state["loglik"], dtype=np.float64)
+        ll = unpack_f64(state["loglik"])
         if ll.shape != self.loglik[row].shape:
             raise ValueError("stored evidence has a different grid size")
         self.loglik[row] = ll
