@@ -11,7 +11,9 @@ codes, latency unit, custom templates; for the custom preset also the namespace)
 finish reasons of the vllm preset, each custom, categorical and quality template; for istio
 rollouts in a shadow phase also live_requests and live_errors) per group, splitting a group
 into chunks only when a query would exceed ``max_query_bytes`` (URL-encoded), and
-demultiplexes the answers by ``(namespace, revision)``. With POST (the default: the form goes
+demultiplexes the answers by ``(namespace, revision)``, and by pod when the source has a pod
+label (``presets``: the requests, errors and buckets queries keep it in ``by (...)``, so the
+per-pod counts cost no extra query, only a larger answer). With POST (the default: the form goes
 in the request body, since URL length is what limits a batched query) and the default 128 KiB
 limit, 1,000 rollouts with KServe-style revision names need 1-2 queries per kind.
 
@@ -54,12 +56,15 @@ from canaryd.metrics.batching import plan_chunks
 from canaryd.metrics.connection import PrometheusConfig, RetryPolicy
 from canaryd.metrics.demux import (
     Answers,
+    PodAnswers,
     buckets,
+    buckets_by_pod,
     categorised,
     no_data,
     observation_for,
     request_problem,
     scalars,
+    scalars_by_pod,
     series_buckets,
 )
 from canaryd.metrics.presets import (
@@ -230,12 +235,24 @@ class PrometheusSource:
                 stats.last_fault = exc.reason
                 raise
 
+        # With a pod label the same three queries answer per pod: the totals are their sums.
+        pods = None if qs.pod_label is None else PodAnswers()
         try:
-            ans.requests = scalars(run("requests", qs.requests), qs, wanted, "requests")
+            rows = run("requests", qs.requests)
+            ans.requests = scalars(rows, qs, wanted, "requests")
+            if pods is not None:
+                pods.requests = scalars_by_pod(rows, qs, wanted)
             if qs.errors is not None:
-                ans.errors = scalars(run("errors", qs.errors), qs, wanted, "errors")
+                rows = run("errors", qs.errors)
+                ans.errors = scalars(rows, qs, wanted, "errors")
+                if pods is not None:
+                    pods.errors = scalars_by_pod(rows, qs, wanted)
             if qs.buckets is not None and any(r.need_latency for r in chunk):
-                ans.buckets = buckets(run("buckets", qs.buckets), qs, wanted)
+                rows = run("buckets", qs.buckets)
+                ans.buckets = buckets(rows, qs, wanted)
+                if pods is not None:
+                    pods.buckets = buckets_by_pod(rows, qs, wanted)
+            ans.pods = pods
             if qs.resets is not None:
                 ans.resets = scalars(run("resets", qs.resets), qs, wanted, "resets")
             # Source-reported counts tell mirrored copies apart; only shadow rollouts need them.

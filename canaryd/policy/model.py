@@ -677,6 +677,15 @@ class Source(_Model):
             "knative revision_name, kserve and vllm serving_knative_dev_revision)."
         ),
     )
+    pod_label: str | None = Field(
+        None,
+        pattern=r"^([a-zA-Z_][a-zA-Z0-9_]*)?$",
+        description=(
+            "Label that tells a version's pods apart, so the queries also return per-pod counts "
+            "(default per preset: istio, kserve and vllm pod, knative pod_name, custom none). "
+            "An empty string turns it off; custom: your templates must keep it in by (...)."
+        ),
+    )
     error_codes: str = Field("5..", description="Regex of response codes counted as errors.")
     errors_metric: str | None = Field(
         None,
