@@ -729,6 +729,12 @@ class Source(_Model):
             raise at("queries", "preset 'custom' needs queries.requests and queries.errors")
         if self.preset != "custom" and self.queries is not None:
             raise at("queries", f"queries are only used with preset 'custom', not {self.preset!r}")
+        if self.pod_label and self.pod_label in {self.version_label, "le"}:
+            raise at(
+                "podLabel",
+                f"podLabel {self.pod_label!r} would group by a label the queries already use "
+                "(the version label or le): name the label that tells pods apart",
+            )
         if self.preset != "kserve" and self.errors_metric is not None:
             raise at(
                 "errorsMetric",

@@ -132,15 +132,19 @@ def test_custom_preset_has_no_pod_label_unless_the_policy_names_one() -> None:
 
 
 def test_a_pod_label_that_clashes_with_the_queries_labels_is_refused() -> None:
-    for name in ("destination_workload", "destination_workload_namespace", "le"):
+    # The policy refuses what it can tell on its own (tests/unit/policy/test_pod_label.py);
+    # the preset's namespace label is only known here, so the rollout is no-data with why.
+    for name in ("destination_workload_namespace", "finished_reason", "canaryd_edge"):
         with pytest.raises(MetricsError, match="already use"):
             pod_label_of(Source(preset="istio", pod_label=name))
-    out, fake = _fetch(
-        _answers(), FetchRequest("k", "ns", "s", "c", Source(preset="istio", pod_label="le"))
-    )
+    clash = Source(preset="istio", pod_label="destination_workload_namespace")
+    out, fake = _fetch(_answers(), FetchRequest("k", "ns", "s", "c", clash))
     reason = out["k"].no_data_reason
-    assert reason is not None and "podLabel 'le'" in reason
+    assert reason is not None and "podLabel 'destination_workload_namespace'" in reason
     assert fake.queries == []
+    # The default version label is only known here too.
+    with pytest.raises(MetricsError, match="already use"):
+        pod_label_of(Source(preset="istio", pod_label="destination_workload"))
 
 
 def test_policy_refuses_a_pod_label_that_is_no_label_name() -> None:
