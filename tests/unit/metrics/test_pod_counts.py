@@ -251,3 +251,42 @@ def test_two_rollouts_share_the_per_pod_queries() -> None:
     assert two.canary.pods == (PodCounts("c2-a", 9, 0, (3, 6, 9)),)
     assert out["one"].stable is not None and len(out["one"].stable.pods) == 1
     assert len(fake.queries) == 4
+
+
+class _ByMetric(Fake):
+    """Answers by the metric a custom template reads."""
+
+    def query(self, promql: str, time_s: float, timeout_s: float) -> list[dict[str, Any]]:
+        self.queries.append(promql)
+        return next((rows for name, rows in self.answers.items() if f"{name}{{" in promql), [])
+
+
+def test_custom_templates_that_keep_the_pod_label_answer_per_pod() -> None:
+    q = Queries(
+        requests='sum by ({version_label}, pod) (increase(req_total{ns="{namespace}", '
+        '{version_label}=~"{revisions}"}[{interval}]))',
+        errors='sum by ({version_label}, pod) (increase(err_total{ns="{namespace}", '
+        '{version_label}=~"{revisions}"}[{interval}]))',
+    )
+    custom = Source(preset="custom", queries=q, pod_label="pod")
+    fake = _ByMetric(
+        {
+            "req_total": [
+                _row({"revision": "s", "pod": "s-b"}, 20.4),  # increase() extrapolates
+                _row({"revision": "s", "pod": "s-a"}, 9.6),
+                _row({"revision": "c", "pod": "c-a"}, 5),
+            ],
+            "err_total": [_row({"revision": "s", "pod": "s-a"}, 1)],
+        }
+    )
+    src = PrometheusSource(PrometheusConfig(url="http://unused"), transport=fake)
+    r = FetchRequest("k", "ns", "s", "c", custom, need_latency=False)
+    o = src.fetch_one(r, 0, 60)
+    assert o.usable and o.stable is not None and o.canary is not None
+    assert (o.stable.requests, o.stable.errors) == (30, 1)
+    assert o.stable.pods == (PodCounts("s-a", 10, 1), PodCounts("s-b", 20, 0))
+    assert o.canary.pods == (PodCounts("c-a", 5, 0),)
+    # Rounded per pod the sums can miss the rounded total: then no pods, never wrong ones.
+    fake.answers["req_total"][0] = _row({"revision": "s", "pod": "s-b"}, 20.6)
+    o = src.fetch_one(r, 0, 60)
+    assert o.stable is not None and o.stable.requests == 30 and o.stable.pods == ()
