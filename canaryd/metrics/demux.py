@@ -72,6 +72,8 @@ class Answers:
     live_errors: dict[_Key, float] | None = None
     custom: dict[str, dict[_Key, float]] = field(default_factory=dict)
     failed: str | None = None
+    too_large: bool = False
+    """``failed`` because an answer exceeded the response size limit (the chunk may be split)."""
     template_failed: dict[str, str] = field(default_factory=dict)
     """Failed template queries, by ``FetchRequest.templates`` key (``custom:<name>``, ...)."""
     histograms: dict[Signal, dict[_Key, dict[str, dict[float, float]]]] = field(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +13,7 @@ from pydantic import ValidationError
 
 from canaryd.errors import MetricsError
 from canaryd.metrics.presets import build_queries, pod_label_of
-from canaryd.metrics.prometheus import PrometheusConfig, PrometheusSource
+from canaryd.metrics.prometheus import PrometheusConfig, PrometheusSource, QueryError
 from canaryd.metrics.source import FetchRequest
 from canaryd.observation import PodCounts
 from canaryd.policy.model import Queries, Source
@@ -290,3 +291,46 @@ def test_custom_templates_that_keep_the_pod_label_answer_per_pod() -> None:
     fake.answers["req_total"][0] = _row({"revision": "s", "pod": "s-b"}, 20.6)
     o = src.fetch_one(r, 0, 60)
     assert o.stable is not None and o.stable.requests == 30 and o.stable.pods == ()
+
+
+@dataclass
+class _Limited(Fake):
+    """Refuses, as too large, any answer about more than ``limit`` revisions."""
+
+    limit: int = 2
+
+    def query(self, promql: str, time_s: float, timeout_s: float) -> list[dict[str, Any]]:
+        self.queries.append(promql)
+        revs = re.search(r'destination_workload=~"\(\?:([^)]*)\)', promql)
+        if revs and len(revs.group(1).split("|")) > self.limit:
+            raise QueryError("answer over 64 MiB", retryable=False, kind="too-large")
+        return self.answers.get(_kind(promql), [])
+
+
+def test_an_answer_over_the_size_limit_splits_the_batch() -> None:
+    revs = [(f"s{i}", f"c{i}") for i in range(4)]
+    parts = [
+        _pod(r, f"{r}-a", 10 + i, 0, (5, 9, 10 + i)) for i, pair in enumerate(revs) for r in pair
+    ]
+    answers = _answers(*parts)
+    answers["resets"] = [_row({NSL: "ns", VL: r}, 0) for pair in revs for r in pair]
+    reqs = [FetchRequest(s, "ns", s, c, ISTIO) for s, c in revs]
+
+    def run(limit: int) -> tuple[dict[Any, Any], PrometheusSource]:
+        src = PrometheusSource(
+            PrometheusConfig(url="http://unused"), transport=_Limited(answers, limit=limit)
+        )
+        return src.fetch(reqs, 0, 60), src
+
+    # 8 revisions refused, then 2 x 4 refused, then 4 x 2 answered: 1 + 2 + 4 requests queries.
+    out, src = run(2)
+    assert all(o.usable for o in out.values())
+    assert [p.pod for p in out["s3"].stable.pods] == ["s3-a"]
+    assert src.last_stats.splits == 3
+    assert src.last_stats.queries["requests"] == 7 and src.last_stats.queries["buckets"] == 4
+    # Halved twice at most: an answer still too large for one rollout stays no-data, with why.
+    out, src = run(1)
+    assert {o.no_data_reason for o in out.values()} == {
+        "prometheus: answer over 64 MiB (1 attempt)"
+    }
+    assert src.last_stats.queries["requests"] == 7
