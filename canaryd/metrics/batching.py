@@ -36,6 +36,7 @@ def config_key(r: FetchRequest) -> tuple[Any, ...]:
         version_label_of(s),
         s.error_codes,
         s.errors_metric,
+        s.pod_label,
         s.latency_unit,
         s.queries,
         ns_key,

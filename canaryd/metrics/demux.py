@@ -5,6 +5,14 @@ queries fix it); label spellings of one revision (istio's ``-deployment``/``-pri
 suffixes) add up. ``observation_for`` turns a chunk's answers into one rollout's observation
 and names the first problem it finds: a missing series, a counter reset, NaN, a partial
 bucket set, a missing custom value. It never raises.
+
+Per-pod answers (``PodAnswers``, when the queries group by a pod label) fill
+``VersionCounts.pods``: pods sorted by name, each version's totals the sums over its pods.
+They are all-or-nothing per version: a series without the pod label (a setup that does not
+relabel it), a pod with errors or buckets but no requests answer, a partial per-pod bucket set
+or sums that differ from the totals leave that version's ``pods`` empty, never wrong, and never
+cost the observation its totals. Pods that served nothing in the window (a pod gone since, whose
+series are still within the lookback) are left out.
 """
 
 from __future__ import annotations
@@ -21,14 +29,35 @@ from canaryd.metrics.presets import (
     VLLM_PER_TOKEN_SERIES,
     VLLM_SERIES,
     QuerySet,
+    pod_label_of,
     revision_for,
     version_label_of,
 )
 from canaryd.metrics.source import FetchRequest
-from canaryd.observation import Histogram, LabelCounts, Observation, Signal, VersionCounts
+from canaryd.observation import (
+    Histogram,
+    LabelCounts,
+    Observation,
+    PodCounts,
+    Signal,
+    VersionCounts,
+)
 
 _Key = tuple[str | None, str]
 """(namespace or None for the custom preset, revision)."""
+
+
+@dataclass
+class PodAnswers:
+    """Per-pod answers of one chunk: (namespace, revision) -> pod -> value.
+
+    Pod ``""`` collects the series that lack the pod label. ``errors`` is None when errors are
+    not measured, ``buckets`` None when no histogram was asked for.
+    """
+
+    requests: dict[_Key, dict[str, float]] = field(default_factory=dict)
+    errors: dict[_Key, dict[str, float]] | None = None
+    buckets: dict[_Key, dict[str, dict[float, float]]] | None = None
 
 
 @dataclass
@@ -43,6 +72,8 @@ class Answers:
     live_errors: dict[_Key, float] | None = None
     custom: dict[str, dict[_Key, float]] = field(default_factory=dict)
     failed: str | None = None
+    too_large: bool = False
+    """``failed`` because an answer exceeded the response size limit (the chunk may be split)."""
     template_failed: dict[str, str] = field(default_factory=dict)
     """Failed template queries, by ``FetchRequest.templates`` key (``custom:<name>``, ...)."""
     histograms: dict[Signal, dict[_Key, dict[str, dict[float, float]]]] = field(
@@ -53,6 +84,8 @@ class Answers:
     categories: dict[str, dict[_Key, dict[str, float]]] = field(default_factory=dict)
     correct: dict[str, dict[_Key, float]] = field(default_factory=dict)
     labelled: dict[str, dict[_Key, float]] = field(default_factory=dict)
+    pods: PodAnswers | None = None
+    """Per-pod requests, errors and buckets; None when the queries do not group by pod."""
 
 
 def observation_for(
@@ -135,6 +168,7 @@ def observation_for(
         if v == "canary" and r.shadow:
             mirrored = _mirrored(ans, k, req, err, round_counts)
         hists, cats, labels = ml
+        pods = _pods(ans.pods, k, req, err, bounds, cum, round_counts)
         counts[v] = VersionCounts(
             req,
             err,
@@ -146,6 +180,7 @@ def observation_for(
             histograms=hists,
             categories=cats,
             labels=labels,
+            pods=pods,
         )
     if require_same_layout and r.source.preset != "custom":
         pairs = [(layouts.get("stable"), layouts.get("canary"), "")]
@@ -192,6 +227,56 @@ def _mirrored(
     m_req = min(max(req - live_req, 0.0), req)
     m_err = min(max(err - live_err, 0.0), err, m_req)
     return m_req, m_err
+
+
+def _pods(
+    pa: PodAnswers | None,
+    key: _Key,
+    req: float,
+    err: float,
+    bounds: tuple[float, ...],
+    cum: tuple[float, ...],
+    round_counts: bool,
+) -> tuple[PodCounts, ...]:
+    """One version's per-pod counts, or () when they cannot be told exactly (module docstring).
+
+    ``req``, ``err`` and ``cum`` are the version's totals (rounded as the pods will be);
+    ``bounds`` its histogram bounds, empty when no latency was asked for.
+    """
+    if pa is None:
+        return ()
+    reqs = pa.requests.get(key, {})
+    errs = {} if pa.errors is None else pa.errors.get(key, {})
+    hists = {} if pa.buckets is None else pa.buckets.get(key, {})
+    if not reqs or "" in reqs or "" in errs or not set(errs) <= set(reqs):
+        return ()
+    if bounds and ("" in hists or not set(hists) <= set(reqs)):
+        return ()
+    rnd = (lambda x: float(round(x))) if round_counts else (lambda x: x)
+    out: list[PodCounts] = []
+    for name in sorted(reqs):
+        p_req, p_err = rnd(reqs[name]), rnd(errs.get(name, 0.0))
+        p_cum: tuple[float, ...] = ()
+        if bounds:
+            hist = hists.get(name, {})
+            if hist and set(hist) != set(bounds):
+                return ()  # a partial per-pod bucket set
+            p_cum = tuple(rnd(hist.get(b, 0.0)) for b in bounds)
+        values = (p_req, p_err, *p_cum)
+        if any(not math.isfinite(x) or x < 0 for x in values) or p_err > p_req:
+            return ()
+        if any(x != 0 for x in values):
+            out.append(PodCounts(name, p_req, p_err, p_cum))
+
+    def same(total: float, parts: Sequence[float]) -> bool:
+        return math.isclose(math.fsum(parts), total, rel_tol=1e-9, abs_tol=1e-6)
+
+    if not same(req, [p.requests for p in out]) or not same(err, [p.errors for p in out]):
+        return ()
+    for k, total in enumerate(cum):
+        if not same(total, [p.bucket_counts[k] for p in out]):
+            return ()
+    return tuple(out)
 
 
 _MlFields = tuple[dict[Signal, Histogram], dict[str, dict[str, float]], dict[str, LabelCounts]]
@@ -289,6 +374,7 @@ def request_problem(r: FetchRequest) -> str | None:
         return f"stable and canary are the same revision ({r.stable_revision!r})"
     try:
         version_label_of(r.source)
+        pod_label_of(r.source)
     except MetricsError as exc:
         return str(exc)
     return None
@@ -331,6 +417,46 @@ def scalars(
             continue
         out[key] = out.get(key, 0.0) + _value(row)
     return out
+
+
+def scalars_by_pod(
+    rows: list[dict[str, Any]], qs: QuerySet, wanted: set[str]
+) -> dict[_Key, dict[str, float]]:
+    """Sum values per (namespace, revision) and pod (``qs.pod_label``; ``""`` when a row lacks
+    it); label spellings of one revision add up."""
+    out: dict[_Key, dict[str, float]] = defaultdict(dict)
+    pod_label = qs.pod_label or ""
+    for row in rows:
+        labels = row.get("metric", {})
+        key = _label_key(labels, qs, wanted)
+        if key is None:
+            continue
+        pods = out[key]
+        pod = labels.get(pod_label, "")
+        pods[pod] = pods.get(pod, 0.0) + _value(row)
+    return dict(out)
+
+
+def buckets_by_pod(
+    rows: list[dict[str, Any]], qs: QuerySet, wanted: set[str]
+) -> dict[_Key, dict[str, dict[float, float]]]:
+    """Cumulative buckets per (namespace, revision) and pod (``""`` when a row lacks the pod
+    label), bounds converted to milliseconds."""
+    out: dict[_Key, dict[str, dict[float, float]]] = defaultdict(lambda: defaultdict(dict))
+    pod_label = qs.pod_label or ""
+    for row in rows:
+        labels = row.get("metric", {})
+        key = _label_key(labels, qs, wanted)
+        if key is None:
+            continue
+        try:
+            le = float(labels["le"])
+        except (KeyError, ValueError):
+            continue
+        bound = le if math.isinf(le) else _ms(le, qs.latency_scale_ms)
+        hist = out[key][labels.get(pod_label, "")]
+        hist[bound] = hist.get(bound, 0.0) + _value(row)
+    return {k: dict(v) for k, v in out.items()}
 
 
 def buckets(

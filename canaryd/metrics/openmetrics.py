@@ -29,6 +29,10 @@ relabelled ``namespace`` and ``revision``): requests as ``vllm:request_success_t
 ``error``), the latency histogram as ``vllm:e2e_request_latency_seconds`` and each named
 histogram under its ``series``. Any preset may also write categorical and label counters under
 names the caller chooses, as a model server exporting custom metrics would.
+
+Samples with a ``pod`` are written per pod, under the preset's pod label (``POD_LABEL``:
+``pod``, or ``pod_name`` for knative), as Prometheus keeps a scraped pod's series: every
+series of a revision then carries it (istio's source reports too, so that they stay apart).
 """
 
 from __future__ import annotations
@@ -43,11 +47,19 @@ from canaryd.metrics.presets import (
     DEFAULT_VERSION_LABEL,
     FINISH_REASON_LABEL,
     NAMESPACE_LABEL,
+    POD_LABEL,
     SIGNAL_SCALE,
     VLLM_E2E,
     VLLM_SERIES,
 )
-from canaryd.observation import Histogram, LabelCounts, Observation, Signal, VersionCounts
+from canaryd.observation import (
+    Histogram,
+    LabelCounts,
+    Observation,
+    PodCounts,
+    Signal,
+    VersionCounts,
+)
 
 Preset = Literal["istio", "knative", "kserve", "vllm"]
 
@@ -75,6 +87,9 @@ class TickSample:
     histograms: Mapping[Signal, Histogram] = field(default_factory=dict)
     categories: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     labels: Mapping[str, LabelCounts] = field(default_factory=dict)
+    pod: str = ""
+    """The pod these counters are one replica's share of (written as the preset's pod label);
+    "" for a revision written as one series set without a pod label."""
 
 
 def format_value(v: float) -> str:
@@ -116,6 +131,7 @@ def write_openmetrics(
     finish_reasons: str | None = None,
     categorical: Mapping[str, tuple[str, str]] | None = None,
     quality: Mapping[str, tuple[str, str]] | None = None,
+    pod_label: str | None = None,
 ) -> int:
     """Write ``series`` as OpenMetrics text; return the number of sample lines written.
 
@@ -129,26 +145,35 @@ def write_openmetrics(
     ``TickSample.categories`` that holds the counts by ``finished_reason``. Any preset:
     ``categorical`` maps a categories key to ``(counter name, category label)`` and ``quality``
     a labels key to ``(correct counter, labelled counter)``; counter names without ``_total``.
+    ``pod_label`` names the label samples with a ``pod`` are written under (default: the
+    preset's, ``POD_LABEL``). A revision's samples are one series set per ``(revision, pod)``.
     """
     if source_reports and preset != "istio":
         raise ValueError("source_reports exist only for the istio preset")
     vl = version_label or DEFAULT_VERSION_LABEL[preset]
     nsl = NAMESPACE_LABEL[preset]
-    by_rev: dict[str, list[TickSample]] = defaultdict(list)
+    pl = pod_label or POD_LABEL[preset]
+    by_rev: dict[_Series, list[TickSample]] = defaultdict(list)
     for s in series:
         if len(s.bounds_ms) != len(s.buckets_cum):
             raise ValueError(
                 f"{s.revision}@{s.t_seconds}: {len(s.bounds_ms)} bounds, {len(s.buckets_cum)} counts"
             )
-        by_rev[s.revision].append(s)
-    for samples in by_rev.values():
+        by_rev[(s.revision, s.pod)].append(s)
+    for (rev, pod), samples in by_rev.items():
         samples.sort(key=lambda s: s.t_seconds)
         ts = [s.t_seconds for s in samples]
         if len(set(ts)) != len(ts):
-            raise ValueError(f"revision {samples[0].revision!r} has two samples at one time")
+            of = f" pod {pod!r}" if pod else ""
+            raise ValueError(f"revision {rev!r}{of} has two samples at one time")
+    podded = {rev for rev, pod in by_rev if pod}
+    if any(rev in podded for rev, pod in by_rev if not pod):
+        raise ValueError(f"revisions {sorted(podded)}: samples with and without a pod")
 
-    def base(rev: str) -> list[tuple[str, str]]:
-        return [(nsl, namespace), (vl, rev + workload_suffix)]
+    def base(key: _Series) -> list[tuple[str, str]]:
+        rev, pod = key
+        labels = [(nsl, namespace), (vl, rev + workload_suffix)]
+        return [*labels, (pl, pod)] if pod else labels
 
     lines = 0
     w = out.write
@@ -177,9 +202,9 @@ def write_openmetrics(
         w(f"# TYPE {kserve_histogram}_errors counter\n")
         name = f"{kserve_histogram}_errors_total"
         codes = [([], True)]
-    for rev, samples in by_rev.items():
+    for key, samples in by_rev.items():
         for extra, is_error in codes:
-            lab = _labels(base(rev) + extra)
+            lab = _labels(base(key) + extra)
             for s in samples:
                 v = s.errors_cum if is_error else s.requests_cum - s.errors_cum
                 w(f"{name}{lab} {format_value(v)} {format_value(s.t_seconds)}\n")
@@ -187,7 +212,7 @@ def write_openmetrics(
         if not source_reports:
             continue
         for code, is_error in (("200", False), ("500", True)):
-            lab = _labels([*base(rev), ("reporter", "source"), ("response_code", code)])
+            lab = _labels([*base(key), ("reporter", "source"), ("response_code", code)])
             for s in samples:
                 errors = s.errors_cum - s.mirrored_errors_cum
                 v = errors if is_error else s.requests_cum - s.mirrored_requests_cum - errors
@@ -205,8 +230,8 @@ def write_openmetrics(
     else:
         hist, scale, hist_extra = kserve_histogram, 1000.0, []
     w(f"# TYPE {hist} histogram\n")
-    for rev, samples in by_rev.items():
-        labels = base(rev) + hist_extra
+    for key, samples in by_rev.items():
+        labels = base(key) + hist_extra
         for s in samples:
             if not s.bounds_ms:
                 continue
@@ -224,13 +249,15 @@ def write_openmetrics(
     return lines
 
 
-_Base = Callable[[str], list[tuple[str, str]]]
+_Series = tuple[str, str]
+"""(revision, pod or "")."""
+_Base = Callable[[_Series], list[tuple[str, str]]]
 _Write = Callable[[str], object]
 
 
 def _vllm_requests(
     w: _Write,
-    by_rev: Mapping[str, list[TickSample]],
+    by_rev: Mapping[_Series, list[TickSample]],
     base: _Base,
     model_name: str,
     finish_reasons: str | None,
@@ -238,7 +265,7 @@ def _vllm_requests(
     """``vllm:request_success_total`` by ``finished_reason``, one series per reason seen."""
     w("# TYPE vllm:request_success counter\n")
     lines = 0
-    for rev, samples in by_rev.items():
+    for key, samples in by_rev.items():
         if finish_reasons is not None:
             reasons = sorted({r for s in samples for r in s.categories.get(finish_reasons, {})})
         else:
@@ -246,7 +273,7 @@ def _vllm_requests(
         for reason in reasons:
             lab = _labels(
                 [
-                    *base(rev),
+                    *base(key),
                     ("model_name", model_name),
                     ("engine", "0"),
                     (FINISH_REASON_LABEL, reason),
@@ -285,26 +312,26 @@ def _histogram_family(
 
 
 def _vllm_histograms(
-    w: _Write, by_rev: Mapping[str, list[TickSample]], base: _Base, model_name: str
+    w: _Write, by_rev: Mapping[_Series, list[TickSample]], base: _Base, model_name: str
 ) -> int:
     """The e2e latency histogram and every named histogram, under vLLM's names."""
     lines = 0
     extra = [("model_name", model_name), ("engine", "0")]
     e2e = [
-        ([*base(rev), *extra], s.t_seconds, s.bounds_ms, s.buckets_cum)
-        for rev, samples in by_rev.items()
+        ([*base(key), *extra], s.t_seconds, s.bounds_ms, s.buckets_cum)
+        for key, samples in by_rev.items()
         for s in samples
         if s.bounds_ms
     ]
     if e2e:
         lines += _histogram_family(w, VLLM_E2E, 1000.0, e2e)
     families: dict[tuple[str, Signal], list[Any]] = {}
-    for rev, samples in by_rev.items():
+    for key, samples in by_rev.items():
         for s in samples:
             for signal, h in s.histograms.items():
                 name = h.series or VLLM_SERIES[signal][0]
                 families.setdefault((name, signal), []).append(
-                    ([*base(rev), *extra], s.t_seconds, h.bounds, h.cumulative)
+                    ([*base(key), *extra], s.t_seconds, h.bounds, h.cumulative)
                 )
     for (name, signal), rows in families.items():
         lines += _histogram_family(w, name, SIGNAL_SCALE[signal], rows)
@@ -313,7 +340,7 @@ def _vllm_histograms(
 
 def _counters(
     w: _Write,
-    by_rev: Mapping[str, list[TickSample]],
+    by_rev: Mapping[_Series, list[TickSample]],
     base: _Base,
     categorical: Mapping[str, tuple[str, str]],
     quality: Mapping[str, tuple[str, str]],
@@ -322,10 +349,10 @@ def _counters(
     lines = 0
     for key, (counter, label) in categorical.items():
         w(f"# TYPE {counter} counter\n")
-        for rev, samples in by_rev.items():
+        for series, samples in by_rev.items():
             cats = sorted({c for s in samples for c in s.categories.get(key, {})})
             for cat in cats:
-                lab = _labels([*base(rev), (label, cat)])
+                lab = _labels([*base(series), (label, cat)])
                 for s in samples:
                     v = s.categories.get(key, {}).get(cat)
                     if v is not None:
@@ -334,8 +361,8 @@ def _counters(
     for key, pair in quality.items():
         for counter, pick in zip(pair, ("correct", "labelled"), strict=True):
             w(f"# TYPE {counter} counter\n")
-            for rev, samples in by_rev.items():
-                lab = _labels(base(rev))
+            for series, samples in by_rev.items():
+                lab = _labels(base(series))
                 for s in samples:
                     lc = s.labels.get(key)
                     if lc is not None:
@@ -363,18 +390,32 @@ def tick_samples_from_observations(
     Named histograms, category counts and label counts are carried the same way; every category
     a revision ever reports is written from its first sample on (at 0 until it is counted), as
     a model server that pre-initialises its counters would.
+
+    Per-pod counts (``VersionCounts.pods``) become one sample per pod (``TickSample.pod``)
+    instead of one per revision; every pod a revision ever reports is written from the
+    revision's first sample on, at 0 while it has no counts. A revision's pods must add up to
+    its totals and be given in every usable interval or in none, and cannot be combined with
+    named histograms, category or label counts (ValueError).
     """
     if tick_s <= 0:
         raise ValueError("tick_s must be positive")
     out: list[TickSample] = []
-    state: dict[str, _Cum] = {}
+    state: dict[_Series, _Cum] = {}
     every_cat: dict[str, dict[str, set[str]]] = {stable_rev: {}, canary_rev: {}}
+    every_pod: dict[str, set[str]] = {stable_rev: set(), canary_rev: set()}
+    unpodded: set[str] = set()
     for obs in observations:
         if obs.usable:
             assert obs.stable is not None and obs.canary is not None
             for rev, vc in ((stable_rev, obs.stable), (canary_rev, obs.canary)):
                 for key, counts in vc.categories.items():
                     every_cat[rev].setdefault(key, set()).update(counts)
+                _check_pods(vc, rev, obs.start_s)
+                every_pod[rev].update(p.pod for p in vc.pods)
+                if not vc.pods:
+                    unpodded.add(rev)
+    for rev in unpodded & {r for r, pods in every_pod.items() if pods}:
+        raise ValueError(f"revision {rev!r} has per-pod counts in some intervals only")
     for obs in observations:
         span = obs.end_s - obs.start_s
         n = round(span / tick_s)
@@ -385,16 +426,60 @@ def tick_samples_from_observations(
         if not obs.usable:
             continue
         assert obs.stable is not None and obs.canary is not None
-        for rev, vc in ((stable_rev, obs.stable), (canary_rev, obs.canary)):
-            if rev not in state:
-                state[rev] = _Cum.zero(vc, every_cat[rev])
-                out.append(state[rev].sample(obs.start_s, rev))
-            st = state[rev]
-            st.check(vc, rev, obs.start_s)
-            for j in range(1, n + 1):
-                out.append(st.advanced(vc, j, n).sample(obs.start_s + j * tick_s, rev))
-            state[rev] = st.advanced(vc, n, n)
+        for rev, whole in ((stable_rev, obs.stable), (canary_rev, obs.canary)):
+            for pod, vc in _per_pod(whole, sorted(every_pod[rev])):
+                series = (rev, pod)
+                if series not in state:
+                    state[series] = _Cum.zero(vc, every_cat[rev])
+                    out.append(state[series].sample(obs.start_s, rev, pod))
+                st = state[series]
+                st.check(vc, rev, obs.start_s)
+                for j in range(1, n + 1):
+                    out.append(st.advanced(vc, j, n).sample(obs.start_s + j * tick_s, rev, pod))
+                state[series] = st.advanced(vc, n, n)
     return out
+
+
+def _check_pods(vc: VersionCounts, rev: str, t: float) -> None:
+    """Per-pod counts that can be written as per-pod series, or ValueError."""
+    if not vc.pods:
+        return
+    if vc.histograms or vc.categories or vc.labels:
+        raise ValueError(
+            f"revision {rev!r} at {t}: per-pod counts cannot be written with named histograms, "
+            "category or label counts (those are not counted per pod)"
+        )
+    names = [p.pod for p in vc.pods]
+    if "" in names or len(set(names)) != len(names):
+        raise ValueError(f"revision {rev!r} at {t}: pod names must be non-empty and distinct")
+    for p in vc.pods:
+        if len(p.bucket_counts) != len(vc.bounds_ms):
+            raise ValueError(f"revision {rev!r} at {t}: pod {p.pod!r} lacks the histogram")
+    sums = (
+        math.fsum(p.requests for p in vc.pods),
+        math.fsum(p.errors for p in vc.pods),
+        *(math.fsum(p.bucket_counts[k] for p in vc.pods) for k in range(len(vc.bounds_ms))),
+    )
+    if sums != (vc.requests, vc.errors, *vc.bucket_counts):
+        raise ValueError(f"revision {rev!r} at {t}: the pods' counts do not add up to the totals")
+
+
+def _per_pod(vc: VersionCounts, pods: Sequence[str]) -> list[tuple[str, VersionCounts]]:
+    """``vc`` as one part per pod of ``pods`` (zeros for a pod absent from ``vc.pods``); the
+    whole of it under pod "" when the revision has no per-pod counts."""
+    if not pods:
+        return [("", vc)]
+    mine = {p.pod: p for p in vc.pods}
+    zeros = tuple(0.0 for _ in vc.bounds_ms)
+    parts = []
+    for name in pods:
+        p = mine.get(name)
+        parts.append(
+            (name, VersionCounts(0.0, 0.0, vc.bounds_ms, zeros))
+            if p is None
+            else (name, VersionCounts(p.requests, p.errors, vc.bounds_ms, p.bucket_counts))
+        )
+    return parts
 
 
 def _part(x: float, j: int, n: int) -> float:
@@ -468,7 +553,7 @@ class _Cum:
             },
         )
 
-    def sample(self, t: float, rev: str) -> TickSample:
+    def sample(self, t: float, rev: str, pod: str = "") -> TickSample:
         return TickSample(
             t,
             rev,
@@ -479,18 +564,36 @@ class _Cum:
             histograms=dict(self.histograms),
             categories={k: dict(v) for k, v in self.categories.items()},
             labels=dict(self.labels),
+            pod=pod,
         )
 
 
 def counts_between(
     samples: Sequence[TickSample], revision: str, start_s: float, end_s: float
 ) -> VersionCounts:
-    """Increments of ``revision`` between the samples at ``start_s`` and ``end_s`` (for tests)."""
-    at = {s.t_seconds: s for s in samples if s.revision == revision}
-    a, b = at[start_s], at[end_s]
+    """Increments of ``revision`` between the samples at ``start_s`` and ``end_s`` (for tests),
+    with its per-pod increments (sorted by pod, pods without any left out, as
+    ``PrometheusSource`` reads them) when its samples are per pod."""
+    at: dict[str, dict[float, TickSample]] = defaultdict(dict)
+    for s in samples:
+        if s.revision == revision:
+            at[s.pod][s.t_seconds] = s
+
+    def delta(pod: str) -> tuple[float, float, tuple[float, ...], tuple[float, ...]]:
+        a, b = at[pod][start_s], at[pod][end_s]
+        buckets = tuple(y - x for x, y in zip(a.buckets_cum, b.buckets_cum, strict=True))
+        return b.requests_cum - a.requests_cum, b.errors_cum - a.errors_cum, b.bounds_ms, buckets
+
+    parts = {pod: delta(pod) for pod in sorted(at)}
+    bounds = next(iter(parts.values()))[2]
     return VersionCounts(
-        b.requests_cum - a.requests_cum,
-        b.errors_cum - a.errors_cum,
-        b.bounds_ms,
-        tuple(y - x for x, y in zip(a.buckets_cum, b.buckets_cum, strict=True)),
+        math.fsum(p[0] for p in parts.values()),
+        math.fsum(p[1] for p in parts.values()),
+        bounds,
+        tuple(math.fsum(p[3][k] for p in parts.values()) for k in range(len(bounds))),
+        pods=tuple(
+            PodCounts(pod, p[0], p[1], p[3])
+            for pod, p in parts.items()
+            if pod and any(x != 0 for x in (p[0], p[1], *p[3]))
+        ),
     )

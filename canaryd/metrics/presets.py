@@ -6,7 +6,7 @@ before ``start``. Every query is an instant query evaluated at ``end``::
 
     E = last_over_time(<counter>{<selector>}[<window + lookback>])         # last sample <= end
     S = last_over_time(<counter>{<selector>}[<lookback>] offset <window>) # last sample <= start
-    sum by (<namespace label>, <version label>[, le]) (E or -1 * S)   # tagged apart
+    sum by (<namespace label>, <version label>[, <pod label>][, le]) (E or -1 * S)   # tagged apart
 
 - consecutive windows share their edge sample, so they partition the samples exactly: the sum
   of the windows' counts is the delta over their union, whatever the windows' phase against
@@ -36,6 +36,28 @@ silent undercount is worse than one lost window. The fourth query counts the dro
 One query covers every rollout of a batch: the selector matches all their revisions with one
 regex alternation (``label=~"rev1|rev2|..."``) and the caller demultiplexes the answer by the
 labels kept in ``by (...)``.
+
+**Per-pod counts.** The requests, errors and buckets queries also keep the preset's *pod
+label* (``POD_LABEL``, or the policy's ``podLabel``; ``""`` turns it off) in ``by (...)``, so
+the same queries answer per pod and the caller fills ``VersionCounts.pods`` (the version's
+totals are the sums over its pods). Every series has one fixed pod label value, so the per-pod
+sums of edge deltas stay exact. The reset query and istio's source-reported (``live_*``)
+queries keep their grouping: a reset is judged per version, and a source report's ``pod`` is
+the *sending* pod. A series without the pod label still counts in the version's totals; its
+version then reports no pods (``pods`` empty) rather than wrong ones. Where each preset's pod
+label comes from:
+
+- ``istio`` and ``kserve``/``vllm``: ``pod``, set by the ``kubernetes-pods`` scrape job's
+  relabelling ``__meta_kubernetes_pod_name -> pod`` (Istio's ``samples/addons/prometheus.yaml``,
+  the Prometheus community chart; prometheus-operator's PodMonitor sets ``pod`` too). The
+  sidecar's ``istio_requests_total`` is scraped from the destination pod itself, so with
+  ``reporter="destination"`` it is the serving pod. Older scrape configs write
+  ``kubernetes_pod_name`` instead: set ``podLabel`` to it.
+- ``knative``: ``pod_name``, a tag the queue-proxy puts on ``revision_app_request_count`` and
+  ``revision_app_request_latencies`` itself (knative/docs ``docs/serving/metrics.md``), so it
+  does not depend on the scrape's relabelling.
+- ``custom``: off unless the policy sets ``podLabel``; the templates must then keep it in
+  their ``by (...)``.
 
 Presets (the defaults below are what the projects export out of the box):
 
@@ -133,6 +155,14 @@ NAMESPACE_LABEL = {
     "kserve": "namespace",
     "vllm": "namespace",
 }
+POD_LABEL = {
+    "istio": "pod",
+    "knative": "pod_name",
+    "kserve": "pod",
+    "vllm": "pod",
+    "custom": "",
+}
+"""The label that tells a version's pods apart, by preset (see the module docstring); "": none."""
 DEFAULT_LATENCY_UNIT = {"istio": "ms", "knative": "ms", "kserve": "s", "vllm": "s", "custom": "ms"}
 ISTIO_WORKLOAD_SUFFIXES = ("-deployment", "-private")
 EDGE_LOOKBACK_S = 300.0
@@ -268,6 +298,9 @@ class QuerySet:
     """Named histograms (vllm), by signal; answers carry ``le`` and ``canaryd_series``."""
     finish_reasons: str | None = None
     """Requests by ``finished_reason`` (vllm), when a finish-reason metric needs them."""
+    pod_label: str | None = None
+    """The label the requests, errors and buckets answers are also grouped by (one answer per
+    pod); None when they are not (see ``pod_label_of``)."""
 
     def kinds(self) -> dict[str, str]:
         """The queries by metric kind (requests, errors, buckets, resets, histogram:<signal>,
@@ -290,6 +323,32 @@ class QuerySet:
 
 def version_label_of(source: Source) -> str:
     return check_label_name(source.version_label or DEFAULT_VERSION_LABEL[source.preset])
+
+
+def pod_label_of(source: Source) -> str | None:
+    """The pod label the source's queries group by: the policy's ``podLabel``, else the
+    preset's (``POD_LABEL``); None when it is off (``podLabel: ""``, or custom by default).
+
+    MetricsError when it is no valid label name or names a label the queries already use.
+    """
+    name = source.pod_label if source.pod_label is not None else POD_LABEL[source.preset]
+    if not name:
+        return None
+    check_label_name(name)
+    taken = {
+        version_label_of(source),
+        NAMESPACE_LABEL.get(source.preset),
+        "le",
+        FINISH_REASON_LABEL,
+        SERIES_LABEL,
+        "canaryd_edge",
+    }
+    if name in taken:
+        raise MetricsError(
+            f"podLabel {name!r} is a label the queries already use for something else "
+            "(the version or namespace label, le, finished_reason or canaryd's own)"
+        )
+    return name
 
 
 def latency_scale_ms(source: Source) -> float:
@@ -330,6 +389,7 @@ def build_queries(
         )
     opts = options or PresetOptions()
     vl = version_label_of(source)
+    pod = pod_label_of(source)
     window = promql_duration(window_s)
     scale = latency_scale_ms(source)
     if source.preset == "custom":
@@ -354,12 +414,15 @@ def build_queries(
             buckets=None if q.latency_buckets is None else render(q.latency_buckets),
             resets=None,
             latency_scale_ms=scale,
+            pod_label=pod,
         )
 
     nsl = NAMESPACE_LABEL[source.preset]
     ns_match = f"{nsl}=~{promql_string(regex_alternation(namespaces))}"
     rev_alt = regex_alternation(revisions)
     by = f"{nsl}, {vl}"
+    # Requests, errors and buckets are also grouped by pod; resets and source reports are not.
+    by_pod = by if pod is None else f"{by}, {pod}"
     suffixes: tuple[str, ...] = ()
     live: tuple[str, str] | None = None  # (selector, error selector) of the source reports
 
@@ -424,9 +487,9 @@ def build_queries(
     def delta(metric: str, selector: str, by_labels: str) -> str:
         return edge_delta("last_over_time", f"{metric}{{{selector}}}", by_labels)
 
-    requests_q = delta(req_metric, sel, by)
+    requests_q = delta(req_metric, sel, by_pod)
     # A revision that never failed has no error series: no answer with a requests answer is 0.
-    errors_q = None if err_metric is None else delta(err_metric, err_sel, by)
+    errors_q = None if err_metric is None else delta(err_metric, err_sel, by_pod)
     # resets() over the same two ranges: their difference counts the drops whose later sample
     # lies in (start, end], which includes the step from the start edge into the window.
     # One selector covers every counter (their label sets differ by `le`).
@@ -464,9 +527,10 @@ def build_queries(
         namespace_label=nsl,
         requests=requests_q,
         errors=errors_q,
-        buckets=delta(bucket_metric, sel, f"{by}, le"),
+        buckets=delta(bucket_metric, sel, f"{by_pod}, le"),
         resets=resets_q,
         latency_scale_ms=scale,
+        pod_label=pod,
         suffixes=suffixes,
         live_requests=None if live is None else delta(req_metric, live[0], by),
         live_errors=None if live is None else delta(req_metric, live[1], by),

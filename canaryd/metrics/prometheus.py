@@ -11,7 +11,10 @@ codes, latency unit, custom templates; for the custom preset also the namespace)
 finish reasons of the vllm preset, each custom, categorical and quality template; for istio
 rollouts in a shadow phase also live_requests and live_errors) per group, splitting a group
 into chunks only when a query would exceed ``max_query_bytes`` (URL-encoded), and
-demultiplexes the answers by ``(namespace, revision)``. With POST (the default: the form goes
+demultiplexes the answers by ``(namespace, revision)``, and by pod when the source has a pod
+label (``presets``: the requests, errors and buckets queries keep it in ``by (...)``, so the
+per-pod counts cost no extra query, only a larger answer; an answer over
+``max_response_bytes``, 64 MiB, splits its chunk in two, at most twice: 4 parts). With POST (the default: the form goes
 in the request body, since URL length is what limits a batched query) and the default 128 KiB
 limit, 1,000 rollouts with KServe-style revision names need 1-2 queries per kind.
 
@@ -28,6 +31,8 @@ Faults and what they become (never an exception, never a pass):
 - HTTP 401/403 ("unauthorized: wrong username or password"), TLS failures ("TLS: unknown
   CA"), a redirect to another origin, HTTP 4xx (a bad query): not retried; no-data with the
   classified reason, which reaches the decision's reason, the log and the Event;
+- an answer over ``max_response_bytes`` (``too-large``): not retried as such, but its chunk is
+  split in two and each half fetched, at most ``MAX_ANSWER_SPLITS`` deep; then no-data;
 - NaN / Inf values, a missing stable or canary series, an empty window, a histogram without a
   ``+Inf`` bucket, a stable/canary bucket layout mismatch (a partial bucket set), and counter
   resets between a window's edge samples (see ``presets``) give no-data for that rollout only.
@@ -54,12 +59,15 @@ from canaryd.metrics.batching import plan_chunks
 from canaryd.metrics.connection import PrometheusConfig, RetryPolicy
 from canaryd.metrics.demux import (
     Answers,
+    PodAnswers,
     buckets,
+    buckets_by_pod,
     categorised,
     no_data,
     observation_for,
     request_problem,
     scalars,
+    scalars_by_pod,
     series_buckets,
 )
 from canaryd.metrics.presets import (
@@ -72,10 +80,15 @@ from canaryd.metrics.presets import (
 from canaryd.metrics.source import FetchRequest
 from canaryd.metrics.transport import HttpTransport, QueryError, Transport
 from canaryd.observation import Observation
+from canaryd.outbound import FaultKind
 
 __all__ = ["FetchStats", "PrometheusConfig", "PrometheusSource", "QueryError", "RetryPolicy"]
 
 log = logging.getLogger(__name__)
+
+MAX_ANSWER_SPLITS = 2
+"""How many times a chunk whose answer is over ``max_response_bytes`` is halved (per-pod
+answers grow with the pods, which the batching cannot know in advance): up to 4 parts."""
 
 
 @dataclass
@@ -90,6 +103,8 @@ class FetchStats:
     """The reason of the last failed query, classified (for a log line or a status page)."""
     seconds: float = 0.0
     max_query_bytes: int = 0
+    splits: int = 0
+    """Chunks split in two because an answer exceeded ``max_response_bytes``."""
 
 
 class PrometheusSource:
@@ -145,18 +160,38 @@ class PrometheusSource:
                 valid.append(r)
 
         for chunk in plan_chunks(valid, window, self.config.query_limit(), self._render):
-            answers = self._run_chunk(chunk, window, end_s, deadline, stats)
-            for r in chunk:
-                out[r.key] = observation_for(
-                    r,
-                    answers,
-                    start_s,
-                    end_s,
-                    round_counts=self.config.round_counts,
-                    require_same_layout=self.config.require_same_layout,
-                )
+            self._fetch_chunk(chunk, start_s, end_s, deadline, stats, out, MAX_ANSWER_SPLITS)
         stats.seconds = self._clock() - t0
         return out
+
+    def _fetch_chunk(
+        self,
+        chunk: Sequence[FetchRequest],
+        start_s: float,
+        end_s: float,
+        deadline: float,
+        stats: FetchStats,
+        out: dict[Hashable, Observation],
+        splits: int,
+    ) -> None:
+        """One chunk's observations into ``out``; an answer over the size limit splits the
+        chunk in two and fetches each half, at most ``splits`` times deep."""
+        answers = self._run_chunk(chunk, end_s - start_s, end_s, deadline, stats)
+        if answers.too_large and len(chunk) > 1 and splits > 0:
+            stats.splits += 1
+            half = len(chunk) // 2
+            for part in (chunk[:half], chunk[half:]):
+                self._fetch_chunk(part, start_s, end_s, deadline, stats, out, splits - 1)
+            return
+        for r in chunk:
+            out[r.key] = observation_for(
+                r,
+                answers,
+                start_s,
+                end_s,
+                round_counts=self.config.round_counts,
+                require_same_layout=self.config.require_same_layout,
+            )
 
     def fetch_one(self, request: FetchRequest, start_s: float, end_s: float) -> Observation:
         return self.fetch([request], start_s, end_s)[request.key]
@@ -230,12 +265,24 @@ class PrometheusSource:
                 stats.last_fault = exc.reason
                 raise
 
+        # With a pod label the same three queries answer per pod: the totals are their sums.
+        pods = None if qs.pod_label is None else PodAnswers()
         try:
-            ans.requests = scalars(run("requests", qs.requests), qs, wanted, "requests")
+            rows = run("requests", qs.requests)
+            ans.requests = scalars(rows, qs, wanted, "requests")
+            if pods is not None:
+                pods.requests = scalars_by_pod(rows, qs, wanted)
             if qs.errors is not None:
-                ans.errors = scalars(run("errors", qs.errors), qs, wanted, "errors")
+                rows = run("errors", qs.errors)
+                ans.errors = scalars(rows, qs, wanted, "errors")
+                if pods is not None:
+                    pods.errors = scalars_by_pod(rows, qs, wanted)
             if qs.buckets is not None and any(r.need_latency for r in chunk):
-                ans.buckets = buckets(run("buckets", qs.buckets), qs, wanted)
+                rows = run("buckets", qs.buckets)
+                ans.buckets = buckets(rows, qs, wanted)
+                if pods is not None:
+                    pods.buckets = buckets_by_pod(rows, qs, wanted)
+            ans.pods = pods
             if qs.resets is not None:
                 ans.resets = scalars(run("resets", qs.resets), qs, wanted, "resets")
             # Source-reported counts tell mirrored copies apart; only shadow rollouts need them.
@@ -253,6 +300,7 @@ class PrometheusSource:
                 ans.finish_reasons = categorised(rows, qs, wanted, FINISH_REASON_LABEL)
         except QueryError as exc:
             ans.failed = f"prometheus: {exc.reason}"
+            ans.too_large = exc.kind == FaultKind.TOO_LARGE.value
             return ans
         except MetricsError as exc:
             ans.failed = f"prometheus answer: {exc}"

@@ -10,7 +10,13 @@ Format (one header line, then one row per version per interval)::
 - ``t_seconds``: the *start* of the interval, seconds (any origin). Intervals are consecutive
   distinct ``t_seconds``; their length is the smallest gap between distinct ``t_seconds``
   (so a missing interval is a gap, not a longer interval) unless ``interval_s`` is given.
-- ``version``: ``stable`` or ``canary``; each ``t_seconds`` has exactly one row of each.
+- ``version``: ``stable`` or ``canary``; each ``t_seconds`` has exactly one row of each, or,
+  with a ``pod`` column, one row per pod of each.
+- ``pod`` (optional, right after ``version``): the pod the row is one replica's share of.
+  A version's counts in an interval are the sums of its pod rows and the rows fill
+  ``VersionCounts.pods`` (sorted by pod); an empty ``pod`` (one row, the version's totals)
+  means the trace cannot tell its pods apart there. ``write_trace`` writes the column when
+  any observation carries per-pod counts, and ``canaryd replay`` reads it back.
 - ``requests``, ``errors``: increments over the interval, non-negative, errors <= requests.
 - ``le_<ms>``: cumulative latency bucket increments (requests with latency <= that many ms),
   boundaries increasing, the last column ``le_inf``; counts non-decreasing along the row.
@@ -31,9 +37,17 @@ import pandas as pd
 
 from canaryd.errors import Problem, TraceError
 from canaryd.metrics.source import FetchRequest
-from canaryd.observation import Histogram, LabelCounts, Observation, Signal, VersionCounts
+from canaryd.observation import (
+    Histogram,
+    LabelCounts,
+    Observation,
+    PodCounts,
+    Signal,
+    VersionCounts,
+)
 
 FIXED = ("t_seconds", "version", "requests", "errors")
+POD = "pod"
 VERSIONS = ("stable", "canary")
 
 
@@ -78,16 +92,20 @@ def read_trace(path: str | Path, *, interval_s: float | None = None) -> list[Obs
         raise TraceError([Problem(file, None, None, "", f"not a valid CSV: {exc}")]) from None
 
     cols = [str(c).strip() for c in df.columns]
-    if tuple(cols[:4]) != FIXED:
+    has_pod = cols[2:3] == [POD]
+    fixed = [*FIXED[:2], POD, *FIXED[2:]] if has_pod else list(FIXED)
+    nfix = len(fixed)
+    if cols[:nfix] != fixed:
         bad(
             1,
             None,
             "header",
-            f"expected the columns to start with {','.join(FIXED)}, got {','.join(cols[:4])}",
+            f"expected the columns to start with {','.join(FIXED)} (optionally "
+            f"t_seconds,version,pod,...), got {','.join(cols[:4])}",
         )
         raise TraceError(problems)
     bounds: list[float] = []
-    for j, name in enumerate(cols[4:], start=5):
+    for j, name in enumerate(cols[nfix:], start=nfix + 1):
         b = _parse_bound(name)
         if b is None:
             bad(1, j, "header", f"unexpected column {name!r}: expected le_<ms> or le_inf")
@@ -106,6 +124,7 @@ def read_trace(path: str | Path, *, interval_s: float | None = None) -> list[Obs
         raise TraceError(problems)
 
     rows: dict[float, dict[str, tuple[int, VersionCounts]]] = {}
+    pod_rows: dict[float, dict[str, dict[str, tuple[int, PodCounts]]]] = {}
     bad_times: set[float] = set()  # a row there was invalid: don't also report it missing
     for i, rec in enumerate(df.itertuples(index=False, name=None)):
         line = i + 2
@@ -117,7 +136,10 @@ def read_trace(path: str | Path, *, interval_s: float | None = None) -> list[Obs
         nums: list[float] = []
         t = math.nan
         version = cells[1]
+        pod = cells[2] if has_pod else ""
         for j, (name, raw) in enumerate(zip(cols, cells, strict=True), start=1):
+            if name == POD and j == 3:
+                continue
             if name == "version":
                 if raw not in VERSIONS:
                     bad(line, j, "version", f"expected 'stable' or 'canary', got {raw!r}")
@@ -146,20 +168,34 @@ def read_trace(path: str | Path, *, interval_s: float | None = None) -> list[Obs
             continue
         requests, errors, cum = nums[0], nums[1], tuple(nums[2:])
         if errors > requests:
-            bad(line, 4, "errors", f"more errors ({errors:g}) than requests ({requests:g})")
+            bad(line, nfix, "errors", f"more errors ({errors:g}) than requests ({requests:g})")
             bad_times.add(t)
             continue
         for k in range(1, len(cum)):
             if cum[k] < cum[k - 1]:
                 bad(
                     line,
-                    5 + k,
-                    cols[4 + k],
-                    f"buckets must be cumulative: {cum[k]:g} < {cum[k - 1]:g} in {cols[3 + k]}",
+                    nfix + 1 + k,
+                    cols[nfix + k],
+                    f"buckets must be cumulative: {cum[k]:g} < {cum[k - 1]:g} in "
+                    f"{cols[nfix + k - 1]}",
                 )
                 bad_times.add(t)
                 break
         else:
+            if pod:
+                at_pod = pod_rows.setdefault(t, {}).setdefault(version, {})
+                if pod in at_pod:
+                    bad(
+                        line,
+                        3,
+                        POD,
+                        f"second row of {version} pod {pod!r} for t_seconds={t:g} (first on "
+                        f"line {at_pod[pod][0]})",
+                    )
+                    continue
+                at_pod[pod] = (line, PodCounts(pod, requests, errors, cum))
+                continue
             at_t = rows.setdefault(t, {})
             if version in at_t:
                 bad(
@@ -170,6 +206,20 @@ def read_trace(path: str | Path, *, interval_s: float | None = None) -> list[Obs
                 )
                 continue
             at_t[version] = (line, VersionCounts(requests, errors, tuple(bounds), cum))
+    for t, by_version in pod_rows.items():
+        at_t = rows.setdefault(t, {})
+        for version, by_pod in by_version.items():
+            first = min(ln for ln, _ in by_pod.values())
+            if version in at_t:
+                bad(
+                    at_t[version][0],
+                    3,
+                    POD,
+                    f"{version} has a row without a pod and per-pod rows for t_seconds={t:g} "
+                    f"(line {first}): give one or the other",
+                )
+                continue
+            at_t[version] = (first, _from_pods(tuple(bounds), [pc for _, pc in by_pod.values()]))
     for t, at_t in rows.items():
         for want in VERSIONS:
             if want not in at_t and t not in bad_times:
@@ -192,10 +242,24 @@ def read_trace(path: str | Path, *, interval_s: float | None = None) -> list[Obs
     ]
 
 
+def _from_pods(bounds: tuple[float, ...], pods: Sequence[PodCounts]) -> VersionCounts:
+    """A version's counts as the sums of its pods' (pods sorted by name)."""
+    ordered = tuple(sorted(pods, key=lambda p: p.pod))
+    return VersionCounts(
+        math.fsum(p.requests for p in ordered),
+        math.fsum(p.errors for p in ordered),
+        bounds,
+        tuple(math.fsum(p.bucket_counts[k] for p in ordered) for k in range(len(bounds))),
+        pods=ordered,
+    )
+
+
 def write_trace(path: str | Path, observations: Sequence[Observation]) -> int:
     """Write usable observations as a trace (no-data intervals become gaps); return rows written.
 
-    All observations must share one histogram layout (or have none).
+    All observations must share one histogram layout (or have none). When any version carries
+    per-pod counts the trace gets a ``pod`` column: one row per pod (which must add up to the
+    version's totals, else ValueError), and one row with an empty ``pod`` for a version without.
     """
     usable = [o for o in observations if o.usable]
     bounds: tuple[float, ...] | None = None
@@ -209,20 +273,41 @@ def write_trace(path: str | Path, observations: Sequence[Observation]) -> int:
                     f"histogram layout changes at t={o.start_s:g}: {vc.bounds_ms} vs {bounds}"
                 )
     bounds = bounds or ()
-    header = [*FIXED, *(_bound_name(b) for b in bounds)]
+    with_pods = any(vc.pods for o in usable for vc in (o.stable, o.canary) if vc is not None)
+    fixed = [*FIXED[:2], POD, *FIXED[2:]] if with_pods else list(FIXED)
+    header = [*fixed, *(_bound_name(b) for b in bounds)]
     records: list[list[object]] = []
     for o in sorted(usable, key=lambda o: o.start_s):
         for name, counts in (("stable", o.stable), ("canary", o.canary)):
             assert counts is not None
-            records.append(
-                [
-                    _num(o.start_s),
-                    name,
-                    _num(counts.requests),
-                    _num(counts.errors),
-                    *map(_num, counts.bucket_counts),
-                ]
-            )
+            if counts.pods:
+                if any(len(p.bucket_counts) != len(bounds) or not p.pod for p in counts.pods):
+                    raise ValueError(
+                        f"{name} at t={o.start_s:g}: a pod without a name or the histogram"
+                    )
+                whole = _from_pods(bounds, counts.pods)
+                if (whole.requests, whole.errors, whole.bucket_counts) != (
+                    counts.requests,
+                    counts.errors,
+                    counts.bucket_counts,
+                ):
+                    raise ValueError(
+                        f"{name} at t={o.start_s:g}: the pods' counts do not add up to the totals"
+                    )
+            parts: list[tuple[str, float, float, tuple[float, ...]]] = [
+                (p.pod, p.requests, p.errors, p.bucket_counts) for p in counts.pods
+            ] or [("", counts.requests, counts.errors, counts.bucket_counts)]
+            for pod, req, err, cum in parts:
+                records.append(
+                    [
+                        _num(o.start_s),
+                        name,
+                        *([pod] if with_pods else []),
+                        _num(req),
+                        _num(err),
+                        *map(_num, cum),
+                    ]
+                )
     pd.DataFrame(records, columns=header).to_csv(path, index=False)
     return len(records)
 
@@ -237,8 +322,10 @@ class TraceSource:
     ``fetch`` sums the trace's intervals that lie inside ``[start_s, end_s)`` (an interval
     counts when it starts at or after ``start_s`` and ends at or before ``end_s``, with a
     millisecond of slack); none inside means no-data. The same counts answer every request.
-    Every field adds up (named histograms, category and label counts too), though a CSV trace
-    carries requests, errors and latency buckets only.
+    Every field adds up (named histograms, category and label counts and per-pod counts too),
+    though a CSV trace carries requests, errors, latency buckets and their per-pod split only.
+    Per-pod counts add up by pod name (a pod absent from an interval had none there); a window
+    with an interval that cannot tell a version's pods apart has no per-pod counts for it.
     """
 
     def __init__(self, observations: Sequence[Observation]) -> None:
@@ -304,8 +391,26 @@ def _sum(obs: Sequence[Observation], start_s: float, end_s: float) -> Observatio
             histograms=hists,
             categories=cats,
             labels=labels,
+            pods=_add_pods(vs),
         )
 
     stable = add([o.stable for o in obs if o.stable is not None])
     canary = add([o.canary for o in obs if o.canary is not None])
     return Observation(start_s, end_s, stable=stable, canary=canary).validated()
+
+
+def _add_pods(vs: Sequence[VersionCounts]) -> tuple[PodCounts, ...]:
+    """The intervals' per-pod counts added up by pod (sorted), or () when one interval has none."""
+    if not vs or not all(v.pods for v in vs):
+        return ()
+    # Pods without buckets (a source asked for no latency) add up without them.
+    width = len(vs[0].bounds_ms)
+    if any(len(p.bucket_counts) != width for v in vs for p in v.pods):
+        width = 0
+    acc: dict[str, list[float]] = {}
+    for v in vs:
+        for p in v.pods:
+            into = acc.setdefault(p.pod, [0.0] * (2 + width))
+            for k, x in enumerate((p.requests, p.errors, *p.bucket_counts[:width])):
+                into[k] += x
+    return tuple(PodCounts(pod, a[0], a[1], tuple(a[2:])) for pod, a in sorted(acc.items()))

@@ -677,6 +677,15 @@ class Source(_Model):
             "knative revision_name, kserve and vllm serving_knative_dev_revision)."
         ),
     )
+    pod_label: str | None = Field(
+        None,
+        pattern=r"^([a-zA-Z_][a-zA-Z0-9_]*)?$",
+        description=(
+            "Label that tells a version's pods apart, so the queries also return per-pod counts "
+            "(default per preset: istio, kserve and vllm pod, knative pod_name, custom none). "
+            "An empty string turns it off; custom: your templates must keep it in by (...)."
+        ),
+    )
     error_codes: str = Field("5..", description="Regex of response codes counted as errors.")
     errors_metric: str | None = Field(
         None,
@@ -720,6 +729,12 @@ class Source(_Model):
             raise at("queries", "preset 'custom' needs queries.requests and queries.errors")
         if self.preset != "custom" and self.queries is not None:
             raise at("queries", f"queries are only used with preset 'custom', not {self.preset!r}")
+        if self.pod_label and self.pod_label in {self.version_label, "le"}:
+            raise at(
+                "podLabel",
+                f"podLabel {self.pod_label!r} would group by a label the queries already use "
+                "(the version label or le): name the label that tells pods apart",
+            )
         if self.preset != "kserve" and self.errors_metric is not None:
             raise at(
                 "errorsMetric",

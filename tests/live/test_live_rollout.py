@@ -68,6 +68,7 @@ def test_live_rollout_decides_on_counts_that_match_the_truth(
         checks = compare_counts(run)
         sent = list(run.load.sent)
         windows = list(daemon.source.windows)
+        pod_names = dict(run.pods)
         # The same windows without the model's own error counter: kserve exports none, so
         # the failed predictions are in request_predict_seconds_count but cannot be told apart.
         with PrometheusSource(PrometheusConfig(url=run.prometheus.url)) as bare:
@@ -118,6 +119,22 @@ def test_live_rollout_decides_on_counts_that_match_the_truth(
     # In flight at the edges' scrapes: a few requests per window at 30 rps.
     in_flight = sum(c.bounds["requests"].in_flight for c in checks)
     assert in_flight <= 0.05 * sum(c.counted["requests"] for c in checks), summary(checks)
+    # The usual relabelling's `pod` label gives each version's counts per pod (one pod each
+    # here) in the same queries: the pod's counts are the version's.
+    for w in usable:
+        for v in ("stable", "canary"):
+            vc = w.observation.stable if v == "stable" else w.observation.canary
+            assert vc is not None
+            if vc.requests == 0:  # a pod that served nothing in the window is left out
+                assert vc.pods == ()
+                continue
+            assert [p.pod for p in vc.pods] == [pod_names[v]], (v, vc.pods)
+            (pod,) = vc.pods
+            assert (pod.requests, pod.errors, pod.bucket_counts) == (
+                vc.requests,
+                vc.errors,
+                vc.bucket_counts,
+            )
     # Without an errors counter the kserve preset measures no errors, and says so.
     for w, o in unmeasured:
         assert o.usable and not o.errors_measured

@@ -115,13 +115,16 @@ def test_istio_queries() -> None:
         )
         return f"sum by ({by}) ({end} or {start})"
 
-    assert q.requests == delta("last_over_time", f"istio_requests_total{{{sel}}}", by)
+    # Requests, errors and buckets answer per pod too; resets are judged per version.
+    by_pod = f"{by}, pod"
+    assert q.requests == delta("last_over_time", f"istio_requests_total{{{sel}}}", by_pod)
     assert q.errors == delta(
-        "last_over_time", f'istio_requests_total{{{sel}, response_code=~"5..|429"}}', by
+        "last_over_time", f'istio_requests_total{{{sel}, response_code=~"5..|429"}}', by_pod
     )
     assert q.buckets == delta(
-        "last_over_time", f"istio_request_duration_milliseconds_bucket{{{sel}}}", f"{by}, le"
+        "last_over_time", f"istio_request_duration_milliseconds_bucket{{{sel}}}", f"{by_pod}, le"
     )
+    assert q.pod_label == "pod"
     # Every counter's drops in one query, over the same two ranges.
     names = "istio_request_duration_milliseconds_bucket|istio_requests_total"
     assert q.resets == delta("resets", f'{{__name__=~"{names}", {sel}}}', by)

@@ -93,8 +93,8 @@ def test_semantic_errors(tmp_path: Path) -> None:
 
 def test_header_errors(tmp_path: Path) -> None:
     assert problems(tmp_path, "t,version,requests,errors\n") == [
-        "F:1: header: expected the columns to start with t_seconds,version,requests,errors, "
-        "got t,version,requests,errors"
+        "F:1: header: expected the columns to start with t_seconds,version,requests,errors "
+        "(optionally t_seconds,version,pod,...), got t,version,requests,errors"
     ]
     assert problems(
         tmp_path, "t_seconds,version,requests,errors,le_100,le_10,p99\n0,stable,1,0,1,1,1\n"

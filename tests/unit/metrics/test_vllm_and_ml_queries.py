@@ -36,9 +36,12 @@ def test_vllm_queries_use_vllms_names_and_the_relabelled_revision() -> None:
     qs = build_queries(VLLM, ["models"], ["r1", "r2"], 60, histograms=SIGNALS, finish_reasons=True)
     sel = 'namespace=~"models", serving_knative_dev_revision=~"r1|r2"'
     by = "namespace, serving_knative_dev_revision"
-    assert qs.requests == _edge("vllm:request_success_total", sel, by)
-    assert qs.errors == _edge("vllm:request_success_total", f'{sel}, finished_reason="error"', by)
-    assert qs.buckets == _edge("vllm:e2e_request_latency_seconds_bucket", sel, f"{by}, le")
+    by_pod = f"{by}, pod"  # the pod relabelling's label: per-pod counts in the same queries
+    assert qs.requests == _edge("vllm:request_success_total", sel, by_pod)
+    assert qs.errors == _edge(
+        "vllm:request_success_total", f'{sel}, finished_reason="error"', by_pod
+    )
+    assert qs.buckets == _edge("vllm:e2e_request_latency_seconds_bucket", sel, f"{by_pod}, le")
     assert qs.latency_scale_ms == 1000.0
     assert qs.finish_reasons == _edge("vllm:request_success_total", sel, f"{by}, finished_reason")
     itl = qs.histograms["inter_token"]
