@@ -13,7 +13,10 @@ Format (one header line, then one row per version per interval)::
 - ``version``: ``stable`` or ``canary``; each ``t_seconds`` has exactly one row of each.
 - ``requests``, ``errors``: increments over the interval, non-negative, errors <= requests.
 - ``le_<ms>``: cumulative latency bucket increments (requests with latency <= that many ms),
-  boundaries increasing, the last column ``le_inf``; counts non-decreasing along the row.
+  boundaries increasing, the last column ``le_inf``; counts non-decreasing along the row, and
+  ``le_inf`` equal to ``requests`` (every request lands in the +Inf bucket).
+- ``t_seconds`` lies within +-``MAX_T_SECONDS`` and every count is at most ``MAX_COUNT``
+  (2^53, the largest whole number a float holds exactly).
   A trace without latency columns is allowed (no ``le_`` column at all).
 
 Every problem is reported as ``file:line:column`` in one ``TraceError``.
@@ -34,6 +37,10 @@ from canaryd.metrics.source import FetchRequest
 from canaryd.observation import Histogram, LabelCounts, Observation, Signal, VersionCounts
 
 FIXED = ("t_seconds", "version", "requests", "errors")
+MAX_T_SECONDS = 1e11
+"""Largest ``|t_seconds|`` accepted (about 3,000 years: any epoch in seconds fits)."""
+MAX_COUNT = float(2**53)
+"""Largest count accepted."""
 VERSIONS = ("stable", "canary")
 
 
@@ -76,6 +83,12 @@ def read_trace(path: str | Path, *, interval_s: float | None = None) -> list[Obs
         ) from None
     except pd.errors.ParserError as exc:
         raise TraceError([Problem(file, None, None, "", f"not a valid CSV: {exc}")]) from None
+    except UnicodeDecodeError as exc:
+        raise TraceError(
+            [Problem(file, None, None, "", f"not a UTF-8 text CSV ({exc.reason})")]
+        ) from None
+    except OSError as exc:
+        raise TraceError([Problem(file, None, None, "", exc.strerror or str(exc))]) from None
 
     cols = [str(c).strip() for c in df.columns]
     if tuple(cols[:4]) != FIXED:
@@ -134,10 +147,16 @@ def read_trace(path: str | Path, *, interval_s: float | None = None) -> list[Obs
                 bad(line, j, name, f"expected a finite number, got {raw!r}")
                 continue
             if name == "t_seconds":
+                if abs(v) > MAX_T_SECONDS:
+                    bad(line, j, name, f"expected |t_seconds| <= {MAX_T_SECONDS:g}, got {raw}")
+                    continue
                 t = v
                 continue
             if v < 0:
                 bad(line, j, name, f"increments cannot be negative, got {raw}")
+                continue
+            if v > MAX_COUNT:
+                bad(line, j, name, f"expected a count of at most 2^53, got {raw}")
                 continue
             nums.append(v)
         if len(problems) > row_problems:
@@ -147,6 +166,16 @@ def read_trace(path: str | Path, *, interval_s: float | None = None) -> list[Obs
         requests, errors, cum = nums[0], nums[1], tuple(nums[2:])
         if errors > requests:
             bad(line, 4, "errors", f"more errors ({errors:g}) than requests ({requests:g})")
+            bad_times.add(t)
+            continue
+        if cum and cum[-1] != requests:
+            bad(
+                line,
+                len(cols),
+                "le_inf",
+                f"le_inf ({cum[-1]:g}) must equal requests ({requests:g}): every request is in "
+                "the +Inf bucket",
+            )
             bad_times.add(t)
             continue
         for k in range(1, len(cum)):
