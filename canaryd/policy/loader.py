@@ -13,9 +13,11 @@ Hostile input is bounded before any work proportional to it:
   the expansion.
 
 Validation reports every problem in one pass where it can: when a document fails, the fields
-in error are removed (so their defaults apply) and the document is validated again, up to
-``MAX_VALIDATION_ROUNDS`` times, so that cross-field checks of the parts that are valid run too.
-Problems caused by a removal (a required field now missing) are not reported.
+in error are removed (so their defaults apply; a required string gets ``PLACEHOLDER``) and the
+document is validated again, up to ``MAX_VALIDATION_ROUNDS`` times, so that cross-field checks
+of the parts that are valid run too. An object that still fails only because of a removal is
+removed in turn (its default applies). Problems caused by a removal (a required field now
+missing, "give exactly one of file or env" once ``env`` is gone) are not reported.
 """
 
 from __future__ import annotations
@@ -387,22 +389,36 @@ def _removal_paths(loc: list[int | str]) -> list[list[int | str]]:
     return paths
 
 
-def _remove(data: Any, path: list[int | str]) -> bool:
-    """Remove the key at ``path`` from nested dicts and lists; whether it was there."""
+def _remove(data: Any, path: list[int | str]) -> Any:
+    """Remove the key at ``path`` from nested dicts and lists; its value, or ``_ABSENT``."""
     if not path:
-        return False
+        return _ABSENT
     node = data
     for part in path[:-1]:
         inside = (isinstance(node, dict) and part in node) or (
             isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
         )
         if not inside:
-            return False
+            return _ABSENT
         node = node[part]
     if isinstance(node, dict) and path[-1] in node:
-        del node[path[-1]]
-        return True
-    return False
+        return node.pop(path[-1])
+    return _ABSENT
+
+
+def _put(data: Any, path: list[int | str], value: Any) -> None:
+    """Set the key at ``path`` (whose parents exist: it was just removed)."""
+    node = data
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+
+
+_ABSENT = object()
+PLACEHOLDER = "x0"
+"""Stands in for a required string removed for its error, so that the checks of the objects
+above it still run (a valid DNS label and label name). Never for a ``name``: other fields
+refer to names, and a stand-in would make those references look wrong."""
 
 
 def _consequence(err: dict[str, Any], removed: list[list[int | str]]) -> bool:
@@ -444,6 +460,7 @@ def load_model(model: type[M], node: yaml.Node, file: str) -> M:
     problems: list[Problem] = []
     seen: set[tuple[str, str]] = set()
     removed: list[list[int | str]] = []
+    strings: dict[tuple[int | str, ...], str | None] = {}  # removed strings (None: replaced)
     try:
         data = copy.deepcopy(data)
     except RecursionError:
@@ -453,10 +470,17 @@ def load_model(model: type[M], node: yaml.Node, file: str) -> M:
         if exc_ is None:
             break
         new = False
+        blocked: list[dict[str, Any]] = []
         located = zip(exc_.errors(), validation_problems(exc_, node, file), strict=True)
         for err, problem in located:
             loc = _full_loc(dict(err))
+            if err["type"] == "missing" and strings.get(tuple(loc)) is not None:
+                _put(data, loc, PLACEHOLDER)  # a required string: a stand-in, once
+                strings[tuple(loc)] = None
+                new = True
+                continue
             if _consequence(dict(err), removed):
+                blocked.append(dict(err))
                 continue  # a consequence of an earlier removal
             if (problem.path, problem.message) in seen:
                 continue
@@ -464,12 +488,23 @@ def load_model(model: type[M], node: yaml.Node, file: str) -> M:
             problems.append(problem)
             new = True
             for target in _removal_paths(loc):
-                if _remove(data, target):
+                value = _remove(data, target)
+                if value is not _ABSENT:
                     removed.append(target)
+                    if isinstance(value, str) and target[-1] != "name":
+                        strings[tuple(target)] = value
                     break
             else:
                 if err["type"] != "missing":
                     removed.append(_removal_paths(loc)[0])
+        if not new:
+            # Only consequences left: remove the objects that still fail because of a
+            # removal (``steps`` without its ``weights``), so their defaults apply.
+            for failed in blocked:
+                own = _clean_loc(failed["loc"])
+                if own and _remove(data, own) is not _ABSENT:
+                    removed.append(own)
+                    new = True
         if not new:
             break
         try:

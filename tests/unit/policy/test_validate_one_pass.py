@@ -1,9 +1,10 @@
 """``canaryd validate`` reports every problem in one pass, at the field's own line:column.
 
-The fixture ``tests/fixtures/policies/fourteen-errors.yaml`` holds 14 independent mistakes of
+The fixture ``tests/fixtures/policies/sixteen-errors.yaml`` holds 16 independent mistakes of
 every layer: a duplicate key (syntax), field errors (schema), cross-field checks of objects
-whose other fields are wrong too, and a PromQL template the runtime would refuse. Before, one
-run reported only the duplicate key, and fixing what each run showed took several runs.
+whose other fields are wrong too (the spec's, beside a wrong required field), and a PromQL
+template the runtime would refuse. Before, fixing what each run showed took five runs
+(1 -> 9 -> 1 -> 1 -> 0 errors), and four of the mistakes were never reported at all.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from canaryd.policy.loader import load_policies_text
 
 from .support import BASE, REPO, variant
 
-FOURTEEN = REPO / "tests" / "fixtures" / "policies" / "fourteen-errors.yaml"
+SIXTEEN = REPO / "tests" / "fixtures" / "policies" / "sixteen-errors.yaml"
 KNATIVE = variant("    alpha: 0.01\n", "    alpha: 0.01\n    source: {preset: knative}\n")
 
 
@@ -28,10 +29,10 @@ def validate(*args: str | Path) -> Result:
     return CliRunner().invoke(main, ["validate", *map(str, args)], catch_exceptions=False)
 
 
-def test_fourteen_independent_errors_in_one_run() -> None:
-    result = validate(FOURTEEN)
+def test_sixteen_independent_errors_in_one_run() -> None:
+    result = validate(SIXTEEN)
     assert result.exit_code == 1
-    f = str(FOURTEEN)
+    f = str(SIXTEEN)
     assert sorted(result.stderr.splitlines()) == sorted(
         [
             f"{f}:38:5: spec.promotion.maxDuration: duplicate key 'maxDuration' (first at line 37)",
@@ -55,9 +56,13 @@ def test_fourteen_independent_errors_in_one_run() -> None:
             "(such as '1h30m'), got '1s1h'",
             f"{f}:34:13: spec.noData.action: expected one of pause, rollback, got 'retry'",
             f"{f}:42:15: spec.window.timezone: unknown timezone 'Mars/Olympus'",
+            f"{f}:39:48: spec.promotion.minDetectableEffect.nosuch: no metric named 'nosuch' "
+            "(metrics: errors, gpu, latency)",
+            f"{f}:39:35: spec.promotion.minDetectableEffect.errors: 1.1 is inside the metric's "
+            "tolerance (1 + 0.2); nothing below it counts as a regression",
         ]
     )
-    assert result.stdout == "1 file(s), 0 policies: 14 error(s), 0 warning(s)\n"
+    assert result.stdout == "1 file(s), 0 policies: 16 error(s), 0 warning(s)\n"
 
 
 def test_a_removed_field_is_not_blamed_twice() -> None:
