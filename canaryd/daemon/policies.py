@@ -7,7 +7,8 @@ changed is read and re-parsed only when its content hash changed too (a ConfigMa
 re-links every file, most with the same bytes). A file over the loader's size cap
 (``MAX_DOCUMENT_BYTES``, 1 MiB) is refused from its stat alone, never read. Invalid files are
 reported with their located problems (an alias bomb included, refused by the loader's
-limits); the valid policies keep being served.
+limits, and a PromQL template the runtime would refuse: the same checks as ``canaryd
+validate``); the valid policies keep being served.
 
 ``resolve`` turns the loaded policies into the rollouts the daemon may act on, and the ones it
 must refuse, each with a reason a person can act on:
@@ -38,6 +39,7 @@ from canaryd.policy.loader import (
     load_policies_text,
 )
 from canaryd.policy.model import CanaryPolicy
+from canaryd.validation import template_problems
 
 log = logging.getLogger("canaryd.policies")
 
@@ -174,7 +176,8 @@ def _parse(path: str, stat: Stat, digest: str, raw: bytes) -> _FileResult:
     except UnicodeDecodeError as exc:
         return _FileResult(stat, digest, [], [f"{path}: not UTF-8 text ({exc.reason})"])
     try:
-        return _FileResult(stat, digest, load_policies_text(text, path), [])
+        loaded = load_policies_text(text, path, checks=[template_problems])
+        return _FileResult(stat, digest, loaded, [])
     except InputError as exc:
         return _FileResult(stat, digest, [], [str(p) for p in exc.problems])
 

@@ -126,3 +126,24 @@ def test_an_alias_bomb_is_refused_and_the_other_policies_keep_being_served(
     assert len(ps.problems) == 1
     assert ps.problems[0].startswith(f"{root / 'bomb.yaml'}:6:7: YAML aliases expand this to")
     assert "(limit; an alias bomb?)" in ps.problems[0]
+
+
+def test_a_template_the_runtime_refuses_is_refused_at_load(root: Path) -> None:
+    """The same check as ``canaryd validate``: the policy is refused with the template's
+    line:column instead of pausing for no data at its first fetch."""
+    bad = root / "gpu.yaml"
+    bad.write_text(
+        policy("gpu").replace(
+            "      - {name: errors, kind: errors}\n",
+            "      - {name: errors, kind: errors}\n"
+            "      - name: util\n        kind: custom\n        critical: false\n"
+            "        query: 'avg by (revision_name) (gpu{revision_name=\"{revisions}\"})'\n",
+        )
+    )
+    ps = PolicySet([root])
+    ps.load()
+    assert names(ps) == ["a", "b", "c"]
+    assert ps.problems == [
+        f"{bad}:14:16: spec.analysis.metrics[1].query: custom query uses {{revisions}} with '='; "
+        "it is a regex alternation, use =~"
+    ]

@@ -192,3 +192,22 @@ def test_threshold_bounds_are_finite(value: str) -> None:
         return
     with pytest.raises(PolicyError, match="input should be a finite number"):
         load_policies_text(text, "p.yaml")
+
+
+@pytest.mark.parametrize("module", ["canaryd.policy.model", "canaryd.simulation.scenario"])
+def test_every_model_refuses_non_finite_floats(module: str) -> None:
+    """Every pydantic model of the policy and of the scenario refuses .inf and .nan, whatever
+    field a future change adds (the config is inherited from the module's base model)."""
+    import importlib
+    import inspect
+
+    from pydantic import BaseModel
+
+    mod = importlib.import_module(module)
+    models = [
+        obj
+        for _, obj in inspect.getmembers(mod, inspect.isclass)
+        if issubclass(obj, BaseModel) and obj.__module__ == module
+    ]
+    assert len(models) > 10
+    assert [m.__name__ for m in models if m.model_config.get("allow_inf_nan") is not False] == []
