@@ -31,6 +31,7 @@ from canaryd.policy.lint import lint
 from canaryd.policy.loader import LoadedPolicy, load_policy_file, policy_files
 from canaryd.policy.model import policy_json_schema
 from canaryd.simulation.commands import replay_cmd, simulate_cmd
+from canaryd.validation import template_problems
 
 
 class _UsageExit(click.ClickException):
@@ -91,7 +92,8 @@ def main() -> None:
 def validate(paths: tuple[Path, ...], strict: bool, quiet: bool) -> None:
     """Check policy files or directories; one line per problem.
 
-    Exits 0 when everything is valid, 1 otherwise (warnings fail only with --strict).
+    Every problem of every file in one pass. A ConfigMap manifest is read as the policy files in
+    its data. Exits 0 when everything is valid, 1 otherwise (warnings fail only with --strict).
     """
     errors: list[Problem] = []
     warnings: list[Problem] = []
@@ -104,7 +106,7 @@ def validate(paths: tuple[Path, ...], strict: bool, quiet: bool) -> None:
             errors.append(Problem(str(f), None, None, "", "no such file or directory"))
             continue
         try:
-            got = load_policy_file(f)
+            got = load_policy_file(f, configmaps=True, checks=[template_problems])
         except InputError as exc:
             errors.extend(exc.problems)
             continue

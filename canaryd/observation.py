@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
@@ -99,9 +99,22 @@ class LabelCounts:
         return None
 
 
+def _non_finite(values: Iterable[float]) -> str | None:
+    """ "NaN in the counts" or "infinite count" when a value is either (any numeric type: a
+    numpy float32 is no ``float``), checked before the sign so a NaN is never called a reset."""
+    for v in values:
+        f = float(v)
+        if math.isnan(f):
+            return "NaN in the counts"
+        if math.isinf(f):
+            return "infinite count"
+    return None
+
+
 def _histogram_problem(bounds: Sequence[float], counts: Sequence[float]) -> str | None:
-    if any(isinstance(v, float) and math.isnan(v) for v in counts):
-        return "NaN in the counts"
+    why = _non_finite(counts)
+    if why is not None:
+        return why
     if any(v < 0 for v in counts):
         return "negative increment (counter reset)"
     if len(bounds) != len(counts):
@@ -176,14 +189,16 @@ class VersionCounts:
     cannot). Their sums are ``requests``, ``errors`` and ``bucket_counts``."""
 
     def problem(self) -> str | None:
-        """Why these counts cannot be used (NaN, negative = counter reset, bad layout), or None.
+        """Why these counts cannot be used (NaN or infinite, negative = counter reset, bad
+        layout), or None. Non-finite counts are named as such before any sign check.
 
         Every field is checked: a problem in a named histogram, a category count or a label
         count makes the whole interval unusable, named by the field it is in.
         """
         values = (self.requests, self.errors, *self.bucket_counts)
-        if any(isinstance(v, float) and math.isnan(v) for v in values):
-            return "NaN in the counts"
+        why = _non_finite(values)
+        if why is not None:
+            return why
         if any(v < 0 for v in values):
             return "negative increment (counter reset)"
         if self.errors > self.requests:

@@ -1,9 +1,14 @@
 """The daemon's policies: loaded from files, reloaded incrementally, and resolved to rollouts.
 
 ``PolicySet`` loads the policy files under some paths (a mounted ConfigMap's hidden ``..data``
-entries are skipped) and reloads only files whose size or mtime changed, so one big or broken
-file never slows the others. Invalid files are reported with their located problems; the valid
-policies keep being served.
+entries are skipped) and reloads incrementally, so one big or broken file never slows the
+others: a file whose (size, mtime_ns, inode) is unchanged is not read again; one whose stat
+changed is read and re-parsed only when its content hash changed too (a ConfigMap update
+re-links every file, most with the same bytes). A file over the loader's size cap
+(``MAX_DOCUMENT_BYTES``, 1 MiB) is refused from its stat alone, never read. Invalid files are
+reported with their located problems (an alias bomb included, refused by the loader's
+limits, and a PromQL template the runtime would refuse: the same checks as ``canaryd
+validate``); the valid policies keep being served.
 
 ``resolve`` turns the loaded policies into the rollouts the daemon may act on, and the ones it
 must refuse, each with a reason a person can act on:
@@ -22,15 +27,22 @@ must refuse, each with a reason a person can act on:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from canaryd.errors import InputError
+from canaryd.errors import InputError, Problem
 from canaryd.identity import RolloutKey
-from canaryd.policy.loader import YAML_SUFFIXES, LoadedPolicy, load_policy_file
+from canaryd.policy.loader import (
+    MAX_DOCUMENT_BYTES,
+    YAML_SUFFIXES,
+    LoadedPolicy,
+    load_policies_text,
+)
 from canaryd.policy.model import CanaryPolicy
+from canaryd.validation import template_problems
 
 log = logging.getLogger("canaryd.policies")
 
@@ -59,9 +71,14 @@ def _visible_policy_files(paths: Sequence[Path]) -> list[Path]:
     return out
 
 
+Stat = tuple[int, int, int]
+"""(size, mtime_ns, inode) of a policy file."""
+
+
 @dataclass
 class _FileResult:
-    signature: tuple[int, int]
+    stat: Stat
+    digest: str
     policies: list[LoadedPolicy]
     problems: list[str]
 
@@ -74,40 +91,54 @@ class PolicySet:
     policies: list[LoadedPolicy] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     loaded: bool = False
+    parses: int = 0
+    """How many times a file's text was parsed, over this set's life (logged with each load:
+    an unchanged directory adds none)."""
     _files: dict[str, _FileResult] = field(default_factory=dict)
-    _signature: tuple[tuple[str, int, int], ...] = ()
+    _signature: tuple[tuple[str, int, int, int], ...] = ()
 
-    def signature(self) -> tuple[tuple[str, int, int], ...]:
+    def signature(self) -> tuple[tuple[str, int, int, int], ...]:
         sig = []
         for f in _visible_policy_files(self.paths):
             try:
                 st = f.stat()
             except OSError:
                 continue
-            sig.append((str(f), st.st_size, st.st_mtime_ns))
+            sig.append((str(f), st.st_size, st.st_mtime_ns, st.st_ino))
         return tuple(sig)
 
     def changed(self) -> bool:
         return self.signature() != self._signature
 
     def load(self) -> list[LoadedPolicy]:
-        """(Re)load: files whose size and mtime are unchanged are not parsed again."""
+        """(Re)load incrementally (see the module docstring): only a file whose stat and content
+        hash both changed is parsed again."""
         sig = self.signature()
         self._signature = sig
         files: dict[str, _FileResult] = {}
-        for path, size, mtime in sig:
+        parsed = 0
+        for path, size, mtime, inode in sig:
+            stat = (size, mtime, inode)
             old = self._files.get(path)
-            if old is not None and old.signature == (size, mtime):
+            if old is not None and old.stat == stat:
                 files[path] = old
                 continue
+            if size > MAX_DOCUMENT_BYTES:
+                files[path] = _FileResult(stat, "", [], [str(_too_big(path, size))])
+                continue
             try:
-                got = load_policy_file(Path(path))
-                files[path] = _FileResult((size, mtime), got, [])
-            except InputError as exc:
-                files[path] = _FileResult((size, mtime), [], [str(p) for p in exc.problems])
+                raw = Path(path).read_bytes()[: MAX_DOCUMENT_BYTES + 1]
             except OSError as exc:
-                files[path] = _FileResult((size, mtime), [], [f"{path}: {exc.strerror or exc}"])
+                files[path] = _FileResult(stat, "", [], [f"{path}: {exc.strerror or exc}"])
+                continue
+            digest = hashlib.sha256(raw).hexdigest()
+            if old is not None and old.digest == digest:
+                files[path] = _FileResult(stat, digest, old.policies, old.problems)
+                continue
+            parsed += 1
+            files[path] = _parse(path, stat, digest, raw)
         self._files = files
+        self.parses += parsed
         problems = [p for r in files.values() for p in r.problems]
         if not sig:
             problems.append(f"no policy files under {', '.join(map(str, self.paths))}")
@@ -120,12 +151,38 @@ class PolicySet:
                 "fields": {
                     "policies": [lp.policy.name for lp in policies],
                     "files": len(sig),
+                    "parsed": parsed,
                     "problems": len(problems),
                 }
             },
         )
         self.policies, self.problems, self.loaded = policies, problems, True
         return policies
+
+
+def _too_big(path: str, size: int) -> Problem:
+    return Problem(
+        path,
+        None,
+        None,
+        "",
+        f"the file is {size} bytes, more than the limit of {MAX_DOCUMENT_BYTES} bytes (1 MiB); "
+        "it was not read",
+    )
+
+
+def _parse(path: str, stat: Stat, digest: str, raw: bytes) -> _FileResult:
+    if len(raw) > MAX_DOCUMENT_BYTES:  # grew between the stat and the read
+        return _FileResult(stat, digest, [], [str(_too_big(path, len(raw)))])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _FileResult(stat, digest, [], [f"{path}: not UTF-8 text ({exc.reason})"])
+    try:
+        loaded = load_policies_text(text, path, checks=[template_problems])
+        return _FileResult(stat, digest, loaded, [])
+    except InputError as exc:
+        return _FileResult(stat, digest, [], [str(p) for p in exc.problems])
 
 
 def key_of(policy: CanaryPolicy) -> RolloutKey:

@@ -19,7 +19,10 @@ Format (one header line, then one row per version per interval)::
   any observation carries per-pod counts, and ``canaryd replay`` reads it back.
 - ``requests``, ``errors``: increments over the interval, non-negative, errors <= requests.
 - ``le_<ms>``: cumulative latency bucket increments (requests with latency <= that many ms),
-  boundaries increasing, the last column ``le_inf``; counts non-decreasing along the row.
+  boundaries increasing, the last column ``le_inf``; counts non-decreasing along the row, and
+  ``le_inf`` equal to ``requests`` (every request lands in the +Inf bucket).
+- ``t_seconds`` lies within +-``MAX_T_SECONDS`` and every count is at most ``MAX_COUNT``
+  (2^53, the largest whole number a float holds exactly).
   A trace without latency columns is allowed (no ``le_`` column at all).
 
 Every problem is reported as ``file:line:column`` in one ``TraceError``.
@@ -48,6 +51,10 @@ from canaryd.observation import (
 
 FIXED = ("t_seconds", "version", "requests", "errors")
 POD = "pod"
+MAX_T_SECONDS = 1e11
+"""Largest ``|t_seconds|`` accepted (about 3,000 years: any epoch in seconds fits)."""
+MAX_COUNT = float(2**53)
+"""Largest count accepted."""
 VERSIONS = ("stable", "canary")
 
 
@@ -90,6 +97,12 @@ def read_trace(path: str | Path, *, interval_s: float | None = None) -> list[Obs
         ) from None
     except pd.errors.ParserError as exc:
         raise TraceError([Problem(file, None, None, "", f"not a valid CSV: {exc}")]) from None
+    except UnicodeDecodeError as exc:
+        raise TraceError(
+            [Problem(file, None, None, "", f"not a UTF-8 text CSV ({exc.reason})")]
+        ) from None
+    except OSError as exc:
+        raise TraceError([Problem(file, None, None, "", exc.strerror or str(exc))]) from None
 
     cols = [str(c).strip() for c in df.columns]
     has_pod = cols[2:3] == [POD]
@@ -156,10 +169,16 @@ def read_trace(path: str | Path, *, interval_s: float | None = None) -> list[Obs
                 bad(line, j, name, f"expected a finite number, got {raw!r}")
                 continue
             if name == "t_seconds":
+                if abs(v) > MAX_T_SECONDS:
+                    bad(line, j, name, f"expected |t_seconds| <= {MAX_T_SECONDS:g}, got {raw}")
+                    continue
                 t = v
                 continue
             if v < 0:
                 bad(line, j, name, f"increments cannot be negative, got {raw}")
+                continue
+            if v > MAX_COUNT:
+                bad(line, j, name, f"expected a count of at most 2^53, got {raw}")
                 continue
             nums.append(v)
         if len(problems) > row_problems:
@@ -169,6 +188,16 @@ def read_trace(path: str | Path, *, interval_s: float | None = None) -> list[Obs
         requests, errors, cum = nums[0], nums[1], tuple(nums[2:])
         if errors > requests:
             bad(line, nfix, "errors", f"more errors ({errors:g}) than requests ({requests:g})")
+            bad_times.add(t)
+            continue
+        if cum and cum[-1] != requests:
+            bad(
+                line,
+                len(cols),
+                "le_inf",
+                f"le_inf ({cum[-1]:g}) must equal requests ({requests:g}): every request is in "
+                "the +Inf bucket",
+            )
             bad_times.add(t)
             continue
         for k in range(1, len(cum)):

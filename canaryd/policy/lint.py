@@ -31,24 +31,37 @@ def lint(loaded: LoadedPolicy) -> list[Problem]:
     spec = p.spec
     out: list[Problem] = []
 
-    def warn(path: str, message: str) -> None:
-        out.append(Problem(loaded.file, loaded.line, None, f"{p.name}: {path}", message, "warning"))
+    def warn(path: str, message: str, at: str | None = None) -> None:
+        """A warning about the field at ``path`` (printed), located at ``at`` (default: the
+        same field, or its nearest ancestor the document spells out)."""
+        line, column = loaded.position(at or path)
+        out.append(Problem(loaded.file, line, column, f"{p.name}: {path}", message, "warning"))
 
+    every = format_duration(spec.analysis.interval)
     for i, m in enumerate(spec.analysis.metrics):
-        if not m.peeking_safe:
+        if m.judge == "threshold":
             warn(
                 f"spec.analysis.metrics[{i}].judge",
-                f"{m.judge!r} is a fixed-horizon test re-run every "
-                f"{format_duration(spec.analysis.interval)}; it is not peeking-safe and its "
-                "false-rollback rate grows with every look (use judge: sequential)",
+                f"'threshold' checks a fixed min/max on the canary's value, re-checked every "
+                f"{every}: it compares nothing with stable and has no false-rollback guarantee "
+                "(use judge: sequential where the kind allows)",
+            )
+        elif not m.peeking_safe:
+            warn(
+                f"spec.analysis.metrics[{i}].judge",
+                f"{m.judge!r} is a fixed-horizon test re-run every {every}; it is not "
+                "peeking-safe and its false-rollback rate grows with every look (use judge: "
+                "sequential)",
             )
     steps = spec.steps.resolved()
     for i, s in enumerate(steps):
         if s.min_dwell is not None and s.min_dwell < spec.analysis.interval:
+            own = spec.steps.weights is not None and spec.steps.weights[i].min_dwell is not None
             warn(
                 f"spec.steps (step {i + 1})",
                 f"minDwell {format_duration(s.min_dwell)} is shorter than the analysis interval "
                 f"{format_duration(spec.analysis.interval)}: the step can end unanalysed",
+                at=f"spec.steps.weights[{i}].minDwell" if own else "spec.steps.minDwell",
             )
     if spec.no_data.timeout < spec.analysis.interval:
         warn(
@@ -74,6 +87,15 @@ def lint(loaded: LoadedPolicy) -> list[Problem]:
                 "impact (the istio preset tells them apart)",
             )
     src = spec.analysis.source
+    if spec.router.type == "kserve" and src.preset == "istio" and src.version_label is None:
+        warn(
+            "spec.analysis.source.preset",
+            "router 'kserve' with preset 'istio' (the default preset): Istio's "
+            "destination_workload names each revision's Deployment only where the mesh labels "
+            "requests that way, otherwise both revisions look alike and the rollout gets no "
+            "data (use preset: knative, which reads the queue-proxy's revision_name, or set "
+            "source.versionLabel to a label that names the revision)",
+        )
     if not src.measures_errors:
         for i, m in enumerate(spec.analysis.metrics):
             if m.kind == "errors":

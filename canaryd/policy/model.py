@@ -80,6 +80,9 @@ class _Model(BaseModel):
         alias_generator=to_camel,
         populate_by_name=True,
         frozen=True,
+        # .inf and .nan are valid YAML floats; no policy value means either (a weight of .inf
+        # once made every tick divide by zero).
+        allow_inf_nan=False,
     )
 
 
@@ -362,6 +365,8 @@ DEFAULT_QUANTILES: dict[str, list[float]] = {
     "output-length": [0.5, 0.9],
 }
 """``quantiles`` when a metric gives none; every other kind: ``[0.5, 0.99]``."""
+DEFAULT_JUDGE: dict[str, JudgeName] = {"custom": "mann-whitney"}
+"""``judge`` when a metric gives none; every other kind: ``sequential``."""
 VLLM_FINISH_REASONS = ("stop", "length", "abort", "error", "repetition")
 """vLLM's ``finished_reason`` values (``FINISH_REASON_STRINGS``, vllm/v1/engine/__init__.py)."""
 
@@ -378,7 +383,12 @@ class Metric(_Model):
             "(prediction shares) and quality (accuracy from delayed labels)."
         )
     )
-    judge: JudgeName = Field("sequential", description="How canary is compared with stable.")
+    judge: JudgeName = Field(
+        "sequential",
+        description="How canary is compared with stable. Default per kind: custom "
+        "mann-whitney (a custom metric gives one value per interval, no counts), every other "
+        "kind sequential.",
+    )
     max_relative_increase: float | None = Field(
         None,
         ge=0.0,
@@ -405,7 +415,12 @@ class Metric(_Model):
         False, description="latency, sequential: also test the whole bucket distribution."
     )
     critical: bool = Field(True, description="A failing critical metric rolls the canary back.")
-    weight: float = Field(1.0, gt=0.0, description="Share of the policy's alpha (by weight).")
+    weight: float = Field(
+        1.0,
+        ge=0.001,
+        le=1000.0,
+        description="Share of the policy's alpha (by weight), between 0.001 and 1000.",
+    )
     query: str | None = Field(
         None,
         description=(
@@ -460,6 +475,8 @@ class Metric(_Model):
             default = DEFAULT_QUANTILES.get(str(data.get("kind")))
             if default is not None:
                 data = {**data, "quantiles": list(default)}
+        if isinstance(data, dict) and "judge" not in data and kind in DEFAULT_JUDGE:
+            data = {**data, "judge": DEFAULT_JUDGE[kind]}
         return data
 
     @model_validator(mode="after")
@@ -917,7 +934,7 @@ class Promotion(_Model):
     max_duration: Duration = Field(
         86400.0, description="Longest a rollout may run before it pauses for a human."
     )
-    min_detectable_effect: dict[str, Annotated[float, Field(gt=1.0)]] = Field(
+    min_detectable_effect: dict[str, Annotated[float, Field(gt=1.0, le=100.0)]] = Field(
         default_factory=dict,
         description=(
             "Per metric name, the canary/stable ratio a rollout must be able to detect. "
@@ -949,7 +966,7 @@ class Window(_Model):
 
         try:
             tz = ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # "Europe" is a directory
             raise at("timezone", f"unknown timezone {self.timezone!r}") from None
         try:
             CronTrigger.from_crontab(self.schedule, timezone=tz)

@@ -133,6 +133,7 @@ def simulate_cmd(
         policy = policy_for(sc.policy, policy_name or sc.policy_name, base, policy_path)
     except InputError as exc:
         _fail(exc)
+    _check_custom_metrics(scenario, policy)
     sink = None
     samples: list[_Sample] = []
     mirrored: dict[float, list[float]] = {}
@@ -202,6 +203,29 @@ def simulate_cmd(
     else:
         click.echo(_summary(result))
     sys.exit(for_outcome(result.runs[0].outcome) if runs == 1 else ExitCode.NO_WORSE)
+
+
+def _check_custom_metrics(scenario: Path, policy: CanaryPolicy) -> None:
+    """The simulator has no model of a ``custom`` metric (its value comes from the user's own
+    PromQL): a critical one would keep every run inconclusive until its timeout, so it is
+    refused (exit 3); a non-critical one is named in a warning line and stays inconclusive."""
+    custom = [m for m in policy.spec.analysis.metrics if m.kind == "custom"]
+    critical = [m.name for m in custom if m.critical]
+    if critical:
+        click.echo(
+            f"{scenario}: the simulator cannot model custom metric(s) {', '.join(critical)} "
+            "(their values come from your own PromQL): as critical metrics they would keep "
+            "every run inconclusive. Simulate with a policy without them, or make them "
+            "critical: false",
+            err=True,
+        )
+        sys.exit(ExitCode.USAGE)
+    for m in custom:
+        click.echo(
+            f"{scenario}: warning: the simulator cannot model custom metric {m.name!r}; it "
+            "stays inconclusive in every run (it is not critical, so it blocks nothing)",
+            err=True,
+        )
 
 
 def _openmetrics_unsupported(policy: CanaryPolicy) -> str:

@@ -35,7 +35,7 @@ from canaryd.controller import (
 from canaryd.errors import Problem, ScenarioError
 from canaryd.observation import Observation, VersionCounts
 from canaryd.policy.model import CanaryPolicy
-from canaryd.simulation.scenario import Latency, Scenario
+from canaryd.simulation.scenario import MAX_RPS, Latency, Scenario
 from canaryd.simulation.shadow import draw_mirrored, mirror_fractions
 from canaryd.simulation.signals import MlSignals
 from canaryd.stats.verdict import Verdict
@@ -226,6 +226,10 @@ class _World:
     def _load_traffic(self, path: Path) -> None:
         try:
             df = pd.read_csv(path)
+        except UnicodeDecodeError as exc:
+            raise ScenarioError(
+                [Problem(str(path), None, None, "", f"not UTF-8 text ({exc.reason})")]
+            ) from None
         except (OSError, ValueError) as exc:
             raise ScenarioError([Problem(str(path), None, None, "", str(exc))]) from None
         if list(df.columns[:2]) != ["t_seconds", "rps"]:
@@ -240,12 +244,22 @@ class _World:
                     )
                 ]
             )
-        bad = df[~(pd.to_numeric(df["rps"], errors="coerce") >= 0)]
-        if len(bad):
-            row = int(bad.index[0]) + 2
-            raise ScenarioError(
-                [Problem(str(path), row, None, "rps", "expected a non-negative number")]
-            )
+        for col, lo, hi in (("t_seconds", -1e12, 1e12), ("rps", 0.0, MAX_RPS)):
+            values = pd.to_numeric(df[col], errors="coerce")
+            bad = df[~((values >= lo) & (values <= hi))]
+            if len(bad):
+                row = int(bad.index[0]) + 2
+                raise ScenarioError(
+                    [
+                        Problem(
+                            str(path),
+                            row,
+                            None,
+                            col,
+                            f"expected a number from {lo:g} to {hi:g}, got {bad[col].iloc[0]}",
+                        )
+                    ]
+                )
         self._trace_t = df["t_seconds"].to_numpy(dtype=float)
         self._trace_rps = df["rps"].to_numpy(dtype=float)
 

@@ -15,7 +15,7 @@ from pydantic.alias_generators import to_camel
 from scipy import stats
 
 from canaryd.errors import InputError, Problem, ScenarioError
-from canaryd.policy.loader import compose_documents, load_model
+from canaryd.policy.loader import compose_documents, load_model, read_document
 from canaryd.policy.model import Duration, at
 from canaryd.simulation.vllm import REQUEST_LATENCY_MS
 
@@ -74,19 +74,29 @@ KNATIVE_BUCKETS_MS: tuple[float, ...] = (
 
 class _Model(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        allow_inf_nan=False,  # .inf and .nan are valid YAML; no scenario value means either
     )
 
 
+MAX_LATENCY_MS = 3_600_000.0
+"""Largest latency parameter a scenario may give (1 h, Istio's largest finite bucket)."""
+MAX_RPS = 1_000_000.0
+"""Largest request rate a scenario may give (a million requests per second)."""
+
+
 class LogNormal(_Model):
-    median_ms: float = Field(gt=0)
+    median_ms: float = Field(gt=0, le=MAX_LATENCY_MS)
     sigma: float = Field(gt=0, le=5)
 
 
 class Gamma(_Model):
-    shape: float = Field(gt=0)
-    scale_ms: float | None = Field(None, gt=0)
-    mean_ms: float | None = Field(None, gt=0)
+    shape: float = Field(gt=0, le=10_000)
+    scale_ms: float | None = Field(None, gt=0, le=MAX_LATENCY_MS)
+    mean_ms: float | None = Field(None, gt=0, le=MAX_LATENCY_MS)
 
     @model_validator(mode="after")
     def _one(self) -> Gamma:
@@ -98,8 +108,8 @@ class Gamma(_Model):
 class Pareto(_Model):
     """Heavy-tailed: P(L > x) = (scaleMs / x) ** shape for x >= scaleMs."""
 
-    scale_ms: float = Field(gt=0)
-    shape: float = Field(gt=0)
+    scale_ms: float = Field(gt=0, le=MAX_LATENCY_MS)
+    shape: float = Field(gt=0, le=100)
 
 
 class Latency(_Model):
@@ -153,6 +163,10 @@ def _read_latencies(path: Path) -> npt.NDArray[np.float64]:
     values: list[float] = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(
+            [Problem(str(path), None, None, "", f"not UTF-8 text ({exc.reason})")]
+        ) from None
     except OSError as exc:
         raise ScenarioError(
             [Problem(str(path), None, None, "", exc.strerror or str(exc))]
@@ -181,7 +195,7 @@ Rate = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class TokenLogNormal(_Model):
-    median: float = Field(gt=0, description="Median tokens.")
+    median: float = Field(gt=0, le=1_000_000, description="Median tokens.")
     sigma: float = Field(gt=0, le=5)
 
 
@@ -263,7 +277,9 @@ class Incident(_Model):
     at: Duration
     for_: Duration = Field(alias="for")
     error_rate: Rate | None = None
-    latency_factor: float = Field(1.0, gt=0, description="Multiplies both versions' latency.")
+    latency_factor: float = Field(
+        1.0, gt=0, le=1000, description="Multiplies both versions' latency."
+    )
 
 
 class Outage(_Model):
@@ -278,7 +294,7 @@ class Diurnal(_Model):
 
 
 class Traffic(_Model):
-    rps: float | None = Field(None, gt=0)
+    rps: float | None = Field(None, gt=0, le=MAX_RPS, description="Requests per second.")
     diurnal: Diurnal | None = None
     csv: str | None = Field(None, description="Columns t_seconds,rps; linear interpolation.")
 
@@ -398,10 +414,7 @@ def load_scenario(path: str | Path) -> tuple[Scenario, Path]:
     """The scenario in ``path`` and the directory its relative paths are read from."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScenarioError([Problem(str(p), None, None, "", exc.strerror or str(exc))]) from None
-    try:
+        text = read_document(p)
         nodes = compose_documents(text, str(p))
         if len(nodes) != 1:
             raise ScenarioError(

@@ -73,7 +73,7 @@ spec:
   target: {namespace: models, inferenceService: w}
   analysis:
     source:
-      preset: istio
+      preset: knative
       prometheus: http://thanos:9090
       auth: {bearerTokenFile: thanos/token}
       tls: {insecureSkipVerify: true}

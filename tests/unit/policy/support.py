@@ -42,3 +42,14 @@ def variant(old: str, new: str, base: str = BASE) -> str:
     """BASE with the one occurrence of ``old`` replaced by ``new``."""
     assert base.count(old) == 1, f"{old!r} must occur exactly once"
     return base.replace(old, new)
+
+
+BOMB = (
+    "\n".join(
+        ['lol0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+        + [f"lol{i}: &l{i} [{','.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]
+    )
+    + "\n"
+)
+"""The "billion laughs": 650 bytes, ten levels of nine aliases of the level before (9^10 nodes
+once expanded)."""

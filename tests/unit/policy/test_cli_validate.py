@@ -8,7 +8,16 @@ from click.testing import CliRunner, Result
 
 from canaryd.cli import main
 
-from .support import BASE, POLICIES, variant
+from . import support
+from .support import POLICIES
+
+# Router kserve with the default (istio) preset is warned about (test_kserve_with_istio_preset);
+# these tests read the revisions with the knative preset: one line more after line 16.
+BASE = support.variant("    alpha: 0.01\n", "    alpha: 0.01\n    source: {preset: knative}\n")
+
+
+def variant(old: str, new: str) -> str:
+    return support.variant(old, new, BASE)
 
 
 def validate(*args: str | Path) -> Result:
@@ -84,7 +93,7 @@ def test_warning_exits_0_without_strict(tmp_path: Path) -> None:
     result = validate(f)
     assert result.exit_code == 0
     assert result.stdout == (
-        f"{f}:1: warning: demo: spec.analysis.metrics[1].judge: 'mann-whitney' is a "
+        f"{f}:24:16: warning: demo: spec.analysis.metrics[1].judge: 'mann-whitney' is a "
         "fixed-horizon test re-run every 1m; it is not peeking-safe and its false-rollback "
         "rate grows with every look (use judge: sequential)\n"
         "1 file(s), 1 policy: 0 error(s), 1 warning(s)\n"
@@ -107,15 +116,15 @@ def test_other_warnings(tmp_path: Path) -> None:
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
     assert lines[:-1] == [
-        f"{f}:1: warning: demo: spec.steps (step 1): minDwell 30s is shorter than the analysis "
+        f"{f}:13:15: warning: demo: spec.steps (step 1): minDwell 30s is shorter than the analysis "
         "interval 1m: the step can end unanalysed",
-        f"{f}:1: warning: demo: spec.steps (step 2): minDwell 30s is shorter than the analysis "
+        f"{f}:13:15: warning: demo: spec.steps (step 2): minDwell 30s is shorter than the analysis "
         "interval 1m: the step can end unanalysed",
-        f"{f}:1: warning: demo: spec.steps (step 3): minDwell 30s is shorter than the analysis "
+        f"{f}:13:15: warning: demo: spec.steps (step 3): minDwell 30s is shorter than the analysis "
         "interval 1m: the step can end unanalysed",
-        f"{f}:1: warning: demo: spec.noData.timeout: shorter than one analysis interval: a "
+        f"{f}:26:14: warning: demo: spec.noData.timeout: shorter than one analysis interval: a "
         "single late scrape triggers the action",
-        f"{f}:1: warning: demo: spec.onFailure: a failing canary keeps its traffic until a "
+        f"{f}:27:14: warning: demo: spec.onFailure: a failing canary keeps its traffic until a "
         "human acts",
     ]
 
