@@ -1,8 +1,11 @@
-"""``canaryd simulate`` and ``canaryd replay``.
+"""``canaryd simulate``, ``canaryd replay`` and ``canaryd plan``.
 
-Both exit with the codes of ``canaryd.exitcodes`` (``simulate`` only with ``--runs 1``; a study
-of many runs exits 0 when it ran): 0 promoted, 1 rolled back, 2 paused or undecided, 3 a bad
-flag or an input file that does not load. This module imports only what ``--help`` needs; the
+``canaryd plan`` (the logic in ``simulation.plan``) says what a policy can detect at a traffic
+level before a rollout; its exit codes are in ``canaryd.exitcodes`` too.
+
+``simulate`` and ``replay`` exit with the codes of ``canaryd.exitcodes`` (``simulate`` only
+with ``--runs 1``; a study of many runs exits 0 when it ran): 0 promoted, 1 rolled back, 2
+paused or undecided, 3 a bad flag or an input file that does not load. This module imports only what ``--help`` needs; the
 engine (numpy, scipy, pandas) and the report (matplotlib) are imported when a command runs.
 """
 
@@ -21,7 +24,7 @@ import click
 from canaryd.durations import format_duration
 from canaryd.errors import InputError
 from canaryd.exitcodes import HELP as EXIT_CODES_HELP
-from canaryd.exitcodes import ExitCode, for_outcome
+from canaryd.exitcodes import PLAN_HELP, ExitCode, for_outcome
 
 if TYPE_CHECKING:
     from canaryd.policy.model import CanaryPolicy
@@ -332,3 +335,95 @@ def replay_cmd(
     else:
         click.echo(_summary(result, origin_s=t0))
     sys.exit(for_outcome(run.outcome))
+
+
+@click.command("plan", epilog=PLAN_HELP)
+@click.argument("policy_path", metavar="POLICY_FILE", type=click.Path(path_type=Path))
+@click.option(
+    "--traffic",
+    "rps",
+    required=True,
+    type=click.FloatRange(min=0.0, min_open=True),
+    help="Total requests per second to the model (the canary's share follows the steps).",
+)
+@click.option("--name", "policy_name", help="Which policy, when the file holds several.")
+@click.option(
+    "--runs",
+    default=40,
+    show_default=True,
+    type=click.IntRange(min=10, max=10_000),
+    help="Seeded simulated rollouts per effect tried.",
+)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--error-rate",
+    default=0.005,
+    show_default=True,
+    type=click.FloatRange(min=0.0, max=1.0, min_open=True, max_open=True),
+    help="Stable's error rate.",
+)
+@click.option(
+    "--latency-median-ms",
+    default=80.0,
+    show_default=True,
+    type=click.FloatRange(min=0.0, min_open=True),
+    help="Stable's median latency (lognormal).",
+)
+@click.option(
+    "--latency-sigma",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(min=0.0, max=5.0, min_open=True),
+    help="Sigma of stable's lognormal latency.",
+)
+@click.option(
+    "--scenario",
+    "scenario_path",
+    type=click.Path(path_type=Path),
+    help="Take stable's error rate, latency and buckets from this scenario file instead.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def plan_cmd(
+    policy_path: Path,
+    rps: float,
+    policy_name: str | None,
+    runs: int,
+    seed: int,
+    error_rate: float,
+    latency_median_ms: float,
+    latency_sigma: float,
+    scenario_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Before a rollout: what POLICY_FILE can detect at --traffic RPS, and how fast.
+
+    The smallest error ratio and latency shift (the whole distribution slower: median +x %)
+    detected with 90 % probability before maxDuration, the median time to detect errors x2,
+    and how long a healthy canary takes to promote: floors first, then seeded simulations
+    through the same decision loop as simulate. Warns (exit 1) when the policy cannot detect
+    its own minDetectableEffect in time.
+    """
+    from canaryd.policy.loader import load_policy
+    from canaryd.simulation.plan import baseline_from_flags, baseline_from_scenario, make_plan
+    from canaryd.simulation.scenario import load_scenario
+
+    try:
+        policy = load_policy(policy_path, policy_name)
+        if scenario_path is not None:
+            sc, _ = load_scenario(scenario_path)
+            baseline = baseline_from_scenario(sc, scenario_path)
+        else:
+            baseline = baseline_from_flags(
+                error_rate,
+                latency_median_ms,
+                latency_sigma,
+                policy.spec.analysis.source.preset,
+            )
+        plan = make_plan(policy, rps, baseline, runs, seed)
+    except InputError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(plan.to_dict(), indent=2))
+    else:
+        click.echo("\n".join(plan.lines()))
+    sys.exit(ExitCode.WORSE if plan.warnings else ExitCode.NO_WORSE)
