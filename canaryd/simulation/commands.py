@@ -53,14 +53,34 @@ def policy_for(
     return default_policy()
 
 
-def _summary(result: SimulationResult, origin_s: float = 0.0) -> str:
+EPOCH_TIMES_FROM_S = 1e9
+"""A trace whose first time is at least this (2001-09-09) holds absolute epoch seconds."""
+
+
+def timestamp(t: float) -> str:
+    """``t`` epoch seconds as ISO 8601 UTC (``2015-02-26T14:05:00Z``)."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _clock(origin_s: float, absolute: bool) -> Callable[[float], str]:
+    """How a summary prints a time: a timestamp, or the duration since ``origin_s``."""
+    if absolute:
+        return timestamp
+    return lambda t: format_duration(t - origin_s)
+
+
+def _summary(result: SimulationResult, origin_s: float = 0.0, absolute: bool = False) -> str:
+    """The text of ``simulate`` and ``replay``: times since ``origin_s``, or timestamps."""
+    when_of = _clock(origin_s, absolute)
     lines = [
         f"scenario {result.scenario} with policy {result.policy}: "
         f"{len(result.runs)} run(s) in {result.elapsed_s:.2f}s"
     ]
     lines.append("outcomes: " + ", ".join(f"{k} {n}" for k, n in result.outcomes.items() if n))
     run = result.runs[0]
-    when = "" if run.decided_at_s is None else f" at {format_duration(run.decided_at_s - origin_s)}"
+    when = "" if run.decided_at_s is None else f" at {when_of(run.decided_at_s)}"
     lines.append(
         f"run 0: {run.outcome}{when}; {run.canary_requests:.0f} canary requests, "
         f"{run.canary_errors:.0f} errors, final weight {run.final_weight}%"
@@ -68,8 +88,7 @@ def _summary(result: SimulationResult, origin_s: float = 0.0) -> str:
     lines.append(f"  {run.impact.summary()}")
     lines.append("decisions:")
     for s in run.steps:
-        t = format_duration(s["t"] - origin_s)
-        lines.append(f"  {t:>8}  {s['weight']:>3}%  {s['reason']}")
+        lines.append(f"  {when_of(s['t']):>8}  {s['weight']:>3}%  {s['reason']}")
     if run.verdicts:
         lines.append("last verdicts:")
         lines.extend(f"  {v.summary()}" for v in run.verdicts)
@@ -290,7 +309,11 @@ def replay_cmd(
     as_json: bool,
     report_path: Path | None,
 ) -> None:
-    """Replay a recorded per-interval trace (open loop) through a policy's decisions."""
+    """Replay a recorded per-interval trace (open loop) through a policy's decisions.
+
+    Times print as ISO 8601 UTC timestamps when the trace's times are epoch seconds (its first
+    at or after 2001-09-09), else as durations since the trace's first interval.
+    """
     from canaryd.controller import Action, RolloutController
     from canaryd.metrics.replay import read_trace
     from canaryd.policy.loader import load_policy
@@ -330,10 +353,17 @@ def replay_cmd(
         )
         if not as_json:
             click.echo(f"report: {path}", err=True)
+    absolute = t0 >= EPOCH_TIMES_FROM_S
     if as_json:
-        click.echo(json.dumps(run.to_dict(), indent=2))
+        out = run.to_dict()
+        if absolute:
+            for step in out["steps"]:
+                step["time"] = timestamp(step["t"])
+            if run.decided_at_s is not None:
+                out["decided_at"] = timestamp(run.decided_at_s)
+        click.echo(json.dumps(out, indent=2))
     else:
-        click.echo(_summary(result, origin_s=t0))
+        click.echo(_summary(result, origin_s=t0, absolute=absolute))
     sys.exit(for_outcome(run.outcome))
 
 
