@@ -290,8 +290,11 @@ class Trial:
         return sorted(self.times_s)[self.runs // 2]
 
     def to_dict(self) -> dict[str, Any]:
+        """``effect``: the error ratio, or the latency factor (with ``shift_pct``, the +x %)."""
+        shift = {"shift_pct": round(100 * (self.effect - 1), 6)} if self.kind == "latency" else {}
         return {
             "effect": self.effect,
+            **shift,
             "runs": self.runs,
             "detected": self.detected,
             "median_detection_s": self.median_s,

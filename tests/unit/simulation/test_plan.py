@@ -178,3 +178,46 @@ def test_a_scaled_baseline_is_that_many_times_slower() -> None:
     q = np.asarray([0.5, 0.9])
     slow = b.scaled(1.25).ppf(q, Path("."))
     assert np.allclose(slow, 1.25 * b.latency.ppf(q, Path(".")))
+
+
+def test_a_latency_mde_is_checked_as_the_shift_that_makes_its_tail_that_much_heavier(
+    tmp_path: Path,
+) -> None:
+    p = small(tmp_path, mde="    minDetectableEffect: {latency: 2.0}")
+    res = CliRunner().invoke(main, ["plan", str(p), "--traffic", "50", "--runs", "10", "--json"])
+    doc = json.loads(res.output)
+    (check,) = doc["min_detectable_effect"]
+    assert check["metric"] == "latency" and check["trial"]["runs"] == 10
+    # Lognormal sigma 0.5: p90's tail twice as heavy (20 %) is the whole distribution ~20 %
+    # slower (z 1.2816 -> 0.8416: a factor exp(0.5 x 0.44) = 1.246).
+    assert 24 < check["trial"]["shift_pct"] < 25.5
+    assert "makes p90's tail x2" in check["note"]
+    assert res.exit_code == (0 if check["met"] else 1)
+
+
+def test_unmeasured_errors_are_said_not_judged(tmp_path: Path) -> None:
+    p = tmp_path / "kserve.yaml"
+    p.write_text(
+        SMALL.format(max_duration="1h", mde="").replace("preset: knative", "preset: kserve"),
+        encoding="utf-8",
+    )
+    res = CliRunner().invoke(main, ["plan", str(p), "--traffic", "50", "--runs", "10"])
+    assert res.exit_code == 0, res.output
+    assert "errors: not judged by a critical errors metric (or not measured)" in res.output
+    assert "errors x2" not in res.output
+
+
+def test_paused_ends_stops_judging_a_run_at_its_first_pause() -> None:
+    from canaryd.controller import Action
+    from canaryd.simulation.engine import simulate
+    from canaryd.simulation.scenario import load_scenario
+
+    sc, base = load_scenario(ROOT / "simulations" / "low-traffic.yaml")
+    policy = load_policy(EDGE, None)
+    full = simulate(sc, policy, base, runs=2, seed=3)
+    cut = simulate(sc, policy, base, runs=2, seed=3, paused_ends=True)
+    for a, b in zip(full.runs, cut.runs, strict=True):
+        assert (a.outcome, a.decided_at_s, a.steps) == (b.outcome, b.decided_at_s, b.steps)
+        assert b.decisions[-1].action is Action.PAUSE
+        # The full run judged on while paused (its canary kept serving); the cut one stopped.
+        assert b.canary_requests < a.canary_requests
