@@ -13,12 +13,15 @@ Two sources answer the question, and the answer is the second:
    paused as worse, with ``onFailure: pause``) before ``maxDuration``. The smallest effect of a
    fixed grid detected in at least ``POWER`` of the runs is reported.
 
-The horizon of detection is the time the regressed canary could still be stopped: the end of
-the steps when the policy would promote then, else ``maxDuration`` (a ``minDetectableEffect``
-shortfall holds or pauses the rollout at its last step, and a failing metric still rolls back a
-paused rollout; ``criterion: nonInferiority`` never promotes a regressed canary). A rollout
-``window`` is honoured by the simulation (its clock starts at the scenario's ``start``), not by
-the floors.
+The floors' horizon is the time a regressed canary can still be stopped: the end of the steps
+when the policy would promote then, else ``maxDuration`` (a ``minDetectableEffect`` shortfall
+holds or pauses the rollout at its last step, and a failing metric still rolls back a paused
+rollout; ``criterion: nonInferiority`` never promotes a regressed canary). The simulation needs
+no such rule: each run is judged until it is promoted (the regression got through), rolled
+back, or ``maxDuration``. A rollout ``window`` is honoured by the simulation (its clock starts
+at the scenario's ``start``), not by the floors. Stable's error rate and latency come from flags
+or from a scenario file, whose other stable fields (class shares, accuracy), labels and start
+carry over, so a policy's ML metrics are simulated too (unchanged in the canary).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from canaryd.durations import format_duration
 from canaryd.errors import InputError, Problem
 from canaryd.policy.model import HISTOGRAM_KINDS, CanaryPolicy, Metric
 from canaryd.simulation.engine import RunResult, simulate
-from canaryd.simulation.scenario import Latency, LogNormal, Scenario
+from canaryd.simulation.scenario import Canary, Latency, LogNormal, Scenario, Traffic
 from canaryd.stats.bounds import interval_information
 
 POWER = 0.9
@@ -60,6 +63,9 @@ class Baseline:
     buckets: str | list[float]
     base: Path = Path(".")
     """Where a scenario's relative paths are read from."""
+    template: Scenario | None = None
+    """The scenario file it came from: its stable version (class shares, accuracy), labels and
+    start carry over to every simulated rollout, unchanged for both versions."""
 
     def describe(self) -> str:
         lat = self.latency
@@ -131,7 +137,7 @@ def baseline_from_scenario(sc: Scenario, path: Path) -> Baseline:
             ]
         )
     assert sc.stable.error_rate is not None  # the scenario model requires it
-    return Baseline(sc.stable.error_rate, lat, sc.buckets, path.parent)
+    return Baseline(sc.stable.error_rate, lat, sc.buckets, path.parent, sc)
 
 
 # --- the deterministic schedule and the floors ------------------------------------------------
@@ -152,8 +158,8 @@ class Schedule:
     horizon_why: str
 
 
-def schedule_of(policy: CanaryPolicy, rps: float, error_rate: float) -> Schedule:
-    """The schedule at ``rps``, stable failing ``error_rate`` of its requests."""
+def schedule_of(policy: CanaryPolicy, rps: float, baseline: Baseline) -> Schedule:
+    """The schedule at ``rps`` with stable as ``baseline`` (which sets what an MDE needs)."""
     spec = policy.spec
     interval = spec.analysis.interval
     canary: list[float] = []
@@ -187,17 +193,24 @@ def schedule_of(policy: CanaryPolicy, rps: float, error_rate: float) -> Schedule
         horizon, why = steps_end, "the end of the steps, when a healthy canary is promoted"
         for name, mde in spec.promotion.min_detectable_effect.items():
             metric = next(m for m in spec.analysis.metrics if m.name == name)
-            need = mde_requests(policy, metric, mde, steps[-1].weight, error_rate)
+            p_s = event_rate(metric, baseline)
+            if p_s is None:
+                continue  # a metric plan does not model (its line says so)
+            need = mde_requests(policy, metric, mde, steps[-1].weight, p_s)
             if seen < need:
                 horizon = max_s
+                what = (
+                    "labelled canary predictions" if metric.kind == "quality" else "canary requests"
+                )
                 why = (
-                    f"minDetectableEffect {name} x{mde:g} needs about {need:.0f} canary "
-                    f"requests, {seen:.0f} by the end of the steps: the rollout "
+                    f"minDetectableEffect {name} x{mde:g} needs about {need:.0f} {what}, "
+                    f"{seen:.0f} by the end of the steps: the rollout "
                     f"{'pauses' if spec.promotion.on_insufficient_evidence == 'pause' else 'holds'}"
                     " at its last step"
                 )
                 if spec.promotion.on_insufficient_evidence == "hold":
-                    horizon = min(max_s, steps_end + (need - seen) / (rps * last))
+                    more = math.ceil((need - seen) / (rps * last) / interval - 1e-9) * interval
+                    horizon = min(max_s, steps_end + more)
                 break
     horizon = min(horizon, max_s)
     n = max(1, math.ceil(horizon / interval - 1e-9))
@@ -207,12 +220,24 @@ def schedule_of(policy: CanaryPolicy, rps: float, error_rate: float) -> Schedule
     return Schedule(interval, canary[:n], stable[:n], steps_end, horizon, why)
 
 
+def event_rate(metric: Metric, baseline: Baseline) -> float | None:
+    """Stable's rate of the event ``metric`` counts: an error, a request slower than its top
+    quantile, a wrong prediction (with a scenario's ``accuracy``); None for others."""
+    if metric.kind == "errors":
+        return baseline.error_rate
+    if metric.kind in HISTOGRAM_KINDS:
+        return 1.0 - max(metric.quantiles)
+    accuracy = baseline.template.stable.accuracy if baseline.template is not None else None
+    if metric.kind == "quality" and accuracy is not None:
+        return 1.0 - accuracy
+    return None
+
+
 def mde_requests(
-    policy: CanaryPolicy, metric: Metric, mde: float, weight: int, error_rate: float
+    policy: CanaryPolicy, metric: Metric, mde: float, weight: int, p_s: float
 ) -> float:
-    """The canary requests the controller's evidence check asks for, stable failing
-    ``error_rate`` (``RolloutController.required_requests`` with stable's rate known)."""
-    p_s = 1.0 - max(metric.quantiles) if metric.kind in HISTOGRAM_KINDS else error_rate
+    """The canary requests (or labelled predictions) the controller's evidence check asks
+    for, stable's event rate ``p_s`` known (``RolloutController.required_requests``)."""
     if p_s * mde >= 1.0:
         p_s = 0.99 / mde
     alpha = policy.spec.analysis.alpha_for(metric)
@@ -327,29 +352,35 @@ class Planner:
     """The healthy trial's runs (its outcomes and reasons)."""
 
     def __post_init__(self) -> None:
-        self.sched = schedule_of(self.policy, self.rps, self.baseline.error_rate)
+        self.sched = schedule_of(self.policy, self.rps, self.baseline)
 
     def scenario(self, kind: str, effect: float, duration_s: float) -> Scenario:
+        """The scenario of one trial: constant ``rps``, the canary ``effect`` worse from t=0."""
         interval = self.policy.spec.analysis.interval
-        canary: dict[str, Any] = {}
+        b = self.baseline
+        canary = Canary()
         if kind == "errors":
-            canary["errorRate"] = min(1.0, self.baseline.error_rate * effect)
+            canary = Canary(error_rate=min(1.0, b.error_rate * effect))
         elif kind == "latency":
-            canary["latency"] = self.baseline.scaled(effect).model_dump(
-                by_alias=True, exclude_none=True
-            )
-        return Scenario.model_validate(
+            canary = Canary(latency=b.scaled(effect))
+        template = b.template or Scenario.model_validate(
             {
-                "name": f"plan-{kind}-{effect:g}",
-                "duration": f"{math.ceil(duration_s / interval) * interval:.0f}s",
+                "duration": f"{interval:.0f}s",
                 "tick": f"{interval:.0f}s",
                 "traffic": {"rps": self.rps},
-                "buckets": self.baseline.buckets,
-                "stable": {
-                    "errorRate": self.baseline.error_rate,
-                    "latency": self.baseline.latency.model_dump(by_alias=True, exclude_none=True),
-                },
+                "buckets": b.buckets,
+                "stable": {"errorRate": b.error_rate, "latency": b.latency.model_dump()},
+            }
+        )
+        return template.model_copy(
+            update={
+                "name": f"plan-{kind}-{effect:g}",
+                "duration": math.ceil(duration_s / interval) * interval,
+                "tick": interval,
+                "traffic": Traffic(rps=self.rps),
                 "canary": canary,
+                "incidents": [],
+                "metrics_outage": [],
             }
         )
 
@@ -357,10 +388,9 @@ class Planner:
         """Seeded runs with the canary ``effect`` worse (``healthy``: no change), by maxDuration."""
         key = (kind, effect)
         if key not in self._trials:
-            horizon = self.policy.spec.promotion.max_duration
-            if kind != "healthy":
-                horizon = min(horizon, self.sched.horizon_s + self.sched.interval_s)
-            sc = self.scenario(kind, effect, horizon)
+            # Every run is judged until it is promoted, rolled back or maxDuration: a promoted
+            # run ends at once, so only the undecided ones cost the full horizon.
+            sc = self.scenario(kind, effect, self.policy.spec.promotion.max_duration)
             result = simulate(
                 sc,
                 self.policy,

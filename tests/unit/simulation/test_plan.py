@@ -49,7 +49,7 @@ def small(tmp_path: Path, max_duration: str = "1h", mde: str = "") -> Path:
 
 def test_the_schedule_follows_the_steps_and_a_shortfall_extends_the_horizon() -> None:
     policy = load_policy(EDGE, None)
-    s = schedule_of(policy, 0.2, 0.005)
+    s = schedule_of(policy, 0.2, baseline_from_flags(0.005, 80, 0.5, "knative"))
     # 0.2 rps x 20 % x 3h = 432 >= minCanaryRequests 300: minDwell sets both steps' length.
     assert s.steps_end_s == 6 * 3600
     assert s.canary_share[0] == 0.2 and s.canary_share[-1] == 0.5
