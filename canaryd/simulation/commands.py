@@ -449,7 +449,18 @@ def plan_cmd(
                 latency_sigma,
                 policy.spec.analysis.source.preset,
             )
-        plan = make_plan(policy, rps, baseline, runs, seed)
+        try:
+            plan = make_plan(policy, rps, baseline, runs, seed)
+        except InputError as exc:
+            # The simulator names its generated scenario "scenario": name the real input.
+            where = str(scenario_path) if scenario_path is not None else str(policy_path)
+            hint = "" if scenario_path is not None else " (give them in a --scenario file)"
+            raise InputError(
+                [
+                    replace(p, file=where, message=p.message + hint) if p.file == "scenario" else p
+                    for p in exc.problems
+                ]
+            ) from None
     except InputError as exc:
         _fail(exc)
     if as_json:

@@ -221,3 +221,22 @@ def test_paused_ends_stops_judging_a_run_at_its_first_pause() -> None:
         assert b.decisions[-1].action is Action.PAUSE
         # The full run judged on while paused (its canary kept serving); the cut one stopped.
         assert b.canary_requests < a.canary_requests
+
+
+def test_an_ml_policy_plans_from_a_scenario_with_its_signals_and_names_what_is_missing() -> None:
+    policy = ROOT / "policies" / "classifier-drift.yaml"
+    res = CliRunner().invoke(main, ["plan", str(policy), "--traffic", "10"])
+    assert res.exit_code == ExitCode.USAGE and "Traceback" not in res.output
+    assert f"{policy}: stable.accuracy: the policy's quality metric 'accuracy' needs " in (
+        res.output
+    )
+    assert "(give them in a --scenario file)" in res.output
+    sc = ROOT / "simulations" / "classifier.yaml"
+    res = CliRunner().invoke(
+        main, ["plan", str(policy), "--traffic", "10", "--runs", "10", "--scenario", str(sc)]
+    )
+    assert res.exit_code in (0, 1), res.output
+    assert "minDetectableEffect accuracy x1.25: not checked by plan (metric kind quality)" in (
+        res.output
+    )
+    assert "labelled canary predictions" in res.output
