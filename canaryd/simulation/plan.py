@@ -514,6 +514,8 @@ class Plan:
     runs: int
     seed: int
     steps: list[int]
+    shadow: str
+    """``"shadow 10m (5% mirrored) -> "`` before the steps, or ``""``."""
     interval_s: float
     max_duration_s: float
     horizon_s: float
@@ -549,7 +551,8 @@ class Plan:
         out = [
             f"plan for policy {self.policy} at {self.rps:g} rps ({self.baseline}); "
             f"{self.runs} seeded runs per effect, seed {self.seed}",
-            f"steps {' -> '.join(f'{w}%' for w in self.steps)}, interval {dur(self.interval_s)}, "
+            f"steps {self.shadow}{' -> '.join(f'{w}%' for w in self.steps)}, "
+            f"interval {dur(self.interval_s)}, "
             f"maxDuration {dur(self.max_duration_s)}",
             f"detection horizon {dur(self.horizon_s)}: {self.horizon_why}",
         ]
@@ -673,6 +676,14 @@ class Plan:
         }
 
 
+def _shadow_text(policy: CanaryPolicy) -> str:
+    sh = policy.spec.steps.shadow
+    if sh is None:
+        return ""
+    mirror = policy.spec.steps.mirror_percent()
+    return f"shadow {format_duration(sh.duration)} ({mirror:g}% mirrored) -> "
+
+
 def make_plan(policy: CanaryPolicy, rps: float, baseline: Baseline, runs: int, seed: int) -> Plan:
     """Floors, then seeded simulations: what ``policy`` detects at ``rps`` (see the module)."""
     import time
@@ -720,6 +731,7 @@ def make_plan(policy: CanaryPolicy, rps: float, baseline: Baseline, runs: int, s
         runs=runs,
         seed=seed,
         steps=[s.weight for s in RolloutController(policy).steps],
+        shadow=_shadow_text(policy),
         interval_s=policy.spec.analysis.interval,
         max_duration_s=policy.spec.promotion.max_duration,
         horizon_s=pl.sched.horizon_s,

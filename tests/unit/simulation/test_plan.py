@@ -240,3 +240,12 @@ def test_an_ml_policy_plans_from_a_scenario_with_its_signals_and_names_what_is_m
         res.output
     )
     assert "labelled canary predictions" in res.output
+
+
+def test_a_shadow_phase_comes_first_in_the_schedule_and_the_steps_line() -> None:
+    policy = ROOT / "policies" / "shadow-istio.yaml"
+    res = CliRunner().invoke(main, ["plan", str(policy), "--traffic", "10", "--runs", "10"])
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[1].startswith("steps shadow 10m (10% mirrored) -> 10% -> 50%")
+    s = schedule_of(load_policy(policy, None), 10, baseline_from_flags(0.005, 80, 0.5, "istio"))
+    assert s.canary_share[0] == 0.1 and s.stable_share[0] == 1.0  # mirrored copies, no user
