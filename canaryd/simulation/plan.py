@@ -27,7 +27,7 @@ carry over, so a policy's ML metrics are simulated too (unchanged in the canary)
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -47,9 +47,6 @@ ERROR_RATIOS: tuple[float, ...] = (1.25, 1.5, 2, 2.5, 3, 4, 5, 7, 10, 15, 20, 30
 """Canary/stable error-rate ratios tried, smallest first."""
 LATENCY_SHIFTS_PCT: tuple[float, ...] = (5, 10, 15, 20, 25, 30, 40, 50, 75, 100, 150, 200, 300)
 """Latency shifts tried (the whole distribution scaled: the median +x %), smallest first."""
-DEFAULT_ERROR_RATE = 0.005
-DEFAULT_MEDIAN_MS = 80.0
-DEFAULT_SIGMA = 0.5
 
 Kind = Literal["errors", "latency"]
 
@@ -307,6 +304,11 @@ class Trial:
         return self.detected / self.runs
 
     @property
+    def shown(self) -> float:
+        """The effect as the grid and the output give it: a ratio, or a latency shift in %."""
+        return round(100 * (self.effect - 1), 6) if self.kind == "latency" else self.effect
+
+    @property
     def median_s(self) -> float | None:
         """The median detection time over all runs (undetected ones count as never); None
         when at most half the runs detected."""
@@ -316,7 +318,7 @@ class Trial:
 
     def to_dict(self) -> dict[str, Any]:
         """``effect``: the error ratio, or the latency factor (with ``shift_pct``, the +x %)."""
-        shift = {"shift_pct": round(100 * (self.effect - 1), 6)} if self.kind == "latency" else {}
+        shift = {"shift_pct": self.shown} if self.kind == "latency" else {}
         return {
             "effect": self.effect,
             **shift,
@@ -334,6 +336,28 @@ def detected_at(run: RunResult) -> float | None:
         ):
             return d.t
     return None
+
+
+@dataclass(frozen=True)
+class Search:
+    """One effect kind's answer: the floor's smallest effect, the simulated one, the trials."""
+
+    floor: float | None
+    """The smallest grid effect whose floor falls within the horizon (None: none does)."""
+    found: float | None
+    """The smallest grid effect detected in ``POWER`` of the runs (None: none tried was)."""
+    trials: list[Trial]
+
+    @property
+    def chosen(self) -> Trial | None:
+        return next((t for t in self.trials if t.shown == self.found), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "floor": self.floor,
+            "detected_at_power": self.found,
+            "trials": [t.to_dict() for t in self.trials],
+        }
 
 
 @dataclass
@@ -436,8 +460,12 @@ class Planner:
 
     # -- search ----------------------------------------------------------------------------
 
-    def smallest(self, kind: Kind) -> tuple[float | None, float | None, list[Trial]]:
-        """(the smallest floor-detectable effect, the smallest simulated at POWER, the trials)."""
+    def smallest(self, kind: Kind) -> Search:
+        """The smallest grid effect detected in ``POWER`` of the runs, searched from the floor.
+
+        canaryd needs more than the floor, so the search starts at the first effect whose floor
+        is at most half the horizon, then walks down while detected, or up until detected.
+        """
         grid = ERROR_RATIOS if kind == "errors" else LATENCY_SHIFTS_PCT
         if kind == "errors":
             grid = tuple(r for r in grid if self.baseline.error_rate * r < 1.0)
@@ -446,28 +474,26 @@ class Planner:
         horizon = self.sched.horizon_s
         ok = [i for i, t in enumerate(floors) if t <= horizon]
         if not ok:
-            return None, None, []
+            return Search(None, None, [])
         i_floor = ok[0]
-        # canaryd needs more than the floor: start where the floor is at most half the horizon.
-        start = next((i for i in ok if floors[i] <= horizon / 2), i_floor)
         tried: list[Trial] = []
 
-        def run(i: int) -> bool:
+        def detected(i: int) -> bool:
             effect = grid[i] if kind == "errors" else 1.0 + grid[i] / 100.0
             t = self.trial(kind, effect)
             tried.append(t)
             return t.rate >= POWER
 
-        i = start
-        if run(i):
-            while i - 1 >= i_floor and run(i - 1):
+        i = next((i for i in ok if floors[i] <= horizon / 2), i_floor)
+        if detected(i):
+            while i - 1 >= i_floor and detected(i - 1):
                 i -= 1
-            return grid[i_floor], grid[i], tried
+            return Search(grid[i_floor], grid[i], tried)
         while i + 1 < len(grid):
             i += 1
-            if run(i):
-                return grid[i_floor], grid[i], tried
-        return grid[i_floor], None, tried
+            if detected(i):
+                return Search(grid[i_floor], grid[i], tried)
+        return Search(grid[i_floor], None, tried)
 
     def mde_shift(self, metric: Metric, mde: float) -> float | None:
         """The latency factor whose tail event at the highest quantile is ``mde`` x stable's."""
@@ -524,8 +550,8 @@ class Plan:
     healthy_promoted: int
     healthy_median_s: float | None
     healthy_other: str
-    errors: tuple[float | None, float | None, list[Trial]] | None
-    latency: tuple[float | None, float | None, list[Trial]] | None
+    errors: Search | None
+    latency: Search | None
     errors_x2: Trial | None
     errors_x2_floor_s: float
     mde: list[MdeCheck]
@@ -604,43 +630,26 @@ class Plan:
         )
 
     def _effect_line(
-        self,
-        kind: str,
-        part: tuple[float | None, float | None, list[Trial]] | None,
-        fmt: Any,
-        what: str,
+        self, kind: str, search: Search | None, fmt: Callable[[float], str], what: str
     ) -> str:
         dur = format_duration(self.horizon_s)
-        if part is None:
+        if search is None:
             return f"{kind}: not judged by a critical {kind} metric (or not measured)"
-        floor, sim, tried = part
-        if floor is None:
+        if search.floor is None:
             return f"{kind}: no {what} on the grid is detectable within {dur} even by the floor"
-        if sim is None:
+        chosen = search.chosen
+        if chosen is None:
             return (
-                f"{kind}: no {what} up to {fmt(tried[-1].effect if kind == 'errors' else (tried[-1].effect - 1) * 100)} "
-                f"is detected in {POWER:.0%} of runs within {dur} (floor {fmt(floor)})"
+                f"{kind}: no {what} up to {fmt(search.trials[-1].shown)} is detected in "
+                f"{POWER:.0%} of runs within {dur} (floor {fmt(search.floor)})"
             )
-        shown = next(
-            t
-            for t in tried
-            if (t.effect if kind == "errors" else round((t.effect - 1) * 100, 6)) == sim
-        )
         return (
             f"{kind}: smallest {what} detected with {POWER:.0%} probability in {dur}: "
-            f"{fmt(sim)} ({shown.detected} of {shown.runs} runs; floor {fmt(floor)})"
+            f"{fmt(chosen.shown)} ({chosen.detected} of {chosen.runs} runs; floor "
+            f"{fmt(search.floor)})"
         )
 
     def to_dict(self) -> dict[str, Any]:
-        def part(p: tuple[float | None, float | None, list[Trial]] | None) -> Any:
-            if p is None:
-                return None
-            return {
-                "floor": p[0],
-                "detected_at_power": p[1],
-                "trials": [t.to_dict() for t in p[2]],
-            }
-
         return {
             "policy": self.policy,
             "rps": self.rps,
@@ -658,8 +667,8 @@ class Plan:
                 "promoted": self.healthy_promoted,
                 "median_promotion_s": self.healthy_median_s,
             },
-            "errors": part(self.errors),
-            "latency_shift_pct": part(self.latency),
+            "errors": None if self.errors is None else self.errors.to_dict(),
+            "latency_shift_pct": None if self.latency is None else self.latency.to_dict(),
             "errors_x2": None
             if self.errors_x2 is None
             else {
