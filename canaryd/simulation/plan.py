@@ -166,13 +166,16 @@ def schedule_of(policy: CanaryPolicy, rps: float, baseline: Baseline) -> Schedul
         need_s = max(min_s, min_requests / (rps * share) if share > 0 else math.inf)
         return max(1, math.ceil(need_s / interval - 1e-9))
 
+    seen = (
+        0.0  # canary requests by the end of the steps (mirrored ones count, as in the controller)
+    )
     shadow = spec.steps.shadow
     if shadow is not None:
         m = spec.steps.mirror_percent() / 100.0
         k = intervals(shadow.duration, shadow.min_canary_requests, m)
         canary += [m] * k
         stable += [1.0] * k
-    seen = 0.0
+        seen += k * interval * rps * m
     steps = RolloutController(policy).steps
     for s in steps:
         assert s.min_dwell is not None and s.min_canary_requests is not None
@@ -245,14 +248,12 @@ def floor_time(
     sched: Schedule, rps: float, p_stable: float, rho1: float, rho0: float, alpha: float
 ) -> float:
     """Seconds until the expected information reaches ``log(1/alpha)`` (inf: not by the horizon)."""
-    if rho1 <= rho0 or p_stable <= 0:
+    if rho1 <= rho0 or p_stable <= 0 or p_stable * rho1 >= 1:
         return math.inf
     target = math.log(1.0 / alpha)
     info = 0.0
     n = rps * sched.interval_s
     for i, (c, s) in enumerate(zip(sched.canary_share, sched.stable_share, strict=True)):
-        if p_stable * rho1 >= 1:
-            return math.inf
         gain = interval_information(n * s, n * c, p_stable, rho1, rho0)
         if gain > 0 and info + gain >= target:
             return (i + (target - info) / gain) * sched.interval_s
