@@ -292,7 +292,8 @@ def latency_events(
 
 @dataclass(frozen=True)
 class Trial:
-    """One simulated effect: how many runs detected it by the horizon, and when."""
+    """One simulated effect: how many runs stopped the canary as worse by maxDuration (before
+    it was promoted), and when."""
 
     kind: str
     effect: float

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
+
+import pytest
+
 from canaryd.daemon.commands import _detail
 from canaryd.daemon.status import RolloutView
 from canaryd.kube.events import MemoryEventSink
+from canaryd.metrics.source import FetchRequest
+from canaryd.observation import Observation
 from canaryd.reasons import Reason
 from canaryd.state.document import StateDoc
-from tests.unit.daemon.test_tick import KEY, World, loaded, policy_yaml
+from tests.unit.daemon.test_tick import KEY, Source, World, loaded, policy_yaml
 
 MDE = """\
   promotion:
@@ -63,3 +69,48 @@ def test_a_closing_rollout_window_is_one_event_and_in_the_history() -> None:
     live = w.rec._rollouts[KEY].doc
     assert live is not None
     assert live.state.history[-1].reason.startswith("outside the rollout window")
+
+
+class NoData(Source):
+    """Prometheus answers, but with nothing for the rollout."""
+
+    def fetch(
+        self, requests: Sequence[FetchRequest], start_s: float, end_s: float
+    ) -> dict[Hashable, Observation]:
+        self.windows.append((start_s, end_s))
+        return {
+            r.key: Observation(start_s, end_s, no_data_reason="no series for the canary")
+            for r in requests
+        }
+
+
+@pytest.mark.parametrize(
+    ("extra", "no_data", "expected"),
+    [
+        (
+            "  noData: {timeout: 3m, action: pause}\n",
+            True,
+            "no usable metrics for 3m (noData.timeout 3m): no series for the canary",
+        ),
+        (
+            "  promotion: {criterion: nonInferiority, maxDuration: 4m}\n",
+            False,
+            "maxDuration 4m reached without promotion",
+        ),
+    ],
+    ids=["no-data-timeout", "max-duration"],
+)
+def test_every_pause_reason_is_the_paused_events_message(
+    extra: str, no_data: bool, expected: str
+) -> None:
+    text = policy_yaml(tolerance=0.01) + extra
+    w = World(loaded(text))
+    if no_data:
+        w.source = NoData()
+        w.rec = w.restart()
+    for t in range(0, 10 * 60, 60):
+        w.rec.tick(float(t))
+    assert w.doc()["state"]["phase"] == "paused", w.reasons()
+    (message,) = events_of(w.events, Reason.PAUSED)
+    assert message.split(" | ")[0] == expected
+    assert w.doc()["state"]["history"][-1]["reason"] == f"paused: {expected}"
