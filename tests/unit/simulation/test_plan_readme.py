@@ -1,7 +1,7 @@
 """The README's ``canaryd plan`` samples stay true: the same commands print the same lines.
 
 Seeded runs make the output reproducible to the character, except the elapsed seconds on the
-last line. The edge policy's sample takes about 36 s (its 3-day horizon) and is marked
+last line. The edge policy's sample takes about 40 s of CPU (its 3-day horizon) and is marked
 slow; the other runs in seconds, and the shape of both is checked without running them.
 """
 
@@ -47,7 +47,7 @@ def test_the_readme_shows_plan_for_two_shipped_policies() -> None:
 
 
 def _params() -> list[object]:
-    # The edge policy's 3-day horizon costs about 36 s: a slow check; the other is fast.
+    # The edge policy's 3-day horizon costs about 40 s of CPU: a slow check; the other is fast.
     return [
         pytest.param(argv, lines, id=argv[1], marks=[pytest.mark.slow] if "edge" in argv[1] else [])
         for argv, lines in samples()
