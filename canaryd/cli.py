@@ -30,7 +30,7 @@ from canaryd.metrics.analyze import analyze
 from canaryd.policy.lint import lint
 from canaryd.policy.loader import LoadedPolicy, load_policy_file, policy_files
 from canaryd.policy.model import policy_json_schema
-from canaryd.simulation.commands import replay_cmd, simulate_cmd
+from canaryd.simulation.commands import plan_cmd, replay_cmd, simulate_cmd
 from canaryd.validation import template_problems
 
 
@@ -171,6 +171,7 @@ for _cmd in (
     analyze,
     simulate_cmd,
     replay_cmd,
+    plan_cmd,
     run_cmd,
     status_cmd,
     promote_cmd,

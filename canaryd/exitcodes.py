@@ -14,6 +14,11 @@ One table for every command that judges a canary, so a pipeline can branch on th
 
 ``analyze --fail-on inconclusive`` turns 2 into 1, for gates that must see the canary shown
 no worse before they go on.
+
+``canaryd plan`` judges a policy, not a canary, with the same numbers: 0 the plan was made and
+the policy can detect its own ``minDetectableEffect`` in time (or states none), 1 it cannot
+(a ``warning:`` line says which effect and how often it was detected), 3 a bad flag or a
+policy or scenario file that does not load. It never exits 2.
 """
 
 from __future__ import annotations
@@ -33,6 +38,13 @@ HELP = (
     "3 usage or configuration error."
 )
 """The one-line form of the table, for ``--help`` texts."""
+
+
+PLAN_HELP = (
+    "Exit codes: 0 planned, 1 the policy cannot detect its own minDetectableEffect in time, "
+    "3 usage or configuration error."
+)
+"""The exit codes of ``canaryd plan``, for its ``--help``."""
 
 
 def for_outcome(outcome: str) -> ExitCode:

@@ -27,6 +27,8 @@ class Reason(StrEnum):
     ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
     AWAITING_CONFIRMATION = "AwaitingConfirmation"
     """Ready to promote, holding at the last step until ``promotion.confirm`` approves."""
+    WINDOW_CLOSED = "WindowClosed"
+    """The rollout window closed: holding at this weight until it opens (a rollback still acts)."""
     # -- the daemon's own ---------------------------------------------------------------
     ABORTED = "Aborted"
     INVALID_ACTION = "InvalidAction"
@@ -77,6 +79,7 @@ _VERBS: dict[Reason, str] = {
     Reason.RESUMED: "Resume",
     Reason.ANALYSIS_INCONCLUSIVE: "Analyze",
     Reason.AWAITING_CONFIRMATION: "AwaitConfirmation",
+    Reason.WINDOW_CLOSED: "Hold",
     Reason.ABORTED: "Abort",
     Reason.INVALID_ACTION: "IgnoreAction",
     Reason.ACTION_IGNORED: "IgnoreAction",

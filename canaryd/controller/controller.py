@@ -77,6 +77,17 @@ class Confirmation:
     why: str = ""
 
 
+WINDOW_CLOSED = "outside the rollout window"
+"""How a window-closed hold's reason begins (``canaryd status`` and the history show it)."""
+
+
+def _window_closed(state: RolloutState) -> str:
+    """The reason of the window-closed record that the history ends with, or ``""``."""
+    if state.history and state.history[-1].reason.startswith(WINDOW_CLOSED):
+        return state.history[-1].reason
+    return ""
+
+
 class RolloutWindow:
     """Minutes in which a rollout may advance, from an APScheduler crontab expression."""
 
@@ -285,6 +296,7 @@ class RolloutController:
                 last_data_at=now if state.last_data_at is not None else None,
                 step_started_at=now,
             )
+            new = self._record(new, now, state.weight, "resumed by a human")
             self._synced = new if self._synced is state else self._synced
             return Decision(Action.HOLD, "resumed by a human", now, event=Reason.RESUMED), new
         return None
@@ -400,7 +412,10 @@ class RolloutController:
     def _pause(
         self, state: RolloutState, now: float, reason: str, verdicts: tuple[Verdict, ...]
     ) -> tuple[Decision, RolloutState]:
+        """Pause at the current weight; the pause and its reason go into the history."""
         new = state.with_(phase=Phase.PAUSED, paused_from=state.phase, reason=reason)
+        shown = reason if reason.startswith("paused") else f"paused: {reason}"
+        new = self._record(new, now, state.weight, shown)
         return Decision(Action.PAUSE, reason, now, event=Reason.PAUSED, verdicts=verdicts), new
 
     def _decide(
@@ -449,9 +464,27 @@ class RolloutController:
                 "promotion",
                 v,
             )
-        # 4. Outside the window nothing advances (a rollback above still could).
-        if self.window is not None and not self.window.is_open(now):
-            return Decision(Action.HOLD, "outside the rollout window", now, verdicts=v), state
+        # 4. Outside the window nothing advances (a rollback above still could). The hold that
+        # starts a closed window is recorded in the history, with an Event; so is the reopening.
+        if self.window is not None:
+            closed = _window_closed(state)
+            if not self.window.is_open(now):
+                if closed:
+                    return Decision(Action.HOLD, closed, now, verdicts=v), state
+                w = self.policy.spec.window
+                assert w is not None
+                reason = (
+                    f"{WINDOW_CLOSED} ({w.schedule!r}, {w.timezone}): holding at "
+                    f"{state.weight}% until it opens"
+                )
+                state = self._record(state, now, state.weight, reason)
+                return Decision(
+                    Action.HOLD, reason, now, event=Reason.WINDOW_CLOSED, verdicts=v
+                ), state
+            if closed:
+                state = self._record(
+                    state, now, state.weight, f"the rollout window opened; at {state.weight}%"
+                )
         if a.inconclusive:
             names = ", ".join(f"{x.metric} ({x.reason})" for x in a.inconclusive)
             return Decision(

@@ -377,6 +377,8 @@ def _detail(info: dict[str, Any]) -> str:
             )
             for v in last.get("summaries") or []:
                 lines.append(f"  verdict  {v}")
+        for h in st.get("history") or []:
+            lines.append(f"history    {_fmt_time(h['t'])}  {h['weight']:>3}%  {h['reason']}")
     r = info.get("router") or {}
     if "error" in r:
         lines.append(f"router     {r.get('type')}: {r['error']}")

@@ -154,6 +154,7 @@ class RolloutView:
             "next": self.next_text(),
             "updated": self.doc.updated,
             "pending": None if self.doc.pending is None else self.doc.pending.to_dict(),
+            "history": [{"t": h.t, "weight": h.weight, "reason": h.reason} for h in st.history],
         }
         last = dict(self.doc.last_decision or {})
         if last:

@@ -894,6 +894,7 @@ NOTIFIABLE = (
     "Resumed",
     "AnalysisInconclusive",
     "AwaitingConfirmation",
+    "WindowClosed",
     "Aborted",
 )
 """Decision reasons a webhook can subscribe to (``canaryd.reasons.Reason`` values)."""

@@ -1,8 +1,11 @@
-"""``canaryd simulate`` and ``canaryd replay``.
+"""``canaryd simulate``, ``canaryd replay`` and ``canaryd plan``.
 
-Both exit with the codes of ``canaryd.exitcodes`` (``simulate`` only with ``--runs 1``; a study
-of many runs exits 0 when it ran): 0 promoted, 1 rolled back, 2 paused or undecided, 3 a bad
-flag or an input file that does not load. This module imports only what ``--help`` needs; the
+``canaryd plan`` (the logic in ``simulation.plan``) says what a policy can detect at a traffic
+level before a rollout; its exit codes are in ``canaryd.exitcodes`` too.
+
+``simulate`` and ``replay`` exit with the codes of ``canaryd.exitcodes`` (``simulate`` only
+with ``--runs 1``; a study of many runs exits 0 when it ran): 0 promoted, 1 rolled back, 2
+paused or undecided, 3 a bad flag or an input file that does not load. This module imports only what ``--help`` needs; the
 engine (numpy, scipy, pandas) and the report (matplotlib) are imported when a command runs.
 """
 
@@ -21,7 +24,7 @@ import click
 from canaryd.durations import format_duration
 from canaryd.errors import InputError
 from canaryd.exitcodes import HELP as EXIT_CODES_HELP
-from canaryd.exitcodes import ExitCode, for_outcome
+from canaryd.exitcodes import PLAN_HELP, ExitCode, for_outcome
 
 if TYPE_CHECKING:
     from canaryd.policy.model import CanaryPolicy
@@ -50,14 +53,34 @@ def policy_for(
     return default_policy()
 
 
-def _summary(result: SimulationResult, origin_s: float = 0.0) -> str:
+EPOCH_TIMES_FROM_S = 1e9
+"""A trace whose first time is at least this (2001-09-09) holds absolute epoch seconds."""
+
+
+def timestamp(t: float) -> str:
+    """``t`` epoch seconds as ISO 8601 UTC (``2015-02-26T14:05:00Z``)."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _clock(origin_s: float, absolute: bool) -> Callable[[float], str]:
+    """How a summary prints a time: a timestamp, or the duration since ``origin_s``."""
+    if absolute:
+        return timestamp
+    return lambda t: format_duration(t - origin_s)
+
+
+def _summary(result: SimulationResult, origin_s: float = 0.0, absolute: bool = False) -> str:
+    """The text of ``simulate`` and ``replay``: times since ``origin_s``, or timestamps."""
+    when_of = _clock(origin_s, absolute)
     lines = [
         f"scenario {result.scenario} with policy {result.policy}: "
         f"{len(result.runs)} run(s) in {result.elapsed_s:.2f}s"
     ]
     lines.append("outcomes: " + ", ".join(f"{k} {n}" for k, n in result.outcomes.items() if n))
     run = result.runs[0]
-    when = "" if run.decided_at_s is None else f" at {format_duration(run.decided_at_s - origin_s)}"
+    when = "" if run.decided_at_s is None else f" at {when_of(run.decided_at_s)}"
     lines.append(
         f"run 0: {run.outcome}{when}; {run.canary_requests:.0f} canary requests, "
         f"{run.canary_errors:.0f} errors, final weight {run.final_weight}%"
@@ -65,8 +88,7 @@ def _summary(result: SimulationResult, origin_s: float = 0.0) -> str:
     lines.append(f"  {run.impact.summary()}")
     lines.append("decisions:")
     for s in run.steps:
-        t = format_duration(s["t"] - origin_s)
-        lines.append(f"  {t:>8}  {s['weight']:>3}%  {s['reason']}")
+        lines.append(f"  {when_of(s['t']):>8}  {s['weight']:>3}%  {s['reason']}")
     if run.verdicts:
         lines.append("last verdicts:")
         lines.extend(f"  {v.summary()}" for v in run.verdicts)
@@ -311,7 +333,11 @@ def replay_cmd(
     as_json: bool,
     report_path: Path | None,
 ) -> None:
-    """Replay a recorded per-interval trace (open loop) through a policy's decisions."""
+    """Replay a recorded per-interval trace (open loop) through a policy's decisions.
+
+    Times print as ISO 8601 UTC timestamps when the trace's times are epoch seconds (its first
+    at or after 2001-09-09), else as durations since the trace's first interval.
+    """
     from canaryd.controller import Action, RolloutController
     from canaryd.metrics.replay import read_trace
     from canaryd.policy.loader import load_policy
@@ -351,8 +377,118 @@ def replay_cmd(
         )
         if not as_json:
             click.echo(f"report: {path}", err=True)
+    absolute = t0 >= EPOCH_TIMES_FROM_S
     if as_json:
-        click.echo(json.dumps(run.to_dict(), indent=2))
+        out = run.to_dict()
+        if absolute:
+            for step in out["steps"]:
+                step["time"] = timestamp(step["t"])
+            if run.decided_at_s is not None:
+                out["decided_at"] = timestamp(run.decided_at_s)
+        click.echo(json.dumps(out, indent=2))
     else:
-        click.echo(_summary(result, origin_s=t0))
+        click.echo(_summary(result, origin_s=t0, absolute=absolute))
     sys.exit(for_outcome(run.outcome))
+
+
+@click.command("plan", epilog=PLAN_HELP)
+@click.argument("policy_path", metavar="POLICY_FILE", type=click.Path(path_type=Path))
+@click.option(
+    "--traffic",
+    "rps",
+    required=True,
+    type=click.FloatRange(min=0.0, min_open=True),
+    help="Total requests per second to the model (the canary's share follows the steps).",
+)
+@click.option("--name", "policy_name", help="Which policy, when the file holds several.")
+@click.option(
+    "--runs",
+    default=40,
+    show_default=True,
+    type=click.IntRange(min=10, max=10_000),
+    help="Seeded simulated rollouts per effect tried.",
+)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--error-rate",
+    default=0.005,
+    show_default=True,
+    type=click.FloatRange(min=0.0, max=1.0, min_open=True, max_open=True),
+    help="Stable's error rate.",
+)
+@click.option(
+    "--latency-median-ms",
+    default=80.0,
+    show_default=True,
+    type=click.FloatRange(min=0.0, min_open=True),
+    help="Stable's median latency (lognormal).",
+)
+@click.option(
+    "--latency-sigma",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(min=0.0, max=5.0, min_open=True),
+    help="Sigma of stable's lognormal latency.",
+)
+@click.option(
+    "--scenario",
+    "scenario_path",
+    type=click.Path(path_type=Path),
+    help="Take stable's error rate, latency and buckets from this scenario file instead.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def plan_cmd(
+    policy_path: Path,
+    rps: float,
+    policy_name: str | None,
+    runs: int,
+    seed: int,
+    error_rate: float,
+    latency_median_ms: float,
+    latency_sigma: float,
+    scenario_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Before a rollout: what POLICY_FILE can detect at --traffic RPS, and how fast.
+
+    The smallest error ratio and latency shift (the whole distribution slower: median +x %)
+    detected with 90 % probability before maxDuration, the median time to detect errors x2,
+    and how long a healthy canary takes to promote: floors first, then seeded simulations
+    through the same decision loop as simulate. Warns (exit 1) when the policy cannot detect
+    its own minDetectableEffect in time.
+    """
+    from canaryd.policy.loader import load_policy
+    from canaryd.simulation.plan import baseline_from_flags, baseline_from_scenario, make_plan
+    from canaryd.simulation.scenario import load_scenario
+
+    try:
+        policy = load_policy(policy_path, policy_name)
+        if scenario_path is not None:
+            sc, _ = load_scenario(scenario_path)
+            baseline = baseline_from_scenario(sc, scenario_path)
+        else:
+            baseline = baseline_from_flags(
+                error_rate,
+                latency_median_ms,
+                latency_sigma,
+                policy.spec.analysis.source.preset,
+            )
+        try:
+            plan = make_plan(policy, rps, baseline, runs, seed)
+        except InputError as exc:
+            # The simulator names its generated scenario "scenario": name the real input.
+            where = str(scenario_path) if scenario_path is not None else str(policy_path)
+            hint = "" if scenario_path is not None else " (give them in a --scenario file)"
+            raise InputError(
+                [
+                    replace(p, file=where, message=p.message + hint) if p.file == "scenario" else p
+                    for p in exc.problems
+                ]
+            ) from None
+    except InputError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(plan.to_dict(), indent=2))
+    else:
+        click.echo("\n".join(plan.lines()))
+    sys.exit(ExitCode.WORSE if plan.warnings else ExitCode.NO_WORSE)

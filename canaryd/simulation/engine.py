@@ -349,6 +349,7 @@ def simulate(
     | None = None,
     scenario_name: str = "",
     mirror_sink: Callable[[float, FloatArray], None] | None = None,
+    paused_ends: bool = False,
 ) -> SimulationResult:
     """Run ``runs`` closed-loop rollouts of ``policy`` through ``scenario``.
 
@@ -360,6 +361,9 @@ def simulate(
     counters (called only for a policy with a shadow phase, see ``simulation.shadow``).
     ``progress`` (see ``ProgressFn``) measures the work in run-intervals, the unit the cost
     grows with: every undecided run costs a controller step per interval.
+    ``paused_ends``: stop stepping a run once it pauses (nothing resumes it here), for callers
+    that want the time of the first decision only (``canaryd plan``'s healthy canary); by
+    default a paused run is judged on, as the daemon judges it, and can still roll back.
     """
     import time as _time
 
@@ -410,6 +414,9 @@ def simulate(
     last_decision: list[list[Decision]] = [[] for _ in range(runs)]
     last_verdicts: list[list[Verdict]] = [[] for _ in range(runs)]
     trace = Trace(quantiles=trace_quantiles(policy))
+
+    def done(st: RolloutState) -> bool:
+        return st.phase.terminal or (paused_ends and st.phase is Phase.PAUSED)
 
     def apply(r: int, d: Decision, st: RolloutState) -> None:
         states[r] = st
@@ -490,7 +497,7 @@ def simulate(
         worked = skipped = 0
         for r in range(runs):
             st = states[r]
-            if st.phase.terminal:
+            if done(st):
                 continue
             worked += 1
             if interval_index in chaos_at[r]:
@@ -524,7 +531,7 @@ def simulate(
                 )
             d, st = controllers[r].step(st, t1, obs)
             apply(r, d, st)
-            if st.phase.terminal:
+            if done(st):
                 skipped += n_intervals - interval_index - 1
             if r == 0:
                 trace.record(t1, int(weights[0]), obs, d)
@@ -537,7 +544,7 @@ def simulate(
         interval_index += 1
         if progress is not None:
             progress(worked, skipped)
-        if all(s.phase.terminal for s in states):
+        if all(done(s) for s in states):
             break
     results = [
         RunResult.from_state(states[r], seed, last_verdicts[r], last_decision[r])

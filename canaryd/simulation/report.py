@@ -211,8 +211,15 @@ def _minutes(ts: Sequence[float]) -> list[float]:
 
 
 def _steps_of(run: RunResult, end_s: float) -> list[tuple[float, float, int]]:
-    """``(start, end, weight)`` of each step of a run, in seconds."""
-    pts = [(float(s["t"]), int(s["weight"])) for s in run.steps]
+    """``(start, end, weight)`` of each step of a run, in seconds.
+
+    History records that keep the weight (a pause, a resume, a closing window) do not start a
+    new step: they are listed in the decisions table, not shaded as steps.
+    """
+    pts: list[tuple[float, int]] = []
+    for s in run.steps:
+        if not pts or int(s["weight"]) != pts[-1][1]:
+            pts.append((float(s["t"]), int(s["weight"])))
     out = []
     for i, (t, w) in enumerate(pts):
         t_end = pts[i + 1][0] if i + 1 < len(pts) else end_s

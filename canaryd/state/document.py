@@ -15,7 +15,8 @@ One document per rollout (``data["state.json"]`` of the ConfigMap ``canaryd-<isv
      "updated": <RFC 3339>}
 
 Size does not grow with the rollout's age: the sequential judges' evidence is a fixed number of
-grid vectors, the history holds one record per weight change (bounded by the steps), and the
+grid vectors, the history holds one record per weight change (bounded by the steps) and per
+pause and resume (a pause waits for a human, so these grow only with human actions), and the
 last decision's summary one line per metric. Long float vectors are stored as base64 of their
 IEEE-754 bytes (``{"f64": ...}``): exact, a third the size of decimal text, and cheap to encode.
 
