@@ -10,16 +10,18 @@ own per-pod counts (DESIGN-NOTES.md, "Canary on its own pods"):
 1. per stable pod ``i``: ``y_i = log((x_i + 1/2) / (n_i + 1/2))`` (events ``x_i`` in requests
    ``n_i``), with binomial variance ``v_i = 1/(x_i + 1/2) - 1/(n_i + 1/2)``;
 2. the method-of-moments (DerSimonian-Laird) between-pod variance of log rates, with the
-   binomial noise subtracted: ``tau^2 = max(0, (Q - c_k) / (S1 - S2 / S1))``, ``Q`` Cochran's
-   statistic with weights ``1 / v_i``, ``S1``/``S2`` the sums of the weights and their squares,
-   and ``c_k`` the ``OVERDISPERSION_QUANTILE`` quantile of chi-square with ``k_s - 1`` degrees
-   of freedom (not its mean ``k_s - 1``): homogeneous pods give exactly ``tau = 0`` in ~95 %
-   of looks, so they cost nothing;
+   binomial noise subtracted: ``tau^2 = max(0, (Q - (k_s - 1)) / (S1 - S2 / S1))``, ``Q``
+   Cochran's statistic with weights ``1 / v_i``, ``S1``/``S2`` the sums of the weights and of
+   their squares (homogeneous pods give exactly ``tau = 0`` in most looks);
 3. ``log h = t_{k_s-1}(1 - beta) * tau * sqrt(sum a_j^2 + sum b_i^2)`` with ``a``/``b`` the
    canary's and stable's pods' traffic shares: the one-sided prediction bound of a Student t
    with ``k_s - 1`` degrees of freedom for the difference of two traffic-weighted means of pod
    effects, where the spread is itself estimated from ``k_s`` pods. ``beta`` is
-   ``POD_ALPHA_SHARE`` of the judge's alpha, spent only when the source reports pods.
+   ``POD_ALPHA_SHARE`` of the judge's alpha, spent only when the source reports pods;
+4. until stable's pods have seen ``MIN_POD_EVENTS`` events each on average, ``h`` is infinite
+   (no rollback): their spread is not yet known, and a canary pod far from stable's few pods
+   is then as likely a pod effect as a regression. The evidence is kept, so a regression is
+   rolled back as soon as the warm-up ends.
 
 Pods are keyed by name and capped at ``MAX_PODS`` per version (a pod beyond the cap still
 counts in the version's totals, not in the spread estimate), so the state stays small.
@@ -46,8 +48,9 @@ MAX_PODS = 32
 POD_ALPHA_SHARE = 0.25
 """Share of a judge's alpha spent on "the canary's pods are further from stable's than the
 bound ``h``" (only when the source reports pods; otherwise the whole alpha goes to the test)."""
-OVERDISPERSION_QUANTILE = 0.95
-"""Cochran's Q below this chi-square quantile counts as "no evidence of a between-pod spread"."""
+MIN_POD_EVENTS = 30.0
+"""Events per stable pod (on average) before the spread is trusted: until then ``h`` is
+infinite, so no rollback; chosen on the study (``analysis/pods.py``)."""
 
 
 def log_widening(
@@ -60,7 +63,8 @@ def log_widening(
 
     ``n``, ``x``: cumulative requests and events, shape ``(rows, pods)`` (a pod with no requests
     is left out). ``shares_sq``: ``sum a_j^2 + sum b_i^2`` per row. ``beta``: the one-sided
-    error of the bound. Rows with fewer than two stable pods get ``log h = 0`` and ``tau = NaN``.
+    error of the bound. Rows with fewer than two stable pods get ``log h = 0`` and ``tau = NaN``;
+    rows still in the warm-up (``MIN_POD_EVENTS``) get ``log h = inf``.
     """
     n = np.atleast_2d(np.asarray(n, dtype=np.float64))
     x = np.atleast_2d(np.asarray(x, dtype=np.float64))
@@ -78,17 +82,20 @@ def log_widening(
         q = (w * (y - ybar[:, None]) ** 2).sum(axis=1)
         c = s1 - (w**2).sum(axis=1) / s1
         df = np.maximum(k - 1, 1)
-        crit = stats.chi2.ppf(OVERDISPERSION_QUANTILE, df)
-        tau2 = np.where(k >= 2, np.maximum(0.0, (q - crit) / c), np.nan)
+        tau2 = np.where(k >= 2, np.maximum(0.0, (q - (k - 1)) / c), np.nan)
         tq = stats.t.ppf(1.0 - beta, df)
     tau = np.sqrt(tau2)
     log_h = np.where(k >= 2, tq * tau * np.sqrt(np.asarray(shares_sq, dtype=np.float64)), 0.0)
-    return np.nan_to_num(log_h, nan=0.0), tau
+    log_h = np.nan_to_num(log_h, nan=0.0)
+    # Until stable's pods have seen enough events the spread is unknown: no rollback yet.
+    warm = (k >= 2) & (x.sum(axis=1) < MIN_POD_EVENTS * np.maximum(k, 1))
+    return np.where(warm, np.inf, log_h), tau
 
 
 def grid_steps(log_h: FloatArray, step: float, limit: int) -> npt.NDArray[np.int64]:
     """``log h`` rounded *up* to whole grid steps (so the tested null is never narrower)."""
-    s = np.ceil(np.asarray(log_h) / step - 1e-9).astype(np.int64)
+    lh = np.asarray(log_h, dtype=np.float64)
+    s = np.ceil(np.minimum(lh, (limit + 1) * step) / step - 1e-9).astype(np.int64)
     return np.clip(s, 0, limit)
 
 
@@ -156,7 +163,8 @@ class PodSpread:
         return a2 + b2
 
     def estimate(self) -> tuple[FloatArray, FloatArray]:
-        """``(log h, tau)`` per row; zeros and NaN before two stable pods have traffic."""
+        """``(log h, tau)`` per row; zeros and NaN before two stable pods have traffic, ``inf``
+        in the warm-up."""
         if self.stable_pods < 2:
             return np.zeros(self.rows), np.full(self.rows, np.nan)
         acc = np.array(list(self.stable.values()))  # (pods, 1 + rows)
@@ -165,6 +173,10 @@ class PodSpread:
         shares = np.full(self.rows, self._shares_sq())
         return log_widening(n, x, shares, self.beta)
 
+    def warming(self) -> npt.NDArray[np.bool_]:
+        """Per row, True while stable's pods are in the warm-up (no rollback)."""
+        return np.isinf(self.estimate()[0])
+
     def details(self) -> dict[str, Any]:
         """What the verdict shows about the pods."""
         if not self.seen:
@@ -172,7 +184,7 @@ class PodSpread:
                 "pods": "the metric source cannot tell pods apart: the test assumes requests "
                 "are exchangeable between versions"
             }
-        _, tau = self.estimate()
+        log_h, tau = self.estimate()
         out: dict[str, Any] = {
             "stable_pods": self.stable_pods,
             "canary_pods": self.canary_pods,
@@ -183,6 +195,11 @@ class PodSpread:
             out["pods"] = (
                 "fewer than two stable pods: their spread cannot be estimated, so the test "
                 "assumes the canary's pods are like stable's"
+            )
+        elif np.isinf(log_h).any():
+            out["pods"] = (
+                f"stable's pods have fewer than {MIN_POD_EVENTS:g} events each: how much pods "
+                "differ is not known yet, so no rollback until they have"
             )
         if self.ignored:
             out["pods_ignored"] = self.ignored

@@ -11,7 +11,7 @@ from canaryd.errors import HistogramLayoutError
 from canaryd.jsonnum import decode_float, encode_float
 from canaryd.observation import VersionCounts
 from canaryd.stats.histogram import common_bounds, histogram_quantile, nearest_boundary, rebucket
-from canaryd.stats.pods import PodSpread, grid_steps
+from canaryd.stats.pods import MIN_POD_EVENTS, PodSpread, grid_steps
 from canaryd.stats.ratio import LATENCY_ALT_SCALE, Grid, RateRatioBatch
 from canaryd.stats.verdict import Status, Verdict
 
@@ -39,7 +39,12 @@ def _widening(engine: RateRatioBatch, row: int) -> float:
     return math.exp(int(engine.shift[row]) * engine.step)
 
 
-def _widened_text(rho0: float, h: float) -> str:
+def _widened_text(rho0: float, h: float, warming: bool = False) -> str:
+    if warming:
+        return (
+            f"; stable's pods have fewer than {MIN_POD_EVENTS:g} events each, so how much pods "
+            "differ is not known yet: no rollback until they have"
+        )
     if h <= 1.0:
         return ""
     return (
@@ -108,7 +113,7 @@ class SequentialErrorsJudge:
         lo, hi = (float(a[0]) for a in e.confidence_sequence(self.alpha))
         est = float(e.estimate()[0])
         base.update(e_value=e_now, interval=(lo, hi), estimate=None if math.isnan(est) else est)
-        widened = _widened_text(rho0, _widening(e, 0))
+        widened = _widened_text(rho0, _widening(e, 0), bool(self.pods.warming()[0]))
         if e_max >= 1.0 / self.test_alpha:
             reason = (
                 f"canary error rate is more than {rho0:.3g}x stable's "
@@ -359,7 +364,10 @@ class SequentialLatencyJudge:
             interval=(float(lo[worst]), float(hi[worst])),
         )
         q_txt = self._quantile_text(details)
-        w_txt = _widened_text(1.0 + self.tolerance, _widening(e, worst))
+        assert self.pods is not None
+        w_txt = _widened_text(
+            1.0 + self.tolerance, _widening(e, worst), bool(self.pods.warming()[worst])
+        )
         if self.max_combined >= 1.0 / self._alpha_test:
             return Verdict(
                 status=Status.FAIL,
