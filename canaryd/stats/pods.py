@@ -48,6 +48,10 @@ MAX_PODS = 32
 POD_ALPHA_SHARE = 0.25
 """Share of a judge's alpha spent on "the canary's pods are further from stable's than the
 bound ``h``" (only when the source reports pods; otherwise the whole alpha goes to the test)."""
+NOISE_SHARE = 1.0
+"""How much of the expected binomial noise ``k_s - 1`` is subtracted from Cochran's Q: 1 is the
+method of moments. Less is more conservative and costs detection delay on alike pods; the study
+measures 0, 0.5 and 1 (``analysis/pods.py``, DESIGN-NOTES.md)."""
 MIN_POD_EVENTS = 30.0
 """Events per stable pod (on average) before the spread is trusted: until then ``h`` is
 infinite, so no rollback; chosen on the study (``analysis/pods.py``)."""
@@ -58,12 +62,13 @@ def log_widening(
     x: FloatArray,
     shares_sq: FloatArray,
     beta: float,
+    noise_share: float = NOISE_SHARE,
 ) -> tuple[FloatArray, FloatArray]:
     """``(log h, tau)`` per row from stable's per-pod counts.
 
     ``n``, ``x``: cumulative requests and events, shape ``(rows, pods)`` (a pod with no requests
     is left out). ``shares_sq``: ``sum a_j^2 + sum b_i^2`` per row. ``beta``: the one-sided
-    error of the bound. Rows with fewer than two stable pods get ``log h = 0`` and ``tau = NaN``;
+    error of the bound; ``noise_share``: see ``NOISE_SHARE``. Rows with fewer than two stable pods get ``log h = 0`` and ``tau = NaN``;
     rows still in the warm-up (``MIN_POD_EVENTS``) get ``log h = inf``.
     """
     n = np.atleast_2d(np.asarray(n, dtype=np.float64))
@@ -82,7 +87,7 @@ def log_widening(
         q = (w * (y - ybar[:, None]) ** 2).sum(axis=1)
         c = s1 - (w**2).sum(axis=1) / s1
         df = np.maximum(k - 1, 1)
-        tau2 = np.where(k >= 2, np.maximum(0.0, (q - (k - 1)) / c), np.nan)
+        tau2 = np.where(k >= 2, np.maximum(0.0, (q - noise_share * (k - 1)) / c), np.nan)
         tq = stats.t.ppf(1.0 - beta, df)
     tau = np.sqrt(tau2)
     log_h = np.where(k >= 2, tq * tau * np.sqrt(np.asarray(shares_sq, dtype=np.float64)), 0.0)
