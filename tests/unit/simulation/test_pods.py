@@ -16,6 +16,7 @@ from canaryd.simulation.defaults import default_policy
 from canaryd.simulation.engine import simulate
 from canaryd.simulation.pods import PodDraws
 from canaryd.simulation.scenario import Pods, load_scenario
+from canaryd.stats.pods import PodSpread
 
 SCENARIO = """
 duration: 30m
@@ -105,3 +106,19 @@ def test_pods_are_refused_for_llm_scenarios(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError) as exc:
         load_scenario(p)
     assert "pods" in str(exc.value) and "llm" in str(exc.value)
+
+
+def test_closed_loop_aa_on_differing_pods(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The daemon's controller and judges, default policy, 1 canary pod vs 4 stable pods,
+    # latency CV 30 %, error rates x1/2..x2 across pods, 200 healthy two-hour runs.
+    text = SCENARIO.replace("duration: 30m", "duration: 2h").replace(
+        "pods: {stable: 4, canary: 1, latencyCv: 0.2, errorRateSpread: 2}",
+        "pods: {stable: 4, canary: 1, latencyCv: 0.3, errorRateSpread: 2}",
+    )
+    sc, base = _scenario(tmp_path, text)
+    after = simulate(sc, default_policy(), base, runs=200, seed=1).outcomes["rolled_back"]
+    monkeypatch.setattr(PodSpread, "add", lambda self, stable, canary: None)  # pods unseen
+    before = simulate(sc, default_policy(), base, runs=200, seed=1).outcomes["rolled_back"]
+    # Seeded: 2 of 200 after, 96 of 200 when the judges ignore the pods.
+    assert after <= 8
+    assert before >= 60
