@@ -43,7 +43,7 @@ def _widened_text(rho0: float, h: float, warming: bool = False) -> str:
     if warming:
         return (
             f"; stable's pods have fewer than {MIN_POD_EVENTS:g} events each, so how much pods "
-            "differ is not known yet: no rollback until they have"
+            f"differ is not known yet: tested against {rho0:.3g}x{h:.3g} until they have"
         )
     if h <= 1.0:
         return ""
