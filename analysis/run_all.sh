@@ -4,7 +4,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-for study in calibration power baselines early_promotion shadow calibration_ml power_ml; do
+for study in calibration power baselines early_promotion shadow calibration_ml power_ml pods; do
     echo "== $study"
     /usr/bin/time -f "   $study: %e s wall" "$PY" "analysis/$study.py" "$@"
 done

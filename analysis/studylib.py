@@ -170,6 +170,7 @@ def _compact(b: RateRatioBatch, keep: npt.NDArray[np.bool_]) -> None:
     b.events = b.events[keep]
     b.requests = b.requests[keep]
     b.max_log_e = b.max_log_e[keep]
+    b.shift = b.shift[keep]
 
 
 def first_crossing(

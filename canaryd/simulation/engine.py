@@ -35,6 +35,7 @@ from canaryd.controller import (
 from canaryd.errors import Problem, ScenarioError
 from canaryd.observation import Observation, VersionCounts
 from canaryd.policy.model import CanaryPolicy
+from canaryd.simulation.pods import PodDraws
 from canaryd.simulation.scenario import MAX_RPS, Latency, Scenario
 from canaryd.simulation.shadow import draw_mirrored, mirror_fractions
 from canaryd.simulation.signals import MlSignals
@@ -314,6 +315,10 @@ class _World:
                 canary = (2 + i, ch.latency)
         return stable, canary
 
+    def latencies(self, t: float) -> tuple[tuple[int, Latency], tuple[int, Latency]]:
+        """Both versions' latency distributions at ``t``, each with a key naming it."""
+        return self._latencies(t)
+
     def bucket_probs(self, t: float) -> tuple[FloatArray, FloatArray]:
         _, factor = self._incident(t)
         out = []
@@ -394,6 +399,25 @@ def simulate(
     ml = MlSignals.build(scenario, policy, base, runs, seed, tick)
     bounds = world.bounds
     k = len(bounds)
+    pods = None
+    if scenario.pods is not None:
+        if policy.spec.steps.shadow is not None:
+            raise ScenarioError(
+                [
+                    Problem(
+                        "scenario",
+                        None,
+                        None,
+                        "pods",
+                        "pods are not modelled with a shadow phase (mirrored copies)",
+                    )
+                ]
+            )
+        pods = PodDraws(scenario.pods, runs, seed, bounds)
+        n_pods = pods.counts
+        pod_req = [np.zeros((runs, kp)) for kp in n_pods]
+        pod_err = [np.zeros((runs, kp)) for kp in n_pods]
+        pod_hist = [np.zeros((runs, kp, k)) for kp in n_pods]
     rng = np.random.default_rng(seed)
     chaos_rng = np.random.default_rng([seed, 1])
     n_intervals = n_ticks // ticks_per_interval
@@ -455,8 +479,13 @@ def simulate(
         nc = rng.binomial(n, share)
         ns = n - nc
         ps, pc = world.error_rates(t0)
-        es = rng.binomial(ns, ps)
-        ec = rng.binomial(nc, pc)
+        if pods is not None:
+            by_pod = (pods.split(rng, ns, 0), pods.split(rng, nc, 1))
+            errs = (pods.errors(rng, by_pod[0], ps, 0), pods.errors(rng, by_pod[1], pc, 1))
+            es, ec = errs[0].sum(axis=1), errs[1].sum(axis=1)
+        else:
+            es = rng.binomial(ns, ps)
+            ec = rng.binomial(nc, pc)
         fractions = mirror_fractions(policy, states)
         if fractions is not None:  # a shadow phase: the canary also gets mirrored copies
             nm, em = draw_mirrored(rng, n, fractions, pc)
@@ -473,8 +502,20 @@ def simulate(
             bs, bc = world.bucket_probs(t0)
         if ml is not None:
             ml.tick(t0, world.latency_factor(t0), (ns, nc), (es, ec))
-        hs = rng.multinomial(ns, bs)
-        hc = rng.multinomial(nc, bc)
+        if pods is not None:
+            factor = world.latency_factor(t0)
+            hists = tuple(
+                pods.buckets(rng, by_pod[v], v, key, lat, factor, base)
+                for v, (key, lat) in enumerate(world.latencies(t0))
+            )
+            for v in (0, 1):
+                pod_req[v] += by_pod[v]
+                pod_err[v] += errs[v]
+                pod_hist[v] += hists[v]
+            hs, hc = hists[0].sum(axis=1), hists[1].sum(axis=1)
+        else:
+            hs = rng.multinomial(ns, bs)
+            hc = rng.multinomial(nc, bc)
         req[:, 0] += ns
         req[:, 1] += nc
         err[:, 0] += es
@@ -508,6 +549,12 @@ def simulate(
                 obs = Observation(start, t1, no_data_reason="Prometheus unreachable (outage)")
             else:
                 shadow = st.in_shadow  # the whole interval: phases change at interval ends
+                per_pod: list[dict[str, Any]] = [{}, {}]
+                if pods is not None:
+                    per_pod = [
+                        {"pods": pods.counts_of(v, pod_req[v][r], pod_err[v][r], pod_hist[v][r])}
+                        for v in (0, 1)
+                    ]
                 obs = Observation(
                     start,
                     t1,
@@ -517,6 +564,7 @@ def simulate(
                         bounds,
                         tuple(cs[r, 0].tolist()),
                         **(ml.fields(r, 0) if ml is not None else {}),
+                        **per_pod[0],
                     ),
                     VersionCounts(
                         float(req[r, 1]),
@@ -526,6 +574,7 @@ def simulate(
                         mirrored_requests=float(mirrored[r, 0]) if shadow else None,
                         mirrored_errors=float(mirrored[r, 1]) if shadow else None,
                         **(ml.fields(r, 1) if ml is not None else {}),
+                        **per_pod[1],
                     ),
                     errors_measured=measures_errors,
                 )
@@ -539,6 +588,11 @@ def simulate(
         err[:] = 0
         hist[:] = 0
         mirrored[:] = 0
+        if pods is not None:
+            for v in (0, 1):
+                pod_req[v][:] = 0
+                pod_err[v][:] = 0
+                pod_hist[v][:] = 0
         if ml is not None:
             ml.reset()
         interval_index += 1

@@ -307,6 +307,33 @@ class Traffic(_Model):
         return self
 
 
+MAX_SIMULATED_PODS = 32
+"""Replicas per version the simulator models (the judges remember as many, ``stats.pods``)."""
+
+
+class Pods(_Model):
+    """Each version runs on its own replicas (pods), which differ even on the same version.
+
+    Per run, each pod draws (from the run's seed) an error-rate multiplier, log-uniform within
+    ``x1/errorRateSpread .. x errorRateSpread``, and a latency scale factor, lognormal with mean 1
+    and coefficient of variation ``latencyCv`` (the pod's latencies are the version's times it).
+    Canary pods are drawn apart from stable pods, from the same spread. A version's requests are
+    split evenly (multinomially) across its pods. Observations then carry per-pod counts
+    (``VersionCounts.pods``). Realistic values: ``latencyCv`` 0.05-0.3 (same hardware vs mixed
+    nodes or GPUs), ``errorRateSpread`` 1-2. Without ``pods`` a version is one exchangeable pool
+    of requests and no per-pod counts are reported.
+    """
+
+    stable: int = Field(3, ge=1, le=MAX_SIMULATED_PODS, description="Stable replicas.")
+    canary: int = Field(1, ge=1, le=MAX_SIMULATED_PODS, description="Canary replicas.")
+    latency_cv: float = Field(
+        0.0, ge=0.0, le=1.0, description="Coefficient of variation of the pods' latency scale."
+    )
+    error_rate_spread: float = Field(
+        1.0, ge=1.0, le=10.0, description="Pods' error rates vary log-uniformly within x1/s..x s."
+    )
+
+
 class Scenario(_Model):
     name: str | None = None
     description: str | None = None
@@ -323,6 +350,9 @@ class Scenario(_Model):
     incidents: list[Incident] = Field(default_factory=list)
     metrics_outage: list[Outage] = Field(default_factory=list)
     labels: Labels = Field(default_factory=Labels, description="Label delay (quality metrics).")
+    pods: Pods | None = Field(
+        None, description="Per-replica random effects; without it no per-pod counts."
+    )
     policy: str | None = None
     policy_name: str | None = None
     expect: dict[str, Any] | None = Field(
@@ -345,6 +375,8 @@ class Scenario(_Model):
             raise at("stable.errorRate", "the stable version needs an errorRate")
         if self.stable.llm is None and self.stable.latency is None:
             raise at("stable.latency", "the stable version needs a latency distribution")
+        if self.pods is not None and self.stable.llm is not None:
+            raise at("pods", "pods are not modelled for llm scenarios (latency is derived there)")
         self._check_ml()
         if self.tick <= 0 or self.duration < self.tick:
             raise at("tick", "tick must be positive and no longer than duration")

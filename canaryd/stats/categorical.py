@@ -114,6 +114,7 @@ class CategoryShares:
             b.events = b.events[rows]
             b.requests = b.requests[rows]
             b.max_log_e = b.max_log_e[rows]
+            b.shift = b.shift[rows]
         self.max_log_e = self.max_log_e[keep]
 
     def state(self) -> dict[str, Any]:

@@ -146,6 +146,8 @@ class RateRatioBatch:
         self.events = np.zeros((rows, 2))  # cumulative (stable, canary) events
         self.requests = np.zeros((rows, 2))  # cumulative (stable, canary) requests
         self.max_log_e = np.zeros(rows)  # running maximum: the e-process is "ever crossed"
+        self.shift = np.zeros(rows, dtype=np.int64)
+        """Per row, how many grid steps above ``rho0`` the rollback null sits (``set_shift``)."""
 
     @property
     def rows(self) -> int:
@@ -161,10 +163,40 @@ class RateRatioBatch:
         self.requests[:, 1] += nc
         np.maximum(self.max_log_e, self.log_e(), out=self.max_log_e)
 
-    def log_e(self) -> FloatArray:
-        """log of the rollback e-value per row (H0: ``rho <= rho0``)."""
+    @property
+    def step(self) -> float:
+        """Spacing of the grid in ``log rho``."""
         g = self.grid
-        return _lse_rows(self.loglik + g.log_w_alt[None, :]) - self.loglik[:, g.centre]
+        return float(g.log_rho[g.centre + 1] - g.log_rho[g.centre])
+
+    @property
+    def max_shift(self) -> int:
+        """Largest shift that leaves at least one alternative on the grid."""
+        return self.grid.centre - 1
+
+    def set_shift(self, steps: Any) -> None:
+        """Widen each row's rollback null to ``rho <= rho0 * exp(steps * step)``.
+
+        The likelihood is kept over the whole grid, so the e-value against a wider null is read
+        off the same evidence: the alternative prior moves up with the null (its mass beyond the
+        grid's end is dropped, which only lowers the e-value). Steps must lie in
+        ``0..max_shift``.
+        """
+        s = np.broadcast_to(np.asarray(steps, dtype=np.int64), (self.rows,))
+        if (s < 0).any() or (s > self.max_shift).any():
+            raise ValueError(f"shift must be in 0..{self.max_shift} grid steps")
+        self.shift = s.copy()
+
+    def log_e(self) -> FloatArray:
+        """log of the rollback e-value per row (H0: ``rho <= rho0 * exp(shift * step)``)."""
+        g = self.grid
+        if not self.shift.any():
+            return _lse_rows(self.loglik + g.log_w_alt[None, :]) - self.loglik[:, g.centre]
+        points = g.log_rho.shape[0]
+        idx = np.arange(points)[None, :] - self.shift[:, None]
+        w = np.where(idx >= 0, g.log_w_alt[np.clip(idx, 0, points - 1)], -np.inf)
+        null = self.loglik[np.arange(self.rows), g.centre + self.shift]
+        return _lse_rows(self.loglik + w) - null
 
     def log_mixture(self) -> FloatArray:
         return _lse_rows(self.loglik + self.grid.log_w_cs[None, :])
@@ -209,6 +241,7 @@ class RateRatioBatch:
             "events": self.events[row].tolist(),
             "requests": self.requests[row].tolist(),
             "max_log_e": float(self.max_log_e[row]),
+            "shift": int(self.shift[row]),
         }
 
     def load_row_state(self, row: int, state: dict[str, Any]) -> None:
@@ -224,3 +257,7 @@ class RateRatioBatch:
         self.events[row] = state["events"]
         self.requests[row] = state["requests"]
         self.max_log_e[row] = float(state["max_log_e"])
+        shift = int(state.get("shift", 0))  # absent in state saved before pods were judged
+        if not 0 <= shift <= self.max_shift:
+            raise ValueError(f"stored null shift {shift} outside 0..{self.max_shift}")
+        self.shift[row] = shift

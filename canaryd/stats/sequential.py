@@ -11,6 +11,7 @@ from canaryd.errors import HistogramLayoutError
 from canaryd.jsonnum import decode_float, encode_float
 from canaryd.observation import VersionCounts
 from canaryd.stats.histogram import common_bounds, histogram_quantile, nearest_boundary, rebucket
+from canaryd.stats.pods import MIN_POD_EVENTS, PodSpread, grid_steps
 from canaryd.stats.ratio import LATENCY_ALT_SCALE, Grid, RateRatioBatch
 from canaryd.stats.verdict import Status, Verdict
 
@@ -25,6 +26,31 @@ REPORT_QUANTILES = (0.5, 0.9, 0.99)
 
 def _fmt_ratio(x: float) -> str:
     return "inf" if math.isinf(x) else f"{x:.3g}"
+
+
+def _widen(engine: RateRatioBatch, pods: PodSpread) -> None:
+    """Move each row's rollback null up by stable's between-pod spread (see ``stats.pods``)."""
+    log_h, _ = pods.estimate()
+    engine.set_shift(grid_steps(log_h, engine.step, engine.max_shift))
+
+
+def _widening(engine: RateRatioBatch, row: int) -> float:
+    """The factor row ``row``'s null is widened by (1 when it is not)."""
+    return math.exp(int(engine.shift[row]) * engine.step)
+
+
+def _widened_text(rho0: float, h: float, warming: bool = False) -> str:
+    if warming:
+        return (
+            f"; stable's pods have fewer than {MIN_POD_EVENTS:g} events each, so how much pods "
+            f"differ is not known yet: tested against {rho0:.3g}x{h:.3g} until they have"
+        )
+    if h <= 1.0:
+        return ""
+    return (
+        f"; stable's pods differ, so the canary's may by up to x{h:.3g} on a healthy canary: "
+        f"tested against {rho0:.3g}x{h:.3g}"
+    )
 
 
 class SequentialErrorsJudge:
@@ -43,8 +69,17 @@ class SequentialErrorsJudge:
         self.tolerance = tolerance
         self.critical = critical
         self.engine = RateRatioBatch(1, 1.0 + tolerance)
+        self.pods = PodSpread(1, alpha)
+
+    @property
+    def test_alpha(self) -> float:
+        """alpha left for the rate-ratio test once the pods' share is spent (all without pods)."""
+        return self.alpha - self.pods.beta if self.pods.seen else self.alpha
 
     def update(self, stable: VersionCounts, canary: VersionCounts) -> None:
+        if stable.pods or canary.pods:
+            self.pods.add([(p.pod, p.requests, (p.errors,)) for p in stable.pods], canary.pods)
+            _widen(self.engine, self.pods)
         self.engine.update(stable.requests, stable.errors, canary.requests, canary.errors)
 
     def verdict(self) -> Verdict:
@@ -60,12 +95,14 @@ class SequentialErrorsJudge:
             "stable_samples": float(ns),
             "canary_events": float(xc),
             "stable_events": float(xs),
-            "threshold": 1.0 / self.alpha,
+            "threshold": 1.0 / self.test_alpha,
             "details": {
                 "canary_error_rate": float(xc / nc) if nc else math.nan,
                 "stable_error_rate": float(xs / ns) if ns else math.nan,
                 "max_ratio_tolerated": rho0,
                 "alpha": self.alpha,
+                **self.pods.details(),
+                "null_widening": _widening(self.engine, 0),
             },
         }
         if nc <= 0 or ns <= 0:
@@ -76,11 +113,12 @@ class SequentialErrorsJudge:
         lo, hi = (float(a[0]) for a in e.confidence_sequence(self.alpha))
         est = float(e.estimate()[0])
         base.update(e_value=e_now, interval=(lo, hi), estimate=None if math.isnan(est) else est)
-        if e_max >= 1.0 / self.alpha:
+        widened = _widened_text(rho0, _widening(e, 0), bool(self.pods.warming()[0]))
+        if e_max >= 1.0 / self.test_alpha:
             reason = (
                 f"canary error rate is more than {rho0:.3g}x stable's "
                 f"({int(xc)}/{int(nc)} vs {int(xs)}/{int(ns)}; e-value {e_max:.3g} >= "
-                f"{1 / self.alpha:.3g})"
+                f"{1 / self.test_alpha:.3g}){widened}"
             )
             return Verdict(status=Status.FAIL, reason=reason, **base)
         if xs + xc == 0:
@@ -96,15 +134,18 @@ class SequentialErrorsJudge:
             return Verdict(status=Status.PASS, reason=reason, **base)
         return Verdict(
             status=Status.CONTINUE,
-            reason=f"ratio {_fmt_ratio(lo)}..{_fmt_ratio(hi)} still includes {rho0:.3g}",
+            reason=f"ratio {_fmt_ratio(lo)}..{_fmt_ratio(hi)} still includes {rho0:.3g}{widened}",
             **base,
         )
 
     def state(self) -> dict[str, Any]:
-        return {"engine": self.engine.row_state(0)}
+        return {"engine": self.engine.row_state(0), "pods": self.pods.state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.engine.load_row_state(0, state["engine"])
+        self.pods = PodSpread(1, self.alpha)
+        if "pods" in state:  # absent in state saved before pods were judged
+            self.pods.load_state(state["pods"])
 
 
 class SequentialLatencyJudge:
@@ -148,6 +189,7 @@ class SequentialLatencyJudge:
         self.hist_s: list[float] = []
         self.hist_c: list[float] = []
         self.pending_s: list[float] = []  # stable histogram before boundaries are chosen
+        self.pods: PodSpread | None = None  # stable's per-pod exceedances, once chosen
         self.skipped: dict[str, int] = {}
         self.max_combined = 0.0
         """Running maximum of the averaged e-value: once crossed, the evidence stands."""
@@ -164,6 +206,28 @@ class SequentialLatencyJudge:
     def _alpha_excess(self) -> float:
         return self.alpha / 2 if self.omnibus else self.alpha
 
+    @property
+    def _pods_seen(self) -> bool:
+        return self.pods is not None and self.pods.seen
+
+    @property
+    def _alpha_test(self) -> float:
+        """The exceedance test's alpha once the pods' share is spent (all of it without pods)."""
+        if self.pods is not None and self.pods.seen:
+            return self._alpha_excess - self.pods.beta
+        return self._alpha_excess
+
+    def _add_pods(self, stable: VersionCounts, canary: VersionCounts) -> None:
+        """Stable's per-pod exceedances at the chosen boundaries (and the canary's traffic)."""
+        assert self.pods is not None and self.layout is not None
+        rows: list[tuple[str, float, tuple[float, ...]]] = []
+        for p in stable.pods:
+            if not p.bucket_counts:
+                continue
+            pc = rebucket(stable.bounds_ms, p.bucket_counts, self.layout)
+            rows.append((p.pod, pc[-1], tuple(pc[-1] - pc[k] for k in self.chosen)))
+        self.pods.add(rows, canary.pods)
+
     def _skip(self, why: str) -> None:
         self.skipped[why] = self.skipped.get(why, 0) + 1
 
@@ -178,6 +242,8 @@ class SequentialLatencyJudge:
                 layout = self.layout
             s = np.asarray(rebucket(stable.bounds_ms, stable.bucket_counts, layout))
             c = np.asarray(rebucket(canary.bounds_ms, canary.bucket_counts, layout))
+            if self.pods is not None and (stable.pods or canary.pods):
+                self._add_pods(stable, canary)
         except HistogramLayoutError as exc:
             self._skip(str(exc))
             return
@@ -187,6 +253,8 @@ class SequentialLatencyJudge:
         self.hist_s = (np.asarray(self.hist_s) + s).tolist()
         self.hist_c = (np.asarray(self.hist_c) + c).tolist()
         assert self.engine is not None
+        if self.pods is not None and self.pods.seen:
+            _widen(self.engine, self.pods)
         n_s, n_c = s[-1], c[-1]
         rows = len(self.chosen)
         x_s = np.array([n_s - s[k] for k in self.chosen])
@@ -217,6 +285,7 @@ class SequentialLatencyJudge:
         self.layout = layout
         self.chosen = chosen
         self.engine = RateRatioBatch(len(chosen), 1.0 + self.tolerance, self._grid())
+        self.pods = PodSpread(len(chosen), self._alpha_excess)
         if self.omnibus:
             self.omni = RateRatioBatch(len(layout), 1.0)
         self.hist_s = [0.0] * len(layout)
@@ -245,7 +314,7 @@ class SequentialLatencyJudge:
             "metric": self.metric,
             "judge": "sequential",
             "critical": self.critical,
-            "threshold": 1.0 / self._alpha_excess,
+            "threshold": 1.0 / self._alpha_test,
         }
         if self.engine is None or self.layout is None:
             why = (
@@ -258,6 +327,8 @@ class SequentialLatencyJudge:
         n_s, n_c = e.requests[0]
         base.update(canary_samples=float(n_c), stable_samples=float(n_s))
         details.update(self._quantiles())
+        assert self.pods is not None
+        details.update(self.pods.details())
         if n_c <= 0 or n_s <= 0:
             who = "canary" if n_c <= 0 else "stable"
             return Verdict(
@@ -280,6 +351,7 @@ class SequentialLatencyJudge:
                     "ratio": float(est[row]),
                     "interval": [float(lo[row]), float(hi[row])],
                     "e_value": float(np.exp(min(log_e[row], 700.0))),
+                    "null_widening": _widening(e, row),
                 }
             )
         details["boundaries"] = per
@@ -292,18 +364,26 @@ class SequentialLatencyJudge:
             interval=(float(lo[worst]), float(hi[worst])),
         )
         q_txt = self._quantile_text(details)
-        if self.max_combined >= 1.0 / self._alpha_excess:
+        assert self.pods is not None
+        w_txt = _widened_text(
+            1.0 + self.tolerance, _widening(e, worst), bool(self.pods.warming()[worst])
+        )
+        if self.max_combined >= 1.0 / self._alpha_test:
             return Verdict(
                 status=Status.FAIL,
                 reason=(
                     f"more canary requests are slower than {b_ms:g} ms than tolerated "
                     f"({per[worst]['canary_share_slower']:.3g} vs "
-                    f"{per[worst]['stable_share_slower']:.3g}){q_txt}"
+                    f"{per[worst]['stable_share_slower']:.3g}){q_txt}{w_txt}"
                 ),
                 details=details,
                 **base,
             )
-        if self.omni is not None:
+        if self.omni is not None and self._pods_seen:
+            details["omnibus"] = (
+                "not used: it tests exact equality, which a canary on its own pods never meets"
+            )
+        elif self.omni is not None:
             log_o = self._log_e_omnibus()
             details["omnibus_e_value"] = math.exp(min(log_o, 700.0))
             slower = bool(np.isfinite(est[0]) and est[0] > 1.0)
@@ -323,7 +403,7 @@ class SequentialLatencyJudge:
             )
         return Verdict(
             status=Status.CONTINUE,
-            reason=f"not yet shown either way at {b_ms:g} ms{q_txt}",
+            reason=f"not yet shown either way at {b_ms:g} ms{q_txt}{w_txt}",
             details=details,
             **base,
         )
@@ -351,6 +431,7 @@ class SequentialLatencyJudge:
             "pending_s": list(self.pending_s),
             "skipped": dict(self.skipped),
             "max_combined": self.max_combined,
+            "pods": None if self.pods is None else self.pods.state(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -367,6 +448,9 @@ class SequentialLatencyJudge:
             self.engine = RateRatioBatch(len(state["engine"]), 1.0 + self.tolerance, self._grid())
             for r, rs in enumerate(state["engine"]):
                 self.engine.load_row_state(r, rs)
+            self.pods = PodSpread(len(self.chosen), self._alpha_excess)
+            if state.get("pods") is not None:  # absent in state saved before pods were judged
+                self.pods.load_state(state["pods"])
         if state["omni"] is not None:
             self.omni = RateRatioBatch(len(state["omni"]), 1.0)
             for r, rs in enumerate(state["omni"]):

@@ -1,0 +1,245 @@
+"""Between-pod spread of the stable version, and how far it widens the rate-ratio null.
+
+In KServe the canary runs on its own pods. Pods of the *same* version differ (node, GPU, cache,
+neighbours), so even a healthy canary's true ratio ``rho_AA = p_canary / p_stable`` is not 1:
+it is the canary's few pods against stable's pods. The conditional rate-ratio test is exact
+*at* ``rho_AA``, so it stays valid if its null ``rho <= rho0`` is widened to ``rho <= rho0 * h``
+with ``h >= rho_AA`` (with probability ``1 - beta``). This module estimates ``h`` from stable's
+own per-pod counts (DESIGN-NOTES.md, "Canary on its own pods"):
+
+1. per stable pod ``i``: ``y_i = log((x_i + 1/2) / (n_i + 1/2))`` (events ``x_i`` in requests
+   ``n_i``), with binomial variance ``v_i = 1/(x_i + 1/2) - 1/(n_i + 1/2)``;
+2. the method-of-moments (DerSimonian-Laird) between-pod variance of log rates, with the
+   binomial noise subtracted: ``tau^2 = max(0, (Q - (k_s - 1)) / (S1 - S2 / S1))``, ``Q``
+   Cochran's statistic with weights ``1 / v_i``, ``S1``/``S2`` the sums of the weights and of
+   their squares (homogeneous pods give exactly ``tau = 0`` in most looks);
+3. ``log h = t_{k_s-1}(1 - beta) * tau * sqrt(sum a_j^2 + sum b_i^2)`` with ``a``/``b`` the
+   canary's and stable's pods' traffic shares: the one-sided prediction bound of a Student t
+   with ``k_s - 1`` degrees of freedom for the difference of two traffic-weighted means of pod
+   effects, where the spread is itself estimated from ``k_s`` pods. ``beta`` is
+   ``POD_ALPHA_SHARE`` of the judge's alpha, spent only when the source reports pods;
+4. until stable's pods have seen ``MIN_POD_EVENTS`` events each on average, ``h`` is at least
+   ``WARM_UP_WIDENING`` (x4): their spread is not yet known, and a canary pod far from
+   stable's few pods is then as likely a pod effect as a regression, so only a canary more than
+   x4 off is rolled back early. The evidence is kept, so a smaller regression is rolled back as
+   soon as the warm-up ends.
+
+Pods are keyed by name and capped at ``MAX_PODS`` per version (a pod beyond the cap still
+counts in the version's totals, not in the spread estimate), so the state stays small.
+With fewer than two stable pods there is no between-pod estimate: ``h = 1`` and the verdict
+says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats
+
+from canaryd.observation import PodCounts
+
+FloatArray = npt.NDArray[np.float64]
+
+MAX_PODS = 32
+"""Pods remembered per version; later names are left out of the spread estimate."""
+POD_ALPHA_SHARE = 0.25
+"""Share of a judge's alpha spent on "the canary's pods are further from stable's than the
+bound ``h``" (only when the source reports pods; otherwise the whole alpha goes to the test)."""
+NOISE_SHARE = 1.0
+"""How much of the expected binomial noise ``k_s - 1`` is subtracted from Cochran's Q: 1 is the
+method of moments. Less is more conservative and costs detection delay on alike pods; the study
+measures 0, 0.5 and 1 (``analysis/pods.py``, DESIGN-NOTES.md)."""
+WARM_UP_WIDENING: float | None = 4.0
+"""The null's widening, at least, during the warm-up (None: infinite, no rollback). With an
+infinite one, a x10 error rate at 0.1 % on 4 alike stable pods was rolled back after a median
+110 min instead of 5 (the warm-up's length); x4 gives 26 min at the same A/A rates."""
+MIN_POD_EVENTS = 30.0
+"""Events per stable pod (on average) before the spread is trusted: until then ``h`` is at
+least ``WARM_UP_WIDENING``; chosen on the study (``analysis/pods.py``)."""
+
+
+def log_widening(
+    n: FloatArray,
+    x: FloatArray,
+    shares_sq: FloatArray,
+    beta: float,
+    noise_share: float = NOISE_SHARE,
+) -> tuple[FloatArray, FloatArray]:
+    """``(log h, tau)`` per row from stable's per-pod counts.
+
+    ``n``, ``x``: cumulative requests and events, shape ``(rows, pods)`` (a pod with no requests
+    is left out). ``shares_sq``: ``sum a_j^2 + sum b_i^2`` per row. ``beta``: the one-sided
+    error of the bound; ``noise_share``: see ``NOISE_SHARE``. Rows with fewer than two stable pods get ``log h = 0`` and ``tau = NaN``;
+    rows still in the warm-up (``in_warm_up``) get at least ``log WARM_UP_WIDENING``.
+    """
+    n = np.atleast_2d(np.asarray(n, dtype=np.float64))
+    x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    if not 0.0 < beta < 1.0:
+        raise ValueError(f"beta must be in (0, 1), got {beta}")
+    live = n > 0
+    k = live.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = np.log((x + 0.5) / (n + 0.5))
+        v = 1.0 / (x + 0.5) - 1.0 / (n + 0.5)
+        w = np.where(live, 1.0 / np.maximum(v, 1e-12), 0.0)
+        y = np.where(live, y, 0.0)
+        s1 = w.sum(axis=1)
+        ybar = (w * y).sum(axis=1) / s1
+        q = (w * (y - ybar[:, None]) ** 2).sum(axis=1)
+        c = s1 - (w**2).sum(axis=1) / s1
+        df = np.maximum(k - 1, 1)
+        tau2 = np.where(k >= 2, np.maximum(0.0, (q - noise_share * (k - 1)) / c), np.nan)
+        tq = stats.t.ppf(1.0 - beta, df)
+    tau = np.sqrt(tau2)
+    log_h = np.where(k >= 2, tq * tau * np.sqrt(np.asarray(shares_sq, dtype=np.float64)), 0.0)
+    log_h = np.nan_to_num(log_h, nan=0.0)
+    # Until stable's pods have seen enough events the spread is unknown: no rollback yet.
+    warm = in_warm_up(n, x)
+    floor = math.inf if WARM_UP_WIDENING is None else math.log(WARM_UP_WIDENING)
+    return np.where(warm, np.maximum(log_h, floor), log_h), tau
+
+
+def in_warm_up(n: FloatArray, x: FloatArray) -> npt.NDArray[np.bool_]:
+    """Per row, whether at least two stable pods have traffic but fewer than
+    ``MIN_POD_EVENTS`` events each on average (shapes as in ``log_widening``)."""
+    n = np.atleast_2d(np.asarray(n, dtype=np.float64))
+    x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    k = (n > 0).sum(axis=1)
+    return np.asarray((k >= 2) & (x.sum(axis=1) < MIN_POD_EVENTS * np.maximum(k, 1)))
+
+
+def grid_steps(log_h: FloatArray, step: float, limit: int) -> npt.NDArray[np.int64]:
+    """``log h`` rounded *up* to whole grid steps (so the tested null is never narrower)."""
+    lh = np.asarray(log_h, dtype=np.float64)
+    s = np.ceil(np.minimum(lh, (limit + 1) * step) / step - 1e-9).astype(np.int64)
+    return np.clip(s, 0, limit)
+
+
+class PodSpread:
+    """Stable's accumulated per-pod counts for ``rows`` event kinds, and the canary's traffic.
+
+    ``add`` takes one interval; ``log_h`` gives the current widening per row. Only *stable's*
+    events enter the estimate; of the canary only the requests per pod (its traffic shares) are
+    used, never its outcomes.
+    """
+
+    def __init__(self, rows: int, alpha: float) -> None:
+        self.rows = rows
+        self.alpha = alpha
+        self.stable: dict[str, list[float]] = {}
+        """pod -> [requests, events of row 0, events of row 1, ...]"""
+        self.canary: dict[str, float] = {}
+        self.seen = False
+        """True once the source has reported pods for either version."""
+        self.ignored = 0
+        """Pod names beyond ``MAX_PODS`` (left out of the estimate)."""
+
+    @property
+    def beta(self) -> float:
+        return POD_ALPHA_SHARE * self.alpha
+
+    def add(
+        self, stable: Sequence[tuple[str, float, Sequence[float]]], canary: Sequence[PodCounts]
+    ) -> None:
+        """One interval: stable ``(pod, requests, events per row)`` and the canary's pods."""
+        if stable or canary:
+            self.seen = True
+        for name, req, ev in stable:
+            if len(ev) != self.rows:
+                raise ValueError(f"pod {name!r}: expected {self.rows} event counts, got {len(ev)}")
+            acc = self.stable.get(name)
+            if acc is None:
+                if len(self.stable) >= MAX_PODS:
+                    self.ignored += 1
+                    continue
+                acc = self.stable[name] = [0.0] * (1 + self.rows)
+            acc[0] += float(req)
+            for r, e in enumerate(ev):
+                acc[1 + r] += float(e)
+        for p in canary:
+            if p.pod not in self.canary and len(self.canary) >= MAX_PODS:
+                self.ignored += 1
+                continue
+            self.canary[p.pod] = self.canary.get(p.pod, 0.0) + float(p.requests)
+
+    @property
+    def stable_pods(self) -> int:
+        return sum(1 for acc in self.stable.values() if acc[0] > 0)
+
+    @property
+    def canary_pods(self) -> int:
+        return sum(1 for n in self.canary.values() if n > 0)
+
+    def _shares_sq(self) -> float:
+        ns = np.array([acc[0] for acc in self.stable.values()])
+        nc = np.array(list(self.canary.values()))
+        b2 = float(np.sum((ns / ns.sum()) ** 2)) if ns.sum() > 0 else 1.0
+        # Without the canary's pods, assume the worst: one canary pod.
+        a2 = float(np.sum((nc / nc.sum()) ** 2)) if nc.sum() > 0 else 1.0
+        return a2 + b2
+
+    def estimate(self) -> tuple[FloatArray, FloatArray]:
+        """``(log h, tau)`` per row; zeros and NaN before two stable pods have traffic."""
+        if self.stable_pods < 2:
+            return np.zeros(self.rows), np.full(self.rows, np.nan)
+        acc = np.array(list(self.stable.values()))  # (pods, 1 + rows)
+        n = np.broadcast_to(acc[:, 0], (self.rows, acc.shape[0]))
+        x = acc[:, 1:].T
+        shares = np.full(self.rows, self._shares_sq())
+        return log_widening(n, x, shares, self.beta)
+
+    def warming(self) -> npt.NDArray[np.bool_]:
+        """Per row, True while stable's pods are in the warm-up."""
+        if self.stable_pods < 2:
+            return np.zeros(self.rows, dtype=bool)
+        acc = np.array(list(self.stable.values()))
+        return in_warm_up(np.broadcast_to(acc[:, 0], (self.rows, acc.shape[0])), acc[:, 1:].T)
+
+    def details(self) -> dict[str, Any]:
+        """What the verdict shows about the pods."""
+        if not self.seen:
+            return {
+                "pods": "the metric source cannot tell pods apart: the test assumes requests "
+                "are exchangeable between versions"
+            }
+        _, tau = self.estimate()
+        out: dict[str, Any] = {
+            "stable_pods": self.stable_pods,
+            "canary_pods": self.canary_pods,
+            "alpha_for_pod_spread": self.beta,
+            "between_pod_sd_log": [None if math.isnan(t) else float(t) for t in tau],
+        }
+        if self.stable_pods < 2:
+            out["pods"] = (
+                "fewer than two stable pods: their spread cannot be estimated, so the test "
+                "assumes the canary's pods are like stable's"
+            )
+        elif self.warming().any():
+            out["pods"] = (
+                f"stable's pods have fewer than {MIN_POD_EVENTS:g} events each: how much pods "
+                f"differ is not known yet, so the null is widened by at least x{WARM_UP_WIDENING:g}"
+            )
+        if self.ignored:
+            out["pods_ignored"] = self.ignored
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "stable": {k: list(v) for k, v in self.stable.items()},
+            "canary": dict(self.canary),
+            "seen": self.seen,
+            "ignored": self.ignored,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        stable = {str(k): [float(x) for x in v] for k, v in state["stable"].items()}
+        if any(len(v) != 1 + self.rows for v in stable.values()):
+            raise ValueError(f"stored pod counts do not have {self.rows} event kinds")
+        self.stable = stable
+        self.canary = {str(k): float(v) for k, v in state["canary"].items()}
+        self.seen = bool(state["seen"])
+        self.ignored = int(state["ignored"])
