@@ -29,6 +29,7 @@ from canaryd.exitcodes import PLAN_HELP, ExitCode, for_outcome
 if TYPE_CHECKING:
     from canaryd.policy.model import CanaryPolicy
     from canaryd.simulation.engine import RunResult, SimulationResult
+    from canaryd.simulation.scenario import Scenario
 
 FC = TypeVar("FC", bound=Callable[..., object] | click.Command)
 _Sample = tuple[float, list[float], list[float], list[float], list[float]]
@@ -155,7 +156,7 @@ def simulate_cmd(
         policy = policy_for(sc.policy, policy_name or sc.policy_name, base, policy_path)
     except InputError as exc:
         _fail(exc)
-    _check_custom_metrics(scenario, policy)
+    _check_custom_metrics(scenario, sc, policy)
     sink = None
     samples: list[_Sample] = []
     mirrored: dict[float, list[float]] = {}
@@ -227,24 +228,27 @@ def simulate_cmd(
     sys.exit(for_outcome(result.runs[0].outcome) if runs == 1 else ExitCode.NO_WORSE)
 
 
-def _check_custom_metrics(scenario: Path, policy: CanaryPolicy) -> None:
-    """The simulator has no model of a ``custom`` metric (its value comes from the user's own
-    PromQL): a critical one would keep every run inconclusive until its timeout, so it is
-    refused (exit 3); a non-critical one is named in a warning line and stays inconclusive."""
+def _check_custom_metrics(scenario: Path, sc: Scenario, policy: CanaryPolicy) -> None:
+    """A ``custom`` metric is simulated from the scenario's ``custom`` values (its value comes
+    from the user's own PromQL in the cluster). One the scenario does not model would keep
+    every run inconclusive: a critical one is refused (exit 3) with the syntax to add, a
+    non-critical one is named in a warning line."""
+    modelled = set(sc.stable.custom or {})
     custom = [m for m in policy.spec.analysis.metrics if m.kind == "custom"]
-    critical = [m.name for m in custom if m.critical]
+    missing = [m for m in custom if m.name not in modelled]
+    critical = [m.name for m in missing if m.critical]
     if critical:
         click.echo(
-            f"{scenario}: the simulator cannot model custom metric(s) {', '.join(critical)} "
-            "(their values come from your own PromQL): as critical metrics they would keep "
-            "every run inconclusive. Simulate with a policy without them, or make them "
-            "critical: false",
+            f"{scenario}: the scenario does not model custom metric(s) {', '.join(critical)}: "
+            "as critical metrics they would keep every run inconclusive. Add their "
+            f"per-interval values, e.g. stable: {{custom: {{{critical[0]}: {{mean: 0.6, "
+            "sd: 0.05}}}} (and canary changes with custom: ...), or make them critical: false",
             err=True,
         )
         sys.exit(ExitCode.USAGE)
-    for m in custom:
+    for m in missing:
         click.echo(
-            f"{scenario}: warning: the simulator cannot model custom metric {m.name!r}; it "
+            f"{scenario}: warning: the scenario does not model custom metric {m.name!r}; it "
             "stays inconclusive in every run (it is not critical, so it blocks nothing)",
             err=True,
         )

@@ -36,7 +36,7 @@ from canaryd.errors import Problem, ScenarioError
 from canaryd.observation import Observation, VersionCounts
 from canaryd.policy.model import CanaryPolicy
 from canaryd.simulation.pods import PodDraws
-from canaryd.simulation.scenario import MAX_RPS, Latency, Scenario
+from canaryd.simulation.scenario import MAX_RPS, CustomValue, Latency, Scenario
 from canaryd.simulation.shadow import draw_mirrored, mirror_fractions
 from canaryd.simulation.signals import MlSignals
 from canaryd.stats.verdict import Verdict
@@ -305,6 +305,17 @@ class _World:
             s, c = rate, rate
         return s, c
 
+    def custom_values(self, t: float) -> tuple[dict[str, CustomValue], dict[str, CustomValue]]:
+        """Both versions' custom-metric models at ``t``, by metric name (the canary inherits
+        stable's and each change replaces the metrics it names from its ``at``)."""
+        sc = self.sc
+        stable = dict(sc.stable.custom or {})
+        canary = {**stable, **(sc.canary.custom or {})}
+        for ch in sc.canary.changes:
+            if ch.custom is not None and t >= ch.at:
+                canary.update(ch.custom)
+        return stable, canary
+
     def _latencies(self, t: float) -> tuple[tuple[int, Latency], tuple[int, Latency]]:
         sc = self.sc
         assert sc.stable.latency is not None
@@ -420,6 +431,14 @@ def simulate(
         pod_hist = [np.zeros((runs, kp, k)) for kp in n_pods]
     rng = np.random.default_rng(seed)
     chaos_rng = np.random.default_rng([seed, 1])
+    # Custom metrics the scenario models, each drawn on its own stream (the others' draws,
+    # and so every earlier result, stay as they were).
+    custom_names = [
+        m.name
+        for m in policy.spec.analysis.metrics
+        if m.kind == "custom" and m.name in (scenario.stable.custom or {})
+    ]
+    custom_rng = np.random.default_rng([seed, 3])
     n_intervals = n_ticks // ticks_per_interval
     chaos_at: list[set[int]] = [
         set(
@@ -535,6 +554,15 @@ def simulate(
         start = t1 - interval
         outage = world.outage(start, t1)
         cs = np.cumsum(hist, axis=2)
+        custom: list[list[dict[str, float]]] = [[{}, {}] for _ in range(runs)]
+        if custom_names:
+            models = world.custom_values(t1)
+            for v in (0, 1):
+                for name in custom_names:
+                    cv = models[v][name]
+                    draws = custom_rng.normal(cv.mean, cv.sd, runs) if cv.sd else [cv.mean] * runs
+                    for r in range(runs):
+                        custom[r][v][name] = float(draws[r])
         worked = skipped = 0
         for r in range(runs):
             st = states[r]
@@ -563,6 +591,7 @@ def simulate(
                         float(err[r, 0]),
                         bounds,
                         tuple(cs[r, 0].tolist()),
+                        values=custom[r][0],
                         **(ml.fields(r, 0) if ml is not None else {}),
                         **per_pod[0],
                     ),
@@ -573,6 +602,7 @@ def simulate(
                         tuple(cs[r, 1].tolist()),
                         mirrored_requests=float(mirrored[r, 0]) if shadow else None,
                         mirrored_errors=float(mirrored[r, 1]) if shadow else None,
+                        values=custom[r][1],
                         **(ml.fields(r, 1) if ml is not None else {}),
                         **per_pod[1],
                     ),

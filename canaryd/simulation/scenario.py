@@ -245,9 +245,25 @@ class Labels(_Model):
     share: Rate = Field(1.0, description="Share of predictions that are ever labelled.")
 
 
+class CustomValue(_Model):
+    """A ``custom`` metric's value per analysis interval: normal, ``mean`` ± ``sd``.
+
+    A custom metric is one number per interval from the user's own PromQL (GPU memory, a
+    business KPI, a score); the simulator draws it independently each interval.
+    """
+
+    mean: float = Field(ge=-1e12, le=1e12, description="Mean of the per-interval value.")
+    sd: float = Field(0.0, ge=0, le=1e12, description="Standard deviation between intervals.")
+
+
 class Version(_Model):
     error_rate: Rate | None = None
     latency: Latency | None = None
+    custom: dict[str, CustomValue] | None = Field(
+        None,
+        description="Per-interval values of the policy's custom metrics, by metric name "
+        "(e.g. {gpu-memory: {mean: 0.62, sd: 0.03}}).",
+    )
     llm: Llm | None = None
     categories: dict[str, Shares] | None = Field(
         None,
@@ -261,6 +277,9 @@ class Change(_Model):
     at: Duration
     error_rate: Rate | None = None
     latency: Latency | None = None
+    custom: dict[str, CustomValue] | None = Field(
+        None, description="Custom metrics' new values from ``at`` on, by metric name."
+    )
     ramp: Duration | None = Field(
         None, description="Reach the new error rate linearly over this long (slow creep)."
     )
@@ -378,6 +397,21 @@ class Scenario(_Model):
         if self.pods is not None and self.stable.llm is not None:
             raise at("pods", "pods are not modelled for llm scenarios (latency is derived there)")
         self._check_ml()
+        modelled = set(self.stable.custom or {})
+        for path, custom in [
+            ("canary.custom", self.canary.custom),
+            *(
+                (f"canary.changes[{i}].custom", ch.custom)
+                for i, ch in enumerate(self.canary.changes)
+            ),
+        ]:
+            unknown = sorted(set(custom or {}) - modelled)
+            if unknown:
+                raise at(
+                    path,
+                    f"custom metric(s) {', '.join(unknown)} have no stable value: give "
+                    "stable.custom the same names (the canary is compared against stable)",
+                )
         if self.tick <= 0 or self.duration < self.tick:
             raise at("tick", "tick must be positive and no longer than duration")
         if self.start.tzinfo is None:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -132,28 +133,69 @@ spec:
 """
 
 
-def test_simulate_refuses_a_critical_custom_metric_it_cannot_model(tmp_path: Path) -> None:
+def test_simulate_refuses_a_critical_custom_metric_the_scenario_does_not_model(
+    tmp_path: Path,
+) -> None:
     sc, pol = tmp_path / "sc.yaml", tmp_path / "p.yaml"
     sc.write_text(SCENARIO.format(rps=5))
     pol.write_text(CUSTOM_POLICY.format(critical="true"))
     result = run("simulate", sc, "--policy", pol)
     assert result.exit_code == 3
     assert result.stderr.startswith(
-        f"{sc}: the simulator cannot model custom metric(s) gpu-util (their values come from "
-        "your own PromQL)"
+        f"{sc}: the scenario does not model custom metric(s) gpu-util: as critical metrics "
+        "they would keep every run inconclusive. Add their per-interval values, e.g. stable: "
+        "{custom: {gpu-util: {mean: 0.6, sd: 0.05}}}"
     )
 
 
-def test_simulate_names_a_non_critical_custom_metric_it_cannot_model(tmp_path: Path) -> None:
+def test_simulate_names_a_non_critical_custom_metric_the_scenario_does_not_model(
+    tmp_path: Path,
+) -> None:
     sc, pol = tmp_path / "sc.yaml", tmp_path / "p.yaml"
     sc.write_text(SCENARIO.format(rps=5))
     pol.write_text(CUSTOM_POLICY.format(critical="false"))
     result = run("simulate", sc, "--policy", pol)
     assert result.exit_code in (0, 1, 2)  # it ran
     assert result.stderr.splitlines()[0] == (
-        f"{sc}: warning: the simulator cannot model custom metric 'gpu-util'; it stays "
+        f"{sc}: warning: the scenario does not model custom metric 'gpu-util'; it stays "
         "inconclusive in every run (it is not critical, so it blocks nothing)"
     )
+
+
+CUSTOM_SCENARIO = """duration: 2h
+traffic: {{rps: 5}}
+stable:
+  errorRate: 0.01
+  latency: {{lognormal: {{medianMs: 80, sigma: 0.5}}}}
+  custom: {{gpu-util: {{mean: 0.60, sd: 0.03}}}}
+canary:
+  changes: [{changes}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("changes", "outcome"),
+    [("", "promoted"), ("{at: 0s, custom: {gpu-util: {mean: 0.95, sd: 0.03}}}", "rolled_back")],
+)
+def test_simulate_models_a_custom_metric_from_the_scenario(
+    tmp_path: Path, changes: str, outcome: str
+) -> None:
+    sc, pol = tmp_path / "sc.yaml", tmp_path / "p.yaml"
+    sc.write_text(CUSTOM_SCENARIO.format(changes=changes))
+    pol.write_text(CUSTOM_POLICY.format(critical="true"))
+    result = run("simulate", sc, "--policy", pol, "--runs", "10", "--json")
+    assert result.stderr == ""
+    outcomes = json.loads(result.stdout)["outcomes"]
+    assert outcomes[outcome] >= 9, outcomes
+
+
+def test_a_canary_custom_value_needs_a_stable_one(tmp_path: Path) -> None:
+    sc, pol = tmp_path / "sc.yaml", tmp_path / "p.yaml"
+    sc.write_text(CUSTOM_SCENARIO.format(changes="{at: 5m, custom: {other: {mean: 1}}}"))
+    pol.write_text(CUSTOM_POLICY.format(critical="true"))
+    result = run("simulate", sc, "--policy", pol)
+    assert result.exit_code == 3
+    assert "custom metric(s) other have no stable value" in result.stderr
 
 
 @pytest.mark.parametrize(
