@@ -437,53 +437,12 @@ def scalars_by_pod(
     return dict(out)
 
 
-def buckets_by_pod(
-    rows: list[dict[str, Any]], qs: QuerySet, wanted: set[str]
+def grouped_buckets(
+    rows: list[dict[str, Any]], qs: QuerySet, wanted: set[str], scale: float, by: str | None
 ) -> dict[_Key, dict[str, dict[float, float]]]:
-    """Cumulative buckets per (namespace, revision) and pod (``""`` when a row lacks the pod
-    label), bounds converted to milliseconds."""
-    out: dict[_Key, dict[str, dict[float, float]]] = defaultdict(lambda: defaultdict(dict))
-    pod_label = qs.pod_label or ""
-    for row in rows:
-        labels = row.get("metric", {})
-        key = _label_key(labels, qs, wanted)
-        if key is None:
-            continue
-        try:
-            le = float(labels["le"])
-        except (KeyError, ValueError):
-            continue
-        bound = le if math.isinf(le) else _ms(le, qs.latency_scale_ms)
-        hist = out[key][labels.get(pod_label, "")]
-        hist[bound] = hist.get(bound, 0.0) + _value(row)
-    return {k: dict(v) for k, v in out.items()}
-
-
-def buckets(
-    rows: list[dict[str, Any]], qs: QuerySet, wanted: set[str]
-) -> dict[_Key, dict[float, float]]:
-    """Cumulative buckets per (namespace, revision), bounds converted to milliseconds."""
-    out: dict[_Key, dict[float, float]] = defaultdict(dict)
-    for row in rows:
-        labels = row.get("metric", {})
-        key = _label_key(labels, qs, wanted)
-        if key is None:
-            continue
-        try:
-            le = float(labels["le"])
-        except (KeyError, ValueError):
-            continue
-        bound = le if math.isinf(le) else _ms(le, qs.latency_scale_ms)
-        hist = out[key]
-        hist[bound] = hist.get(bound, 0.0) + _value(row)
-    return dict(out)
-
-
-def series_buckets(
-    rows: list[dict[str, Any]], qs: QuerySet, wanted: set[str], scale: float
-) -> dict[_Key, dict[str, dict[float, float]]]:
-    """Cumulative buckets per (namespace, revision) and ``canaryd_series``, ``le`` times
-    ``scale`` (seconds to milliseconds, or 1 for token counts)."""
+    """Cumulative buckets per (namespace, revision) and value of the label ``by`` (``""`` when
+    a row lacks it, or for every row when ``by`` is None), ``le`` times ``scale`` (seconds to
+    milliseconds, or 1 for token counts); rows that share both keys and ``le`` are summed."""
     out: dict[_Key, dict[str, dict[float, float]]] = defaultdict(lambda: defaultdict(dict))
     for row in rows:
         labels = row.get("metric", {})
@@ -495,9 +454,33 @@ def series_buckets(
         except (KeyError, ValueError):
             continue
         bound = le if math.isinf(le) else _ms(le, scale)
-        hist = out[key][labels.get(SERIES_LABEL, "")]
+        hist = out[key][labels.get(by, "") if by else ""]
         hist[bound] = hist.get(bound, 0.0) + _value(row)
     return {k: dict(v) for k, v in out.items()}
+
+
+def buckets_by_pod(
+    rows: list[dict[str, Any]], qs: QuerySet, wanted: set[str]
+) -> dict[_Key, dict[str, dict[float, float]]]:
+    """Cumulative latency buckets per (namespace, revision) and pod (``""`` when a row lacks
+    the pod label), bounds in milliseconds."""
+    return grouped_buckets(rows, qs, wanted, qs.latency_scale_ms, qs.pod_label)
+
+
+def buckets(
+    rows: list[dict[str, Any]], qs: QuerySet, wanted: set[str]
+) -> dict[_Key, dict[float, float]]:
+    """Cumulative latency buckets per (namespace, revision), bounds in milliseconds."""
+    grouped = grouped_buckets(rows, qs, wanted, qs.latency_scale_ms, None)
+    return {k: v[""] for k, v in grouped.items()}
+
+
+def series_buckets(
+    rows: list[dict[str, Any]], qs: QuerySet, wanted: set[str], scale: float
+) -> dict[_Key, dict[str, dict[float, float]]]:
+    """Cumulative buckets per (namespace, revision) and ``canaryd_series``, ``le`` times
+    ``scale`` (seconds to milliseconds, or 1 for token counts)."""
+    return grouped_buckets(rows, qs, wanted, scale, SERIES_LABEL)
 
 
 def categorised(

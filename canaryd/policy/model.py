@@ -668,6 +668,17 @@ class SourceTls(_Model):
         return self
 
 
+def _checked_url(v: str | None) -> str | None:
+    """``v`` when it is a usable http(s) URL (or None); ValueError saying why not."""
+    if v is not None:
+        from canaryd.outbound import check_url
+
+        problem = check_url(v)
+        if problem is not None:
+            raise ValueError(problem)
+    return v
+
+
 class Source(_Model):
     preset: Literal["istio", "knative", "kserve", "vllm", "custom"] = Field(
         "istio",
@@ -721,13 +732,7 @@ class Source(_Model):
     @field_validator("prometheus")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
-        if v is not None:
-            from canaryd.outbound import check_url
-
-            problem = check_url(v)
-            if problem is not None:
-                raise ValueError(problem)
-        return v
+        return _checked_url(v)
 
     @field_validator("error_codes")
     @classmethod
@@ -863,13 +868,7 @@ class Endpoint(_Model):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
-        if v is not None:
-            from canaryd.outbound import check_url
-
-            problem = check_url(v)
-            if problem is not None:
-                raise ValueError(problem)
-        return v
+        return _checked_url(v)
 
     @field_validator("timeout")
     @classmethod
