@@ -117,7 +117,11 @@ def observation_for(
     if ans.resets is not None:
         for v, k in keys.items():
             n = ans.resets.get(k, 0.0)
-            if math.isnan(n) or n > 0:
+            if math.isnan(n):
+                return no_data(
+                    start_s, end_s, f"NaN from resets() ({v} revision {revs[v]!r}): no count"
+                )
+            if n > 0:
                 return no_data(
                     start_s, end_s, f"counter reset in the window ({v} revision {revs[v]!r})"
                 )

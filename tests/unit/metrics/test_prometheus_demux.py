@@ -140,6 +140,14 @@ def test_resets_and_partial_buckets_are_no_data() -> None:
         src.fetch_one(req(), 0, 60).no_data_reason
         == "counter reset in the window (canary revision 'c')"
     )
+    # NaN from resets() is not a reset: it says so (not "counter reset").
+    src, _ = make(
+        merge(istio_rows("ns", "s", 10, 0, B), istio_rows("ns", "c", 10, 2, B, resets="NaN"))  # type: ignore[arg-type]
+    )
+    assert (
+        src.fetch_one(req(), 0, 60).no_data_reason
+        == "NaN from resets() (canary revision 'c'): no count"
+    )
     src, _ = make(
         merge(istio_rows("ns", "s", 10, 0, B), istio_rows("ns", "c", 10, 2, {"10": 5, "100": 9}))
     )
