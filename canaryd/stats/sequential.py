@@ -24,6 +24,13 @@ MAX_SELECTION_REQUESTS = 1000
 REPORT_QUANTILES = (0.5, 0.9, 0.99)
 
 
+def _boundary_text(le_ms: float, stable_share_slower: float) -> str:
+    """A tested latency boundary named by what it is in stable's data: "60 ms (stable's p79)"
+    (the share of stable's requests at or below it, never the quantile it was chosen for)."""
+    below = 100.0 * (1.0 - stable_share_slower)
+    return f"{le_ms:g} ms (stable's p{below:.3g})"
+
+
 def _fmt_ratio(x: float) -> str:
     return "inf" if math.isinf(x) else f"{x:.3g}"
 
@@ -368,11 +375,12 @@ class SequentialLatencyJudge:
         w_txt = _widened_text(
             1.0 + self.tolerance, _widening(e, worst), bool(self.pods.warming()[worst])
         )
+        b_txt = _boundary_text(b_ms, per[worst]["stable_share_slower"])
         if self.max_combined >= 1.0 / self._alpha_test:
             return Verdict(
                 status=Status.FAIL,
                 reason=(
-                    f"more canary requests are slower than {b_ms:g} ms than tolerated "
+                    f"more canary requests are slower than {b_txt} than tolerated "
                     f"({per[worst]['canary_share_slower']:.3g} vs "
                     f"{per[worst]['stable_share_slower']:.3g}){q_txt}{w_txt}"
                 ),
@@ -395,18 +403,51 @@ class SequentialLatencyJudge:
                     **base,
                 )
         if bool(np.all(e.non_inferior(self.alpha))):
+            tested = ", ".join(
+                f"{p['le_ms']:g} ms = stable's p{100.0 * (1.0 - p['stable_share_slower']):.3g}"
+                for p in per
+            )
+            beyond = self._quantiles_beyond_tolerance(details)
+            if beyond:
+                # The boundaries pass, yet a quantile the policy asked for, interpolated from
+                # the buckets, is outside tolerance: no pass is claimed while the two disagree.
+                details["quantiles_beyond_tolerance"] = beyond
+                return Verdict(
+                    status=Status.CONTINUE,
+                    reason=(
+                        f"every tested boundary is within tolerance ({tested}), but "
+                        f"{'; '.join(beyond)}: not passing while the two disagree"
+                    ),
+                    details=details,
+                    **base,
+                )
             return Verdict(
                 status=Status.PASS,
-                reason=f"canary shown no slower than tolerated at every tested boundary{q_txt}",
+                reason=f"canary shown no slower than tolerated at every tested boundary: {tested}{q_txt}",
                 details=details,
                 **base,
             )
         return Verdict(
             status=Status.CONTINUE,
-            reason=f"not yet shown either way at {b_ms:g} ms{q_txt}{w_txt}",
+            reason=f"not yet shown either way at {b_txt}{q_txt}{w_txt}",
             details=details,
             **base,
         )
+
+    def _quantiles_beyond_tolerance(self, details: dict[str, Any]) -> list[str]:
+        """The policy's quantiles whose interpolated canary value exceeds stable's by more
+        than the tolerance, as text ("p90 canary 146.8 ms > 1.1 x stable 78.1 ms")."""
+        out = []
+        for q in self.quantiles:
+            tag = f"p{q * 100:g}"
+            s, c = details.get(f"stable_{tag}_ms"), details.get(f"canary_{tag}_ms")
+            if s is None or c is None or not (math.isfinite(s) and math.isfinite(c)):
+                continue
+            if c > (1.0 + self.tolerance) * s:
+                out.append(
+                    f"{tag} canary {c:.4g} ms > {1.0 + self.tolerance:.3g} x stable {s:.4g} ms"
+                )
+        return out
 
     def _quantile_text(self, details: dict[str, Any]) -> str:
         q = max(self.quantiles)

@@ -267,3 +267,44 @@ def test_latency_crossing_counts_even_when_no_verdict_was_read() -> None:
         looked.verdict()
     assert looked.state() == unlooked.state()
     assert looked.verdict() == unlooked.verdict()
+
+
+# -- latency boundaries named for what they are, and no pass against the quantile ------------
+
+_BOUNDS = (50.0, 100.0, 150.0, 200.0, math.inf)
+
+
+def _hist_vc(n: float, cum: tuple[float, ...]) -> VersionCounts:
+    return VersionCounts(n, 0.0, _BOUNDS, tuple(c * n for c in cum))
+
+
+def test_a_boundary_is_named_by_its_stable_quantile_not_the_one_asked_for() -> None:
+    # Asked for p90; stable's nearest boundary is 150 ms, which is stable's p95.
+    judge = SequentialLatencyJudge("latency", 0.01, 0.1, quantiles=(0.9,))
+    stable = (0.2, 0.84, 0.95, 0.99, 1.0)
+    for _ in range(60):
+        judge.update(_hist_vc(20000, stable), _hist_vc(20000, stable))
+    v = judge.verdict()
+    assert v.status is Status.PASS
+    assert "every tested boundary: 150 ms = stable's p95" in v.reason
+    assert "p90 " not in v.reason.split(";")[0]  # never "p90" for the 150 ms boundary
+
+
+def test_no_pass_while_the_interpolated_quantile_is_outside_tolerance() -> None:
+    # The canary matches stable at the 150 ms boundary (5 % slower on both), but below it its
+    # requests are much slower: its interpolated p90 is 147 ms against stable's 127 ms.
+    judge = SequentialLatencyJudge("latency", 0.01, 0.1, quantiles=(0.9,))
+    for _ in range(60):
+        judge.update(
+            _hist_vc(20000, (0.2, 0.84, 0.95, 0.99, 1.0)),
+            _hist_vc(20000, (0.01, 0.05, 0.95, 0.99, 1.0)),
+        )
+    v = judge.verdict()
+    assert v.status is Status.CONTINUE
+    assert v.reason == (
+        "every tested boundary is within tolerance (150 ms = stable's p95), but p90 canary "
+        "147.2 ms > 1.1 x stable 127.3 ms: not passing while the two disagree"
+    )
+    assert v.details["quantiles_beyond_tolerance"] == [
+        "p90 canary 147.2 ms > 1.1 x stable 127.3 ms"
+    ]
