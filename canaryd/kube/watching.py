@@ -308,11 +308,23 @@ class WatchCache:
                 if not r.thread.is_alive() and not r.stopped.is_set():
                     r.thread.start()
 
-    def stop(self) -> None:
+    def stop(self, join_s: float = 6.0) -> None:
+        """Stop every watch and wait up to ``join_s`` for their threads to end.
+
+        Waiting matters when the process exits next: a watch thread still inside a TLS
+        connect while the interpreter finalizes (the client's temporary CA file already
+        removed at exit) aborted ``canaryd run --once`` with SIGABRT. A connect is bounded by
+        the watch's 5 s connect timeout, so the wait is too.
+        """
         with self._lock:
             self._running = False
-            for r in self._reflectors.values():
+            reflectors = list(self._reflectors.values())
+            for r in reflectors:
                 r.stop()
+        deadline = time.monotonic() + join_s
+        for r in reflectors:
+            if r.thread.is_alive():
+                r.thread.join(max(0.0, deadline - time.monotonic()))
 
     def wait_synced(self, timeout_s: float = 60.0) -> bool:
         """Block until every watched collection has been listed once (False on timeout)."""

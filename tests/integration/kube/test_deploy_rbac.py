@@ -338,8 +338,14 @@ def test_service_account_can_do_its_job(kube: KubeEnv, deployed: Deployed) -> No
     recorder = EventRecorder(sa, instance="canaryd-0")
     assert recorder.record(key, Reason.WEIGHT_CHANGED, "10% → 20%"), recorder.last_error
 
-    # Leader-election Lease in canaryd-system: create, get, update.
+    # Leader-election Lease in canaryd-system: create, get, update. (A daemon started from
+    # deploy/ earlier in the session, by the end-to-end install test, may have left its Lease.)
     leases = f"/apis/coordination.k8s.io/v1/namespaces/{SYSTEM_NS}/leases"
+    try:
+        raw_request(kube.api_client, "DELETE", f"{leases}/canaryd-leader")
+    except ApiError as err:
+        if err.status != 404:
+            raise
     lease = raw_request(
         sa,
         "POST",
