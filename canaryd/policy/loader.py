@@ -662,14 +662,73 @@ def load_policy_file(
     return load_policies_text(read_document(p), str(path), configmaps=configmaps, checks=checks)
 
 
+KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+
+
 def policy_files(paths: Iterable[str | Path]) -> Iterator[Path]:
-    """Expand directories into their YAML files (sorted); files are yielded as given."""
+    """Expand directories into their YAML files (sorted); files are yielded as given.
+
+    A kustomization file stands for the sources of its ``configMapGenerator`` files (how
+    policies become the daemon's ConfigMap), resolved from its directory; in a directory the
+    kustomization file is expanded the same way rather than read as a policy.
+    """
+    seen: set[Path] = set()
+
+    def once(files: Iterable[Path]) -> Iterator[Path]:
+        for f in files:  # a policy file listed by a kustomization beside it is read once
+            key = f.resolve()
+            if key not in seen:
+                seen.add(key)
+                yield f
+
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            yield from sorted(f for f in p.rglob("*") if f.suffix in YAML_SUFFIXES and f.is_file())
+            for f in sorted(p.rglob("*")):
+                if f.name in KUSTOMIZATION_NAMES and f.is_file():
+                    yield from once(kustomization_sources(f))
+                elif f.suffix in YAML_SUFFIXES and f.is_file():
+                    yield from once([f])
+        elif p.name in KUSTOMIZATION_NAMES and p.is_file():
+            yield from once(kustomization_sources(p))
         else:
-            yield p
+            yield from once([p])
+
+
+def kustomization_sources(path: Path, _seen: set[Path] | None = None) -> list[Path]:
+    """The files of ``path``'s ``configMapGenerator`` entries (``key=file`` or ``file``), and
+    those of the kustomizations its ``resources`` directories hold (as ``kubectl apply -k``
+    would build them).
+
+    A kustomization that does not parse is returned as itself, so that loading it reports the
+    located YAML error.
+    """
+    seen = _seen if _seen is not None else set()
+    if path.resolve() in seen:
+        return []
+    seen.add(path.resolve())
+    try:
+        doc = yaml.safe_load(read_document(path))
+    except (InputError, yaml.YAMLError):
+        return [path]
+    if not isinstance(doc, dict):
+        return [path]
+    out: list[Path] = []
+    resources = doc.get("resources")
+    for res in resources if isinstance(resources, list) else []:
+        sub = path.parent / str(res)
+        if sub.is_dir():
+            for name in KUSTOMIZATION_NAMES:
+                if (sub / name).is_file():
+                    out.extend(kustomization_sources(sub / name, seen))
+                    break
+    generators = doc.get("configMapGenerator")
+    for gen in generators if isinstance(generators, list) else []:
+        files = gen.get("files") if isinstance(gen, dict) else None
+        for entry in files if isinstance(files, list) else []:
+            if isinstance(entry, str):
+                out.append(path.parent / entry.split("=", 1)[-1].strip())
+    return out
 
 
 def load_policy(path: str | Path, name: str | None = None) -> CanaryPolicy:

@@ -9,7 +9,7 @@ from click.testing import CliRunner, Result
 from canaryd.cli import main
 
 from . import support
-from .support import POLICIES
+from .support import POLICIES, REPO
 
 # Router kserve with the default (istio) preset is warned about (test_kserve_with_istio_preset);
 # these tests read the revisions with the knative preset: one line more after line 16.
@@ -196,3 +196,22 @@ def test_error_codes_must_be_a_regex(tmp_path: Path) -> None:
     assert "p.yaml:7:26: spec.analysis.source.errorCodes: expected a regular expression" in (
         out.output
     )
+
+
+def test_a_kustomization_stands_for_its_configmap_generator_sources(tmp_path: Path) -> None:
+    # deploy/ builds the policies ConfigMap from policies/Kustomization (a resource of it).
+    result = validate(REPO / "deploy" / "kustomization.yaml")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.endswith("9 file(s), 10 policies: 0 error(s), 0 warning(s)\n")
+    # key=file entries, resolved from the kustomization's directory; errors land in the file.
+    write(tmp_path, "good.yaml", BASE)
+    write(tmp_path, "src/bad.yaml", variant("alpha: 0.01", "alpha: 2"))
+    k = write(
+        tmp_path,
+        "kustomization.yaml",
+        "configMapGenerator:\n  - name: p\n    files: [good.yaml, bad-policy.yaml=src/bad.yaml]\n",
+    )
+    result = validate(k)
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'src' / 'bad.yaml'}:16:12: spec.analysis.alpha" in result.output
+    assert "2 file(s), 1 policy: 1 error(s)" in result.output
