@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from canaryd.errors import InputError, Problem
@@ -180,7 +180,9 @@ def _parse(path: str, stat: Stat, digest: str, raw: bytes) -> _FileResult:
         return _FileResult(stat, digest, [], [f"{path}: not UTF-8 text ({exc.reason})"])
     try:
         loaded = load_policies_text(text, path, checks=[template_problems])
-        return _FileResult(stat, digest, loaded, [])
+        # The YAML node tree is for validate's line:column warnings; a daemon serving
+        # thousands of policies keeps only the policies (a tree is tens of KB each).
+        return _FileResult(stat, digest, [replace(lp, node=None) for lp in loaded], [])
     except InputError as exc:
         return _FileResult(stat, digest, [], [str(p) for p in exc.problems])
 

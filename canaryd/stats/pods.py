@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
+from scipy.special import stdtrit
 
 from canaryd.observation import PodCounts
 
@@ -93,7 +93,7 @@ def log_widening(
         c = s1 - (w**2).sum(axis=1) / s1
         df = np.maximum(k - 1, 1)
         tau2 = np.where(k >= 2, np.maximum(0.0, (q - noise_share * (k - 1)) / c), np.nan)
-        tq = stats.t.ppf(1.0 - beta, df)
+        tq = stdtrit(df, 1.0 - beta)  # Student-t quantile (scipy.stats costs 40 MB at import)
     tau = np.sqrt(tau2)
     log_h = np.where(k >= 2, tq * tau * np.sqrt(np.asarray(shares_sq, dtype=np.float64)), 0.0)
     log_h = np.nan_to_num(log_h, nan=0.0)
