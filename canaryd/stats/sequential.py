@@ -24,11 +24,15 @@ MAX_SELECTION_REQUESTS = 1000
 REPORT_QUANTILES = (0.5, 0.9, 0.99)
 
 
+def _stable_quantile(stable_share_slower: float) -> str:
+    """What a tested boundary is in stable's data: "stable's p79" (the share of stable's
+    requests at or below it, never the quantile it was chosen for)."""
+    return f"stable's p{100.0 * (1.0 - stable_share_slower):.3g}"
+
+
 def _boundary_text(le_ms: float, stable_share_slower: float) -> str:
-    """A tested latency boundary named by what it is in stable's data: "60 ms (stable's p79)"
-    (the share of stable's requests at or below it, never the quantile it was chosen for)."""
-    below = 100.0 * (1.0 - stable_share_slower)
-    return f"{le_ms:g} ms (stable's p{below:.3g})"
+    """A tested latency boundary with its stable quantile: "60 ms (stable's p79)"."""
+    return f"{le_ms:g} ms ({_stable_quantile(stable_share_slower)})"
 
 
 def _fmt_ratio(x: float) -> str:
@@ -404,8 +408,7 @@ class SequentialLatencyJudge:
                 )
         if bool(np.all(e.non_inferior(self.alpha))):
             tested = ", ".join(
-                f"{p['le_ms']:g} ms = stable's p{100.0 * (1.0 - p['stable_share_slower']):.3g}"
-                for p in per
+                f"{p['le_ms']:g} ms = {_stable_quantile(p['stable_share_slower'])}" for p in per
             )
             beyond = self._quantiles_beyond_tolerance(details)
             if beyond:

@@ -18,18 +18,10 @@ from canaryd.metrics.source import FetchRequest
 from canaryd.observation import PodCounts
 from canaryd.policy.model import Queries, Source
 
+from .test_prometheus_demux import kind_of
+
 ISTIO = Source(preset="istio")
 NSL, VL = "destination_workload_namespace", "destination_workload"
-
-
-def _kind(q: str) -> str:
-    if "resets(" in q:
-        return "resets"
-    if ", le) (" in q:
-        return "buckets"
-    if "response_code" in q:
-        return "errors"
-    return "requests"
 
 
 @dataclass
@@ -41,7 +33,7 @@ class Fake:
 
     def query(self, promql: str, time_s: float, timeout_s: float) -> list[dict[str, Any]]:
         self.queries.append(promql)
-        return self.answers.get(_kind(promql), [])
+        return self.answers.get(kind_of(promql), [])
 
     def close(self) -> None:
         pass
@@ -304,7 +296,7 @@ class _Limited(Fake):
         revs = re.search(r'destination_workload=~"\(\?:([^)]*)\)', promql)
         if revs and len(revs.group(1).split("|")) > self.limit:
             raise QueryError("answer over 64 MiB", retryable=False, kind="too-large")
-        return self.answers.get(_kind(promql), [])
+        return self.answers.get(kind_of(promql), [])
 
 
 def test_an_answer_over_the_size_limit_splits_the_batch() -> None:
