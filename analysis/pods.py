@@ -55,6 +55,8 @@ CVS = (0.0, 0.1, 0.2, 0.3)
 SPREADS = (1.0, 1.5, 2.0)
 STABLE_PODS = (3, 4)
 SEED = 20261202
+HISTORY_MIN = 120
+"""Minutes of stable-only history before the canary (the policy's default ``history``: 2h)."""
 NOISE_SHARES = (0.0, 0.5, 1.0)
 """Shares of the binomial noise subtracted from Cochran's Q in the trade-off table."""
 
@@ -82,6 +84,9 @@ class Traffic:
     n: tuple[FloatArray, FloatArray]
     x: tuple[FloatArray, FloatArray]
     h: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
+    history: tuple[FloatArray, FloatArray, npt.NDArray[np.int64]] | None = None
+    """Stable's per-pod requests, errors ``(rows, pods)`` and buckets ``(rows, pods, buckets)``
+    over ``HISTORY_MIN`` minutes before the canary, all traffic to stable, same pod effects."""
 
 
 def generate(
@@ -92,8 +97,12 @@ def generate(
     latency_factor: float = 1.0,
     horizon: int = HORIZON,
     error_rate: float = ERROR_RATE,
+    history_rng: np.random.Generator | None = None,
 ) -> Traffic:
-    """Seeded per-pod traffic; the canary's error rate x ``error_ratio``, latency x factor."""
+    """Seeded per-pod traffic; the canary's error rate x ``error_ratio``, latency x factor.
+
+    With ``history_rng``, stable's ``HISTORY_MIN`` minutes before the canary are drawn too, on
+    that stream (so the rollout's own traffic is the same with and without it)."""
     spread = math.log(het.spread)
     sigma = math.sqrt(math.log1p(het.cv**2))
     finite = np.asarray(LATENCY.bounds[:-1])
@@ -116,7 +125,17 @@ def generate(
         ns.append(n.astype(float))
         xs.append(x.astype(float))
         hs.append(h.astype(np.int64))
-    return Traffic((ns[0], ns[1]), (xs[0], xs[1]), (hs[0], hs[1]))
+        if v == 0:
+            stable_effects = (mult, probs)
+    history = None
+    if history_rng is not None:
+        mult, probs = stable_effects
+        k = het.stable_pods
+        n_h = history_rng.poisson(RPS * c.INTERVAL_S * HISTORY_MIN / k, size=(rows, k))
+        x_h = history_rng.binomial(n_h, np.clip(error_rate * mult, 0.0, 1.0))
+        h_h = history_rng.multinomial(n_h, probs)
+        history = (n_h.astype(float), x_h.astype(float), h_h.astype(np.int64))
+    return Traffic((ns[0], ns[1]), (xs[0], xs[1]), (hs[0], hs[1]), history)
 
 
 def _shares_sq(n_s: FloatArray, n_c: FloatArray) -> FloatArray:
@@ -136,8 +155,12 @@ def crossing(
     alt_scale: float = 1.0,
     alpha: float = ALPHA,
     noise_share: float = NOISE_SHARE,
+    history: tuple[FloatArray, list[FloatArray]] | None = None,
 ) -> IntArray:
     """First interval at which the judge fails (``c.NEVER`` if it does not).
+
+    ``history``: stable's per-pod requests and events (one per boundary) ``(rows, pods)``
+    before the canary; they seed the spread estimate only, as ``Judge.prime`` does.
 
     ``events`` holds per-pod event counts ``(T, rows, pods)`` of (stable, canary), one pair
     per tested boundary; their e-values are averaged. ``pods``: widen the null by stable's
@@ -151,6 +174,10 @@ def crossing(
     out = np.full(rows, c.NEVER, dtype=np.int64)
     cum_n = [np.zeros_like(n[0][0]), np.zeros_like(n[1][0])]
     cum_x = [np.zeros_like(n[0][0]) for _ in range(m)]
+    if history is not None:
+        cum_n[0] += history[0]
+        for j in range(m):
+            cum_x[j] += history[1][j]
     running = np.zeros(rows)
     for t in range(t_n):
         cum_n[0] += n[0][t]
@@ -186,9 +213,9 @@ def latency_events(tr: Traffic) -> list[tuple[FloatArray, FloatArray]]:
 class Cell:
     het: Heterogeneity
     rollouts: int
-    errors: tuple[int, int]  # rollbacks before, after
-    latency: tuple[int, int]
-    either: tuple[int, int]
+    errors: tuple[int, int, int]  # rollbacks before, after, after with history
+    latency: tuple[int, int, int]
+    either: tuple[int, int, int]
 
 
 def aa_cell(
@@ -199,17 +226,47 @@ def aa_cell(
     noise_share: float = NOISE_SHARE,
 ) -> Cell:
     rng = np.random.default_rng(seed)
-    tr = generate(rng, rollouts, het, horizon=horizon)
+    tr = generate(
+        rng, rollouts, het, horizon=horizon, history_rng=np.random.default_rng([*_seq(seed), 7])
+    )
     err, lat, both = [], [], []
-    for pods in (False, True):
-        e = crossing(tr.n, [tr.x], 1.0, pods, noise_share=noise_share)
+    for pods, hist in ((False, False), (True, False), (True, True)):
+        e = crossing(tr.n, [tr.x], 1.0, pods, noise_share=noise_share, history=_hist(tr, hist))
         la = crossing(
-            tr.n, latency_events(tr), 1.0, pods, LATENCY_ALT_SCALE, noise_share=noise_share
+            tr.n,
+            latency_events(tr),
+            1.0,
+            pods,
+            LATENCY_ALT_SCALE,
+            noise_share=noise_share,
+            history=_hist(tr, hist, latency=True),
         )
         err.append(int(np.sum(e >= 0)))
         lat.append(int(np.sum(la >= 0)))
         both.append(int(np.sum((e >= 0) | (la >= 0))))
-    return Cell(het, rollouts, (err[0], err[1]), (lat[0], lat[1]), (both[0], both[1]))
+    return Cell(
+        het,
+        rollouts,
+        (err[0], err[1], err[2]),
+        (lat[0], lat[1], lat[2]),
+        (both[0], both[1], both[2]),
+    )
+
+
+def _seq(seed: Any) -> list[int]:
+    return list(seed) if isinstance(seed, (list, tuple)) else [int(seed)]
+
+
+def _hist(
+    tr: Traffic, use: bool, latency: bool = False
+) -> tuple[FloatArray, list[FloatArray]] | None:
+    """The history argument of ``crossing`` for the error or the latency judge."""
+    if not use or tr.history is None:
+        return None
+    n_h, x_h, h_h = tr.history
+    if not latency:
+        return n_h, [x_h]
+    return n_h, [c.exceedances(h_h[None], k)[0] for k in LATENCY.boundaries()]
 
 
 def power(
@@ -229,17 +286,30 @@ def power(
     )
     for effect, kw in effects:
         rng = np.random.default_rng([seed, len(out)])
-        tr = generate(rng, rollouts, het, horizon=horizon, **kw)
-        for pods in (False, True):
+        hrng = np.random.default_rng([seed, len(out), 7])
+        tr = generate(rng, rollouts, het, horizon=horizon, history_rng=hrng, **kw)
+        for pods, hist, name in (
+            (False, False, "before"),
+            (True, False, "after"),
+            (True, True, f"after, {HISTORY_MIN} min history"),
+        ):
             if effect.startswith("errors"):
-                hit = crossing(tr.n, [tr.x], 1.0, pods, noise_share=noise_share)
+                hit = crossing(
+                    tr.n, [tr.x], 1.0, pods, noise_share=noise_share, history=_hist(tr, hist)
+                )
             else:
                 hit = crossing(
-                    tr.n, latency_events(tr), 1.0, pods, LATENCY_ALT_SCALE, noise_share=noise_share
+                    tr.n,
+                    latency_events(tr),
+                    1.0,
+                    pods,
+                    LATENCY_ALT_SCALE,
+                    noise_share=noise_share,
+                    history=_hist(tr, hist, latency=True),
                 )
             ok = hit >= 0
             delay = float(np.median(hit[ok] + 1)) if ok.any() else math.nan
-            out.append((effect, "after" if pods else "before", float(ok.mean()), delay))
+            out.append((effect, name, float(ok.mean()), delay))
     return out
 
 
@@ -275,11 +345,17 @@ def main() -> None:
             fmt(x.latency[0], x.rollouts),
             fmt(x.latency[1], x.rollouts),
             fmt(x.either[1], x.rollouts),
+            fmt(x.errors[2], x.rollouts),
+            fmt(x.latency[2], x.rollouts),
+            fmt(x.either[2], x.rollouts),
         )
         for x in cells
     ]
     worst = max(cells, key=lambda x: max(x.errors[1], x.latency[1]))
     worst_k = max(worst.errors[1], worst.latency[1])
+    worst_h = max(cells, key=lambda x: max(x.errors[2], x.latency[2]))
+    worst_hk = max(worst_h.errors[2], worst_h.latency[2])
+    worst_he = max(cells, key=lambda x: x.either[2])
     old_worst = max(cells, key=lambda x: max(x.errors[0], x.latency[0]))
     text = [
         "# Canary on its own pods: A/A false rollbacks before and after the pod-aware null",
@@ -304,6 +380,9 @@ def main() -> None:
                 "latency before",
                 "latency after",
                 "either judge after",
+                f"errors, {HISTORY_MIN} min history",
+                f"latency, {HISTORY_MIN} min history",
+                f"either, {HISTORY_MIN} min history",
             ),
             rows,
         ),
@@ -313,7 +392,13 @@ def main() -> None:
         f"upper bound {c.pct(c.cp_upper(worst_k, worst.rollouts))}. Worst 'before': "
         f"{max(old_worst.errors[0], old_worst.latency[0])}/{old_worst.rollouts} "
         f"(CV {100 * old_worst.het.cv:g} %, x{old_worst.het.spread:g}, "
-        f"{old_worst.het.stable_pods} stable pods).",
+        f"{old_worst.het.stable_pods} stable pods). With {HISTORY_MIN} min of stable's history "
+        f"before the canary seeding the spread (``Judge.prime``), the worst judge cell is "
+        f"{worst_hk}/{worst_h.rollouts} (CV {100 * worst_h.het.cv:g} %, x{worst_h.het.spread:g}, "
+        f"{worst_h.het.stable_pods} stable pods; upper bound "
+        f"{c.pct(c.cp_upper(worst_hk, worst_h.rollouts))}) and the worst either-judge cell "
+        f"{worst_he.either[2]}/{worst_he.rollouts} (upper bound "
+        f"{c.pct(c.cp_upper(worst_he.either[2], worst_he.rollouts))}).",
         "",
         "## Power cost with homogeneous pods (4 stable, 1 canary, CV 0, x1)",
         "",

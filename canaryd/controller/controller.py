@@ -25,7 +25,7 @@ from canaryd.controller.state import (
     UserImpact,
 )
 from canaryd.durations import format_duration
-from canaryd.observation import Observation
+from canaryd.observation import Observation, VersionCounts
 from canaryd.policy.model import HISTOGRAM_KINDS, CanaryPolicy, Metric, Step
 from canaryd.reasons import Reason
 from canaryd.stats.bounds import interval_information
@@ -203,6 +203,32 @@ class RolloutController:
         self._synced = state
         return decision, state
 
+    def prime(
+        self, state: RolloutState, stable: VersionCounts | None, missing: str = ""
+    ) -> RolloutState:
+        """``state`` with its judges primed by stable's counts from before the canary.
+
+        ``stable``: stable's counts over the history window that ends where the judges' first
+        interval starts (``spec.analysis.history`` long), or None with ``missing`` saying why
+        there are none. Done once per evidence (``state.pre_canary_requests`` is set; a state
+        that has it is returned as it is). Counts with a problem (a counter reset, NaN) are not
+        used, and the note says so: the judges then learn everything from the canary's time.
+        """
+        if state.pre_canary_requests is not None:
+            return state
+        why = missing or "none was read"
+        if stable is not None:
+            why = stable.problem() or ""
+        self._sync(state)
+        if stable is not None and not why:
+            note = self._panel.prime(stable)
+            n = stable.requests
+        else:
+            note, n = f"no stable history before the canary ({why})", 0.0
+        new = state.with_(judges=self._panel.state(), pre_canary_requests=n, pre_canary_note=note)
+        self._synced = new
+        return new
+
     # --- when the policy or the stored state changes under a running rollout -----------
     def restart_evidence(self, state: RolloutState, now: float, why: str) -> RolloutState:
         """``state`` with fresh judges (the analysis changed): same phase, step and weight.
@@ -215,6 +241,8 @@ class RolloutController:
             step_started_at=now,
             step_canary_requests=0.0,
             reason=why,
+            pre_canary_requests=None,
+            pre_canary_note="",
         )
         self._synced = None
         return new

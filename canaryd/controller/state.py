@@ -117,6 +117,11 @@ class RolloutState:
     """User requests the canary served (and failed), and mirrored ones, so far."""
     history: tuple[StepRecord, ...] = ()
     judges: dict[str, Any] = field(default_factory=dict)
+    pre_canary_requests: float | None = None
+    """Stable requests in the history read before the canary (``spec.analysis.history``) that
+    primed the judges; None until it has been read (a daemon reads it once per evidence)."""
+    pre_canary_note: str = ""
+    """What the judges took from that history, or why there was none."""
 
     @property
     def in_shadow(self) -> bool:
@@ -150,4 +155,8 @@ class RolloutState:
             body["impact"] = UserImpact(**body["impact"])
         else:
             body["impact"] = UserImpact(body["canary_requests"], body["canary_errors"])
+        # Documents written before the history was read: a started rollout's judges have their
+        # evidence already, so its history is not read any more.
+        if "pre_canary_requests" not in body and body["phase"] is not Phase.PENDING:
+            body["pre_canary_requests"] = 0.0
         return cls(**body)

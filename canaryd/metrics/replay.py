@@ -11,7 +11,10 @@ Format (one header line, then one row per version per interval)::
   distinct ``t_seconds``; their length is the smallest gap between distinct ``t_seconds``
   (so a missing interval is a gap, not a longer interval) unless ``interval_s`` is given.
 - ``version``: ``stable`` or ``canary``; each ``t_seconds`` has exactly one row of each, or,
-  with a ``pod`` column, one row per pod of each.
+  with a ``pod`` column, one row per pod of each. Leading intervals with stable rows only are
+  stable's *history* before the canary started: they are read as no-data intervals
+  (``BEFORE_CANARY``), and ``canaryd replay`` primes the judges with the last
+  ``spec.analysis.history`` of them (``split_history``), as the daemon reads Prometheus.
 - ``pod`` (optional, right after ``version``): the pod the row is one replica's share of.
   A version's counts in an interval are the sums of its pod rows and the rows fill
   ``VersionCounts.pods`` (sorted by pod); an empty ``pod`` (one row, the version's totals)
@@ -56,6 +59,8 @@ MAX_T_SECONDS = 1e11
 MAX_COUNT = float(2**53)
 """Largest count accepted."""
 VERSIONS = ("stable", "canary")
+BEFORE_CANARY = "before the canary started: stable's history only"
+"""The no-data reason of a trace's leading stable-only intervals (see ``split_history``)."""
 
 
 def _bound_name(b: float) -> str:
@@ -249,8 +254,12 @@ def read_trace(path: str | Path, *, interval_s: float | None = None) -> list[Obs
                 )
                 continue
             at_t[version] = (first, _from_pods(tuple(bounds), [pc for _, pc in by_pod.values()]))
+    canary_times = [t for t, at_t in rows.items() if "canary" in at_t]
+    first_canary = min(canary_times, default=math.inf)
     for t, at_t in rows.items():
         for want in VERSIONS:
+            if want == "canary" and t < first_canary:
+                continue  # before the canary started: stable's history
             if want not in at_t and t not in bad_times:
                 other = next(iter(at_t.values()))[0]
                 bad(other, 1, "t_seconds", f"t_seconds={t:g} has no {want} row")
@@ -265,10 +274,37 @@ def read_trace(path: str | Path, *, interval_s: float | None = None) -> list[Obs
                 [Problem(file, 2, 1, "t_seconds", "one interval only: pass interval_s to read it")]
             )
         interval_s = min(b - a for a, b in itertools.pairwise(times))
+    if not canary_times:
+        raise TraceError(
+            [Problem(file, 2, 2, "version", "no canary row: the trace is all stable history")]
+        )
     return [
         Observation(t, t + interval_s, stable=rows[t]["stable"][1], canary=rows[t]["canary"][1])
+        if t >= first_canary
+        else Observation(
+            t, t + interval_s, stable=rows[t]["stable"][1], no_data_reason=BEFORE_CANARY
+        )
         for t in times
     ]
+
+
+def split_history(
+    observations: Sequence[Observation], seconds: float
+) -> tuple[VersionCounts | None, list[Observation]]:
+    """Stable's history and the canary's intervals of a trace read by ``read_trace``.
+
+    The history is the sum of the leading stable-only intervals that start within ``seconds``
+    before the first canary interval (as the daemon reads ``spec.analysis.history`` from
+    Prometheus); None when there are none. The rest are returned in order, from the first
+    canary interval on.
+    """
+    lead = [o for o in observations if o.no_data_reason == BEFORE_CANARY]
+    rest = [o for o in observations if o.no_data_reason != BEFORE_CANARY]
+    start = (rest[0].start_s if rest else math.inf) - seconds
+    used = [replace(o, canary=o.stable, no_data_reason=None) for o in lead if o.start_s >= start]
+    if not used:
+        return None, rest
+    return _sum(used, used[0].start_s, used[-1].end_s).stable, rest
 
 
 def _from_pods(bounds: tuple[float, ...], pods: Sequence[PodCounts]) -> VersionCounts:

@@ -792,6 +792,21 @@ class Analysis(_Model):
         description="Default: sequential errors and latency (p50, p99) judges.",
     )
     source: Source = Field(default_factory=Source)
+    history: Duration = Field(
+        7200.0,
+        description="How much of stable's traffic from just before the canary started is read "
+        "(once, at the start) to choose the latency boundaries and to learn how much stable's "
+        "pods differ, so that testing starts with the first interval; never the canary's data, "
+        "and never a baseline for the test itself. With less history than the boundaries need "
+        "(or 0s), they are chosen from stable's first requests during the canary. At most 7d.",
+    )
+
+    @field_validator("history")
+    @classmethod
+    def _history(cls, v: float) -> float:
+        if v > 7 * 86400:
+            raise ValueError(f"expected a history of at most 7d, got {v:g}s")
+        return v
 
     @field_validator("interval")
     @classmethod

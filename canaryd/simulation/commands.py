@@ -87,6 +87,8 @@ def _summary(result: SimulationResult, origin_s: float = 0.0, absolute: bool = F
         f"{run.canary_errors:.0f} errors, final weight {run.final_weight}%"
     )
     lines.append(f"  {run.impact.summary()}")
+    if run.history_note:
+        lines.append(f"  history: {run.history_note}")
     lines.append("decisions:")
     for s in run.steps:
         lines.append(f"  {when_of(s['t']):>8}  {s['weight']:>3}%  {s['reason']}")
@@ -343,19 +345,21 @@ def replay_cmd(
     at or after 2001-09-09), else as durations since the trace's first interval.
     """
     from canaryd.controller import Action, RolloutController
-    from canaryd.metrics.replay import read_trace
+    from canaryd.metrics.replay import read_trace, split_history
     from canaryd.policy.loader import load_policy
     from canaryd.simulation.engine import RunResult, SimulationResult, Trace, trace_quantiles
 
     try:
         policy = load_policy(policy_path, policy_name)
-        observations = read_trace(trace)
+        history, observations = split_history(read_trace(trace), policy.spec.analysis.history)
     except InputError as exc:
         _fail(exc)
     ctrl = RolloutController(policy)
     state = ctrl.new_state("stable", "canary")
     t0 = observations[0].start_s if observations else 0.0
     d, state = ctrl.step(state, t0)
+    if policy.spec.analysis.history > 0:
+        state = ctrl.prime(state, history, "the trace has no stable-only rows before the canary")
     decisions = [d]
     series = Trace(quantiles=trace_quantiles(policy))
     series.decisions.append((0.0, d.action.value, d.reason))

@@ -61,6 +61,11 @@ class RunResult:
     decisions: list[Decision] = field(default_factory=list)
     impact: UserImpact = field(default_factory=UserImpact)
     """User requests the canary served (and failed), and mirrored ones (no user)."""
+    history_requests: float | None = None
+    """Stable requests of the history before the canary that primed the judges (None: not
+    read, e.g. ``analysis.history: 0s``)."""
+    history_note: str = ""
+    """What the judges took from that history, or why there was none."""
 
     @classmethod
     def from_state(
@@ -84,6 +89,8 @@ class RunResult:
             verdicts=verdicts,
             decisions=decisions,
             impact=state.impact,
+            history_requests=state.pre_canary_requests,
+            history_note=state.pre_canary_note,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,6 +102,7 @@ class RunResult:
             "canary_errors": self.canary_errors,
             "final_weight": self.final_weight,
             "impact": self.impact.to_dict(),
+            "history": {"stable_requests": self.history_requests, "note": self.history_note},
             "steps": self.steps,
             "verdicts": [v.to_dict() for v in self.verdicts],
         }
@@ -353,6 +361,49 @@ stepped, and ``skipped`` intervals will never be (runs that just reached a decis
 rest of the scenario). Over a whole call they add up to ``runs x intervals``."""
 
 
+def _warm_up(
+    world: _World,
+    pods: PodDraws | None,
+    ml: MlSignals | None,
+    rng: np.random.Generator,
+    seconds: float,
+    runs: int,
+    base: Path,
+) -> list[VersionCounts]:
+    """Stable's counts over ``seconds`` before the canary, per run: all traffic to stable at
+    the scenario's t=0 conditions, drawn at once (the sum of per-tick Poisson and multinomial
+    draws at a constant rate has this distribution), on its own random stream so that the
+    rollout's own draws are those of a run without a warm-up."""
+    bounds = world.bounds
+    n = rng.poisson(world.rps(0.0) * seconds, runs)
+    ps, _ = world.error_rates(0.0)
+    factor = world.latency_factor(0.0)
+    if pods is not None:
+        by_pod = pods.split(rng, n, 0)
+        errs = pods.errors(rng, by_pod, ps, 0)
+        key, lat = world.latencies(0.0)[0]
+        hists = pods.buckets(rng, by_pod, 0, key, lat, factor, base)
+        return [
+            VersionCounts(
+                float(n[r]),
+                float(errs[r].sum()),
+                bounds,
+                tuple(np.cumsum(hists[r].sum(axis=0)).tolist()),
+                pods=pods.counts_of(0, by_pod[r], errs[r], hists[r]),
+            )
+            for r in range(runs)
+        ]
+    if ml is not None and ml.llm:
+        bs, _ = ml.latency_probs(0.0, factor, bounds)
+    else:
+        bs, _ = world.bucket_probs(0.0)
+    es = rng.binomial(n, ps)
+    hs = np.cumsum(rng.multinomial(n, bs), axis=1)
+    return [
+        VersionCounts(float(n[r]), float(es[r]), bounds, tuple(hs[r].tolist())) for r in range(runs)
+    ]
+
+
 def simulate(
     scenario: Scenario,
     policy: CanaryPolicy,
@@ -475,6 +526,11 @@ def simulate(
     for r in range(runs):
         d, st = controllers[r].step(states[r], 0.0)
         apply(r, d, st)
+    warm_s = policy.spec.analysis.history if scenario.warmup is None else scenario.warmup
+    if warm_s > 0:
+        history = _warm_up(world, pods, ml, np.random.default_rng([seed, 4]), warm_s, runs, base)
+        for r in range(runs):
+            states[r] = controllers[r].prime(states[r], history[r])
 
     req = np.zeros((runs, 2))
     err = np.zeros((runs, 2))

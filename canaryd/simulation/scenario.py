@@ -372,6 +372,13 @@ class Scenario(_Model):
     pods: Pods | None = Field(
         None, description="Per-replica random effects; without it no per-pod counts."
     )
+    warmup: Duration | None = Field(
+        None,
+        description="Stable-only traffic before the canary starts, given to the judges as the "
+        "daemon gives them the policy's analysis.history (default: that history; 0s: none). "
+        "Drawn as one stretch at the scenario's t=0 conditions: its rate, stable's error rate, "
+        "latency and pods. LLM signals and custom metrics are not drawn in it.",
+    )
     policy: str | None = None
     policy_name: str | None = None
     expect: dict[str, Any] | None = Field(

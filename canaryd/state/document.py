@@ -70,6 +70,7 @@ class Fingerprint:
         spec = policy.spec
         analysis = spec.analysis.model_dump(mode="json", by_alias=True)
         analysis.pop("interval", None)  # the interval only paces the analysis
+        analysis.pop("history", None)  # read once at the start; evidence does not depend on it
         steps = [s.model_dump(mode="json", by_alias=True) for s in spec.steps.resolved()]
         routing = {
             "router": spec.router.model_dump(mode="json", by_alias=True),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from canaryd.observation import VersionCounts
 from canaryd.stats.verdict import Verdict
@@ -30,3 +30,21 @@ class Judge(Protocol):
     def state(self) -> dict[str, Any]: ...
 
     def load_state(self, state: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class UsesHistory(Protocol):
+    """A judge that learns something from stable's counts *before* the canary started.
+
+    ``prime`` is called at most once, before the first ``update``, with stable's counts over the
+    history window (``spec.analysis.history``): the canary had no traffic then, so nothing the
+    judge takes from them can depend on the canary's outcomes. What a judge may take is what
+    describes stable alone (where its latency boundaries lie, how much its pods differ); never
+    stable's rates as a comparison baseline, since the test compares concurrent traffic only.
+    ``history_note`` says what the judge took, for verdicts and the decision history ("" when
+    nothing).
+    """
+
+    def prime(self, stable: VersionCounts) -> None: ...
+
+    def history_note(self) -> str: ...

@@ -212,6 +212,16 @@ class SignalJudge:
             VersionCounts(canary.requests, 0.0, hc.bounds, hc.cumulative),
         )
 
+    def prime(self, stable: VersionCounts) -> None:
+        """Boundaries from stable's pre-canary histogram of this signal (see
+        ``SequentialLatencyJudge.prime``); a per-token histogram is never judged."""
+        hs = stable.histograms.get(self.wording.signal)
+        if hs is not None and not hs.per_token:
+            self.inner.prime(VersionCounts(stable.requests, 0.0, hs.bounds, hs.cumulative))
+
+    def history_note(self) -> str:
+        return self.inner.history_note()
+
     # --- the verdict ---------------------------------------------------------------------
     def verdict(self) -> Verdict:
         v = self.inner.verdict()

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from canaryd.observation import Observation
+from canaryd.observation import Observation, VersionCounts
 from canaryd.policy.model import CanaryPolicy
 from canaryd.stats.factory import build_judges
-from canaryd.stats.judge import Judge
+from canaryd.stats.judge import Judge, UsesHistory
 from canaryd.stats.verdict import Status, Verdict
 
 
@@ -72,6 +72,18 @@ class JudgePanel:
                 continue
             judge.update(obs.stable, obs.canary)
         return None
+
+    def prime(self, stable: VersionCounts) -> str:
+        """Give stable's pre-canary counts to every judge that uses history (``UsesHistory``);
+        returns what they took, as one sentence ("" when none took anything)."""
+        notes = []
+        for judge in self.judges:
+            if isinstance(judge, UsesHistory):
+                judge.prime(stable)
+                note = judge.history_note()
+                if note:
+                    notes.append(note)
+        return "; ".join(notes)
 
     def verdicts(self) -> list[Verdict]:
         out = []

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from canaryd.errors import HistogramLayoutError
 from canaryd.jsonnum import decode_float, encode_float
-from canaryd.observation import VersionCounts
+from canaryd.observation import PodCounts, VersionCounts
 from canaryd.stats.histogram import common_bounds, histogram_quantile, nearest_boundary, rebucket
 from canaryd.stats.pods import MIN_POD_EVENTS, PodSpread, grid_steps
 from canaryd.stats.ratio import LATENCY_ALT_SCALE, Grid, RateRatioBatch
@@ -81,6 +82,23 @@ class SequentialErrorsJudge:
         self.critical = critical
         self.engine = RateRatioBatch(1, 1.0 + tolerance)
         self.pods = PodSpread(1, alpha)
+        self.history_pods = 0
+        """Stable pods whose pre-canary counts seeded the spread (``prime``)."""
+
+    def prime(self, stable: VersionCounts) -> None:
+        """Seed stable's between-pod spread with its per-pod counts from before the canary.
+
+        Only the spread: the rate-ratio test compares concurrent traffic, so stable's earlier
+        error rate never enters it.
+        """
+        if stable.pods:
+            self.pods.add([(p.pod, p.requests, (p.errors,)) for p in stable.pods], ())
+            self.history_pods = sum(1 for p in stable.pods if p.requests > 0)
+
+    def history_note(self) -> str:
+        if not self.history_pods:
+            return ""
+        return f"the spread of stable's {self.history_pods} pods from before the canary"
 
     @property
     def test_alpha(self) -> float:
@@ -150,13 +168,17 @@ class SequentialErrorsJudge:
         )
 
     def state(self) -> dict[str, Any]:
-        return {"engine": self.engine.row_state(0), "pods": self.pods.state()}
+        doc: dict[str, Any] = {"engine": self.engine.row_state(0), "pods": self.pods.state()}
+        if self.history_pods:
+            doc["history_pods"] = self.history_pods
+        return doc
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.engine.load_row_state(0, state["engine"])
         self.pods = PodSpread(1, self.alpha)
         if "pods" in state:  # absent in state saved before pods were judged
             self.pods.load_state(state["pods"])
+        self.history_pods = int(state.get("history_pods", 0))
 
 
 class SequentialLatencyJudge:
@@ -204,6 +226,11 @@ class SequentialLatencyJudge:
         self.skipped: dict[str, int] = {}
         self.max_combined = 0.0
         """Running maximum of the averaged e-value: once crossed, the evidence stands."""
+        self.history_requests = 0.0
+        """Stable requests in the history ``prime`` was given (0: none)."""
+        self.from_history = False
+        """Whether the boundaries were chosen from that history (else from stable's first
+        requests during the canary)."""
 
     def _grid(self) -> Grid:
         return Grid.make(1.0 + self.tolerance, alt_scale=LATENCY_ALT_SCALE)
@@ -228,7 +255,66 @@ class SequentialLatencyJudge:
             return self._alpha_excess - self.pods.beta
         return self._alpha_excess
 
-    def _add_pods(self, stable: VersionCounts, canary: VersionCounts) -> None:
+    def prime(self, stable: VersionCounts) -> None:
+        """Choose the boundaries from stable's history before the canary started.
+
+        With at least ``selection_requests`` stable requests in the history the boundaries are
+        chosen from them (on stable's layout; the canary's must share the chosen boundaries),
+        stable's per-pod exceedances there seed the between-pod spread, and testing starts
+        with the first interval. With less, nothing is kept: the boundaries are chosen from
+        stable's first requests during the canary, as without history. Stable's history never
+        enters the test itself, which compares concurrent traffic only.
+        """
+        if self.layout is not None or not stable.has_histogram:
+            return
+        s = np.asarray(stable.bucket_counts, dtype=np.float64)
+        self.history_requests = float(s[-1])
+        if s[-1] < self.selection_requests:
+            return
+        self._choose(tuple(stable.bounds_ms), s)
+        if self.layout is None:
+            return
+        self.from_history = True
+        if stable.pods:
+            self._add_pods(stable, ())
+
+    def history_note(self) -> str:
+        if self.from_history:
+            return (
+                f"{self.metric} boundaries from stable's {self.history_requests:,.0f} requests "
+                "before the canary"
+            )
+        if self.history_requests > 0:
+            return (
+                f"{self.metric}: only {self.history_requests:,.0f} stable requests before the "
+                f"canary (fewer than {self.selection_requests}); boundaries from stable's first "
+                "requests during the canary"
+            )
+        return ""
+
+    def _fit_layout(self, bounds_ms: tuple[float, ...]) -> tuple[float, ...]:
+        """The layout to rebucket onto: a history layout the canary does not fully share is
+        narrowed, before any evidence, to the boundaries both have (the chosen ones must be
+        among them, else the interval is skipped as incomparable)."""
+        assert self.layout is not None and self.engine is not None
+        if set(self.layout) <= set(bounds_ms) or self.engine.requests[0].any():
+            return self.layout
+        shared = common_bounds(self.layout, bounds_ms)
+        picked = [self.layout[k] for k in self.chosen]
+        if not set(picked) <= set(shared):
+            raise HistogramLayoutError(
+                f"the canary's histogram lacks the boundaries chosen from stable's history "
+                f"({', '.join(f'{b:g}' for b in picked)} ms)"
+            )
+        self.chosen = [shared.index(b) for b in picked]
+        self.layout = shared
+        self.hist_s = [0.0] * len(shared)
+        self.hist_c = [0.0] * len(shared)
+        if self.omni is not None:
+            self.omni = RateRatioBatch(len(shared), 1.0)
+        return shared
+
+    def _add_pods(self, stable: VersionCounts, canary_pods: Sequence[PodCounts]) -> None:
         """Stable's per-pod exceedances at the chosen boundaries (and the canary's traffic)."""
         assert self.pods is not None and self.layout is not None
         rows: list[tuple[str, float, tuple[float, ...]]] = []
@@ -237,7 +323,7 @@ class SequentialLatencyJudge:
                 continue
             pc = rebucket(stable.bounds_ms, p.bucket_counts, self.layout)
             rows.append((p.pod, pc[-1], tuple(pc[-1] - pc[k] for k in self.chosen)))
-        self.pods.add(rows, canary.pods)
+        self.pods.add(rows, canary_pods)
 
     def _skip(self, why: str) -> None:
         self.skipped[why] = self.skipped.get(why, 0) + 1
@@ -250,11 +336,11 @@ class SequentialLatencyJudge:
             if self.layout is None:
                 layout = common_bounds(stable.bounds_ms, canary.bounds_ms)
             else:
-                layout = self.layout
+                layout = self._fit_layout(canary.bounds_ms)
             s = np.asarray(rebucket(stable.bounds_ms, stable.bucket_counts, layout))
             c = np.asarray(rebucket(canary.bounds_ms, canary.bucket_counts, layout))
             if self.pods is not None and (stable.pods or canary.pods):
-                self._add_pods(stable, canary)
+                self._add_pods(stable, canary.pods)
         except HistogramLayoutError as exc:
             self._skip(str(exc))
             return
@@ -286,6 +372,10 @@ class SequentialLatencyJudge:
         self.pending_s = pend.tolist()
         if pend[-1] < self.selection_requests:
             return
+        self._choose(layout, pend)
+
+    def _choose(self, layout: tuple[float, ...], pend: np.ndarray) -> None:
+        """Fix the boundaries nearest the policy's quantiles in stable's histogram ``pend``."""
         chosen: list[int] = []
         for q in self.quantiles:
             k = nearest_boundary(layout, pend.tolist(), q)
@@ -340,6 +430,11 @@ class SequentialLatencyJudge:
         details.update(self._quantiles())
         assert self.pods is not None
         details.update(self.pods.details())
+        details["boundaries_chosen_from"] = (
+            f"stable's {self.history_requests:.0f} requests before the canary"
+            if self.from_history
+            else f"stable's first {self.selection_requests} or more requests during the canary"
+        )
         if n_c <= 0 or n_s <= 0:
             who = "canary" if n_c <= 0 else "stable"
             return Verdict(
@@ -476,6 +571,8 @@ class SequentialLatencyJudge:
             "skipped": dict(self.skipped),
             "max_combined": self.max_combined,
             "pods": None if self.pods is None else self.pods.state(),
+            "history_requests": self.history_requests,
+            "from_history": self.from_history,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -487,6 +584,9 @@ class SequentialLatencyJudge:
         self.pending_s = [float(x) for x in state["pending_s"]]
         self.skipped = {str(k): int(v) for k, v in state["skipped"].items()}
         self.max_combined = float(state["max_combined"])
+        # Absent in state saved before boundaries could come from history.
+        self.history_requests = float(state.get("history_requests", 0.0))
+        self.from_history = bool(state.get("from_history", False))
         self.engine = self.omni = None
         if state["engine"] is not None:
             self.engine = RateRatioBatch(len(state["engine"]), 1.0 + self.tolerance, self._grid())
