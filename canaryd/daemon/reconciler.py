@@ -67,7 +67,12 @@ from canaryd.identity import RolloutKey
 from canaryd.kube import CONFIG_MAP, INFERENCE_SERVICE, Objects
 from canaryd.kube.events import EventSink
 from canaryd.kube.watching import Collection
-from canaryd.metrics.source import FetchRequest, MetricSource, fetch_request_for
+from canaryd.metrics.source import (
+    FetchRequest,
+    MetricSource,
+    fetch_request_for,
+    history_request,
+)
 from canaryd.notify import Notice, Notifier, PromotionGate, confirm_request, decision_notice
 from canaryd.observation import Observation
 from canaryd.policy.loader import LoadedPolicy
@@ -117,6 +122,9 @@ class _Due:
     canary: str
     windows: list[Window]
     request: FetchRequest
+    history: Window | None = None
+    """Stable's history window to read first (``spec.analysis.history`` before the judges'
+    first window), while the judges have not been primed."""
 
 
 def decision_summary(decision: Decision) -> dict[str, Any]:
@@ -334,10 +342,13 @@ class Reconciler:
                     continue
                 if item is not None:
                     due.append(item)
+            histories = self._fetch_histories(due)
             observations = self._fetch(due)
             for item in due:
                 key = item.rollout.key
                 try:
+                    if item.history is not None:
+                        self._prime(item.rollout, histories.get(key))
                     self._judge(item, observations, now, report)
                 except NotLeaderError:
                     raise
@@ -456,7 +467,11 @@ class Reconciler:
         request = fetch_request_for(
             r.policy, key, stable, canary, key.namespace, shadow=state.in_shadow
         )
-        return _Due(r, stable, canary, windows, request)
+        history = None
+        lookback = r.policy.spec.analysis.history
+        if state.pre_canary_requests is None and lookback > 0:
+            history = Window(windows[0].start - lookback, windows[0].start)
+        return _Due(r, stable, canary, windows, request, history)
 
     def _own_state(self, r: Rollout, uid: str, now: float) -> None:
         """Make ``r`` hold the stored document (adopting it again when someone else wrote)."""
@@ -686,6 +701,54 @@ class Reconciler:
                     w.start, w.end, no_data_reason="metric source returned nothing for this rollout"
                 )
         return out
+
+    def _fetch_histories(self, due: Sequence[_Due]) -> dict[RolloutKey, Observation]:
+        """Stable's history of the rollouts whose judges are not primed yet: one batched
+        fetch per distinct history window (rollouts that started in the same interval share
+        it), stable's counts only (``history_request``). A rollout starts once, so this costs
+        a few queries per rollout, not per tick."""
+        groups: dict[Window, list[FetchRequest]] = {}
+        for item in due:
+            if item.history is not None:
+                groups.setdefault(item.history, []).append(history_request(item.request))
+        out: dict[RolloutKey, Observation] = {}
+        for w, requests in groups.items():
+            try:
+                got = self.metric_source.fetch(requests, w.start, w.end)
+            except Exception as exc:  # the protocol says never; a bug must not stop the tick
+                log.exception("metric source raised reading history; judging without it")
+                got = {
+                    r.key: Observation(
+                        w.start, w.end, no_data_reason=f"metric source failed: {exc}"
+                    )
+                    for r in requests
+                }
+            for req in requests:
+                assert isinstance(req.key, RolloutKey)
+                obs = got.get(req.key)
+                if obs is not None:
+                    out[req.key] = obs
+        return out
+
+    def _prime(self, r: Rollout, obs: Observation | None) -> None:
+        """Prime the rollout's judges with stable's history (once per evidence)."""
+        assert r.doc is not None
+        obs = None if obs is None else obs.validated()
+        stable = obs.stable if obs is not None and obs.usable else None
+        why = "the metric source returned nothing" if obs is None else (obs.no_data_reason or "")
+        state = r.controller.prime(r.doc.state, stable, why)
+        r.doc = r.with_doc(state=state)
+        r.dirty += 1
+        log.info(
+            "read stable's history before the canary",
+            extra={
+                "fields": {
+                    "rollout": str(r.key),
+                    "stable_requests": state.pre_canary_requests,
+                    "note": state.pre_canary_note,
+                }
+            },
+        )
 
     def _judge(
         self,

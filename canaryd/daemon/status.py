@@ -155,6 +155,7 @@ class RolloutView:
             "updated": self.doc.updated,
             "pending": None if self.doc.pending is None else self.doc.pending.to_dict(),
             "history": [{"t": h.t, "weight": h.weight, "reason": h.reason} for h in st.history],
+            "pre_canary": {"stable_requests": st.pre_canary_requests, "note": st.pre_canary_note},
         }
         last = dict(self.doc.last_decision or {})
         if last:

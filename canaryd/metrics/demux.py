@@ -374,7 +374,7 @@ def no_data(start_s: float, end_s: float, reason: str) -> Observation:
 def request_problem(r: FetchRequest) -> str | None:
     if not r.stable_revision or not r.canary_revision:
         return "stable or canary revision is not known yet"
-    if r.stable_revision == r.canary_revision:
+    if r.stable_revision == r.canary_revision and not r.stable_only:
         return f"stable and canary are the same revision ({r.stable_revision!r})"
     try:
         version_label_of(r.source)

@@ -17,7 +17,7 @@ Contract every implementation keeps:
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from canaryd.observation import Observation, Signal
@@ -66,6 +66,9 @@ class FetchRequest:
     finish_reasons: tuple[str, ...] = ()
     categorical: tuple[tuple[str, str, str], ...] = ()
     quality: tuple[tuple[str, str, str], ...] = ()
+    stable_only: bool = False
+    """Only stable's counts are wanted (its history before the canary started, see
+    ``history_request``): ``canary_revision`` is stable's too, and so is the answer's canary."""
 
     @property
     def templates(self) -> dict[str, str]:
@@ -147,3 +150,23 @@ SIGNALS_OF_KIND: dict[str, tuple[Signal, ...]] = {
 }
 """The named histograms each LLM kind reads (output-length also reports, descriptively, the
 per-token latency and the prompt lengths)."""
+
+
+def history_request(r: FetchRequest) -> FetchRequest:
+    """``r`` narrowed to stable's own counts, for its history before the canary started.
+
+    The canary had no traffic then, so only stable is asked for (under both names: the source
+    applies its usual checks and answers stable's counts as both versions). The requests,
+    errors, latency and LLM histograms stay; custom, categorical and quality metrics and the
+    shadow split go, since no judge learns from their history.
+    """
+    return replace(
+        r,
+        canary_revision=r.stable_revision,
+        stable_only=True,
+        shadow=False,
+        custom_metrics=(),
+        finish_reasons=(),
+        categorical=(),
+        quality=(),
+    )

@@ -282,3 +282,25 @@ def test_the_answers_grow_by_one_series_per_pod(prom: PrometheusServer) -> None:
     assert [len(r) for r in with_pods.rows] == [pods, pods, pods * bounds, versions]
     assert [len(r) for r in without.rows] == [versions, versions, versions * bounds, versions]
     assert with_pods.answer_bytes > without.answer_bytes
+
+
+def test_stable_history_comes_back_per_pod_in_the_same_batched_queries(
+    prom: PrometheusServer,
+) -> None:
+    # The daemon reads stable's history before a rollout's first window (history_request):
+    # stable's counts only, per pod, for many rollouts in one batch.
+    from canaryd.metrics.source import history_request
+
+    obs = A.observations[1:SCALE_UP]
+    config = PrometheusConfig(url=prom.url, round_counts=False)
+    with PrometheusSource(config) as src:
+        out = src.fetch(
+            [history_request(r.request()) for r in (A, B)], obs[0].start_s, obs[-1].end_s
+        )
+        assert sum(src.last_stats.queries.values()) == 4
+    for r in (A, B):
+        got = out[r.key]
+        assert got.usable and got.stable is not None
+        want = summed(r.observations[1:SCALE_UP], "stable")
+        assert got.stable == want and got.canary == want  # stable's, under both names
+        assert [p.pod for p in got.stable.pods] == ["s-0", "s-1", "s-2"]

@@ -141,7 +141,8 @@ def test_the_shadow_phase_mirrors_then_hands_over_to_step_one() -> None:
     assert (w.weights(), w.mirrors()) == ([100, 0], [10])  # the shipped 90/10 users are moved off
     assert w.events.reasons() == ["ShadowStarted"]
     w.rec.tick(60.0)
-    assert [r.shadow for r in w.source.requests] == [True]
+    # the judged window (mirrored copies counted apart), after stable's history (not shadow)
+    assert [(r.shadow, r.stable_only) for r in w.source.requests] == [(False, True), (True, False)]
 
     original = w.objects.patch
     writes: list[str] = []

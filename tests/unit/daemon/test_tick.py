@@ -147,7 +147,8 @@ def test_steps_then_promotes_with_two_writes_per_decision_and_none_per_hold() ->
         seen.append(w.percent())
     assert seen == [10, 10, 25, 50, None]
     assert w.reasons() == ["CanaryStarted", "WeightChanged", "WeightChanged", "Promoted"]
-    assert w.source.windows == [(0.0, 60.0), (60.0, 120.0), (120.0, 180.0)]
+    # stable's 2h of history before the first window (read once), then the windows
+    assert w.source.windows == [(-7200.0, 0.0), (0.0, 60.0), (60.0, 120.0), (120.0, 180.0)]
     # start, two steps, promote: saved before acting and once after (pending cleared)
     assert w.objects.calls["create"] + w.objects.calls["patch"] - _router_patches(w) == 8
     assert w.doc()["pending"] is None and w.doc()["state"]["phase"] == "promoted"
