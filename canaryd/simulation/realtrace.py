@@ -74,15 +74,17 @@ class Series:
     values: FloatArray
     windows: tuple[tuple[float, float], ...]
 
-    def at(self, t_s: FloatArray) -> FloatArray:
+    def at(self, t_s: npt.ArrayLike) -> FloatArray:
         """Values linearly interpolated at ``t_s`` (clamped to the first and last value)."""
-        return np.asarray(np.interp(t_s, self.times_s, self.values), dtype=np.float64)
+        t = np.asarray(t_s, dtype=np.float64)
+        return np.asarray(np.interp(t, self.times_s, self.values), dtype=np.float64)
 
-    def in_window(self, t_s: FloatArray) -> npt.NDArray[np.bool_]:
+    def in_window(self, t_s: npt.ArrayLike) -> npt.NDArray[np.bool_]:
         """Whether each time lies in a labelled window (both ends included)."""
-        out = np.zeros(np.shape(t_s), dtype=bool)
+        t = np.asarray(t_s, dtype=np.float64)
+        out = np.zeros(t.shape, dtype=bool)
         for a, b in self.windows:
-            out |= (t_s >= a) & (t_s <= b)
+            out |= (t >= a) & (t <= b)
         return out
 
     @property
@@ -247,7 +249,7 @@ class TraceModel:
         if not (0.0 <= self.error_rate <= 1.0 and self.incident_error_ratio > 0):
             raise ValueError("error_rate in [0, 1] and incident_error_ratio > 0 needed")
 
-    def share_at(self, since_start_s: FloatArray) -> FloatArray:
+    def share_at(self, since_start_s: npt.ArrayLike) -> FloatArray:
         """The schedule's canary share at each time since the trace's start."""
         at = np.asarray([a for a, _ in self.schedule])
         shares = np.asarray([w for _, w in self.schedule])
