@@ -27,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -62,6 +63,8 @@ class Outcome:
     outcome: str
     delay_min: float | None  # from the canary's start to the decision
     failed: tuple[str, ...]  # metrics failing at the end
+    rps: float = 0.0  # the model's mean request rate over the rollout's first 30 min
+    taxi_day: str = ""  # the taxi series' date at the trace's start
 
 
 def replay(trace: Path, start_s: float) -> Outcome:
@@ -94,6 +97,14 @@ class Cell:
         counts = Counter(o.outcome for o in self.outcomes if o.outcome != "rolled_back")
         return ", ".join(f"{k} {o}" for o, k in sorted(counts.items()))
 
+    def median_rps(self, detected: bool) -> str:
+        r = [o.rps for o in self.outcomes if (o.outcome == "rolled_back") == detected]
+        return f"{statistics.median(r):.1f}" if r else "-"
+
+    def undecided_days(self) -> str:
+        days = Counter(o.taxi_day for o in self.outcomes if o.outcome == "in_progress")
+        return ", ".join(f"{d} ({k})" for d, k in sorted(days.items())) or "none"
+
     def median_delay(self) -> float:
         d = [o.delay_min for o in self.outcomes if o.outcome == "rolled_back" and o.delay_min]
         return statistics.median(d) if d else float("nan")
@@ -112,7 +123,9 @@ def run_cell(
     out = []
     for i, p in enumerate(rt.placements(nab, count, seed, model.duration_s, incidents=incidents)):
         trace = rt.write(tmp / "trace.csv", nab, model, p, seed * 100_000 + i)
-        out.append(replay(trace, p.start_s))
+        rps = float(rt.request_rate(nab, model, p)[: int(1800 // model.interval_s)].mean())
+        day = datetime.fromtimestamp(p.taxi_start_s, UTC).date().isoformat()
+        out.append(replace(replay(trace, p.start_s), rps=rps, taxi_day=day))
     return Cell(name, out)
 
 
@@ -202,8 +215,9 @@ def main() -> None:
         "## A/A: stable and canary the same version",
         "",
         f"A healthy rollout promotes after a median {statistics.median(promoted):g} min "
-        f"(random split; {len(promoted)} of {aa.n} promoted). 'bound <= alpha' is whether "
-        "the upper bound lies at or below the policy's alpha.",
+        f"(random split; {len(promoted)} of {aa.n} promoted). Undecided when the 2-h trace "
+        f"ended (taxi date at the start, count): {aa.undecided_days()}. 'bound <= alpha' is "
+        "whether the upper bound lies at or below the policy's alpha.",
         "",
         c.md_table(
             ("cell", "false rollbacks", "bound <= alpha", "by metric", "other outcomes"),
@@ -227,10 +241,19 @@ def main() -> None:
         "",
         "## Regressions on the canary (random split), from its first request",
         "",
-        "Delay: minutes from the canary's start to the rollback, median among the detected.",
+        "Delay: minutes from the canary's start to the rollback, median among the detected. "
+        "rps: the model's mean request rate (both versions) over the rollout's first 30 "
+        "minutes, median over the detected and over the missed rollouts.",
         "",
         c.md_table(
-            ("regression", "rolled back", "median delay (min)", "by metric", "other outcomes"),
+            (
+                "regression",
+                "rolled back",
+                "median delay (min)",
+                "by metric",
+                "other outcomes",
+                "median rps, detected / missed",
+            ),
             [
                 (
                     x.name,
@@ -239,6 +262,7 @@ def main() -> None:
                     f"{x.median_delay():g}",
                     x.by_metric(),
                     x.others() or "-",
+                    f"{x.median_rps(True)} / {x.median_rps(False)}",
                 )
                 for x in reg
             ],

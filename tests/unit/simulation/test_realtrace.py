@@ -170,7 +170,7 @@ def test_a_a_with_a_pod_split_stays_far_from_the_exchangeable_tests_rate(
 ) -> None:
     # Not at alpha: with pods that differ, the pod-aware null still rolls back a few per cent
     # (the open problem of issue #10 item 1; measured per cell in realtraces.md). What holds
-    # with room is that it is no longer the 40 % of the test that took requests as exchangeable
+    # with room is that it is far from the 16-47 % of the test that took requests as exchangeable
     # (analysis/results/pods.md). The study measures 20 of 400 (upper 95 % bound 7.2 %) in
     # this cell; at 7.2 %, 40 rollouts give 11 or more with p < 0.01 %.
     pods = Pods(stable=3, canary=1, latency_cv=0.3, error_rate_spread=2.0)
