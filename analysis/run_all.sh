@@ -1,5 +1,5 @@
 #!/usr/bin/env sh
-# Run every study at full size (about 30 minutes on 2 cores); pass --quick for a smoke run.
+# Run every study at full size (about 32 minutes on 2 cores); pass --quick for a smoke run.
 # Results: analysis/results/<study>.md and .png (with --quick: <study>-quick.md/.png).
 set -eu
 cd "$(dirname "$0")/.."

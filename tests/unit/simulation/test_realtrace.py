@@ -102,6 +102,22 @@ def test_a_bad_row_is_named_by_file_line_and_column(tmp_path: Path) -> None:
     assert str(err.value) == f"{taxi}:3:2: value: expected a number >= 0, got 'many'"
 
 
+def test_a_windows_file_without_a_series_is_named(tmp_path: Path) -> None:
+    for f in (rt.TAXI, rt.EC2):
+        (tmp_path / f).write_bytes((NAB_DIR / f).read_bytes())
+    windows = tmp_path / rt.WINDOWS
+    windows.write_text('{"realKnownCause/nyc_taxi.csv": []}', encoding="utf-8")
+    with pytest.raises(TraceError) as err:
+        rt.load_nab(tmp_path)
+    assert str(err.value) == (f"{windows}: realKnownCause/{rt.EC2}: expected a list of windows")
+
+
+def test_incident_placements_start_inside_both_series_windows(nab: rt.Nab) -> None:
+    for p in rt.placements(nab, 50, 1, 7200.0, incidents=True):
+        assert nab.ec2.in_window(p.start_s) and nab.taxi.in_window(p.taxi_start_s)
+        assert p.start_s + 7200.0 <= nab.ec2.span_s[1]
+
+
 def test_a_built_trace_follows_the_per_request_model(
     nab: rt.Nab, model: rt.TraceModel, tmp_path: Path
 ) -> None:
