@@ -322,15 +322,26 @@ def _from_pods(bounds: tuple[float, ...], pods: Sequence[PodCounts]) -> VersionC
 def write_trace(path: str | Path, observations: Sequence[Observation]) -> int:
     """Write usable observations as a trace (no-data intervals become gaps); return rows written.
 
+    Stable's history (``BEFORE_CANARY`` observations, which must all come before the first
+    usable one) is written as stable rows only, as ``read_trace`` reads it back.
+
     All observations must share one histogram layout (or have none). When any version carries
     per-pod counts the trace gets a ``pod`` column: one row per pod (which must add up to the
     version's totals, else ValueError), and one row with an empty ``pod`` for a version without.
     """
-    usable = [o for o in observations if o.usable]
+    usable = [
+        o
+        for o in observations
+        if o.usable or (o.no_data_reason == BEFORE_CANARY and o.stable is not None)
+    ]
+    first = min((o.start_s for o in usable if o.usable), default=math.inf)
+    if any(o.no_data_reason == BEFORE_CANARY and o.start_s >= first for o in usable):
+        raise ValueError("stable's history must come before the canary's first interval")
     bounds: tuple[float, ...] | None = None
     for o in usable:
-        assert o.stable is not None and o.canary is not None
         for vc in (o.stable, o.canary):
+            if vc is None:
+                continue
             if bounds is None:
                 bounds = vc.bounds_ms
             elif vc.bounds_ms != bounds:
@@ -344,7 +355,8 @@ def write_trace(path: str | Path, observations: Sequence[Observation]) -> int:
     records: list[list[object]] = []
     for o in sorted(usable, key=lambda o: o.start_s):
         for name, counts in (("stable", o.stable), ("canary", o.canary)):
-            assert counts is not None
+            if counts is None:
+                continue  # the canary of stable's history
             if counts.pods:
                 if any(len(p.bucket_counts) != len(bounds) or not p.pod for p in counts.pods):
                     raise ValueError(

@@ -26,6 +26,10 @@ per-request model. This module's, per analysis interval ``[t, t + interval_s)`` 
 - **Errors.** Binomial per request, independent of latency, at ``error_rate`` times the pod's
   multiplier, times ``incident_error_ratio`` while the interval's midpoint lies in one of the
   EC2 series' labelled anomaly windows (both versions alike: a shared incident), capped at 1.
+- **History.** With ``history_s`` the trace starts that long before the canary, with stable
+  rows only (all traffic to stable, the same model): ``canaryd replay`` gives the last
+  ``spec.analysis.history`` of them to the judges, as the daemon reads Prometheus before a
+  rollout. ``Placement.start_s`` stays the canary's first interval.
 - **Regressions** (``Regression``, the canary only, from the first interval): errors times
   ``error_ratio``; the median times ``median_factor``; a tail-only shift with the canary's
   sigma ``sigma`` (the median kept).
@@ -35,8 +39,9 @@ Traffic draws come from ``[seed, 1]``, pod effects from ``[seed, 2]`` (``PodDraw
 
 Measured with this model through ``policies/llm-kserve.yaml`` (``analysis/realtraces.py``,
 ``analysis/results/realtraces.md``): A/A with a random split 0 of 1,500 rolled back, starting
-inside the labelled windows 0 of 800; with a pod split 0.25-5.0 % per cell (three of four
-point estimates above the policy's alpha 0.01: issue #10 item 1); errors x2 / x3, median +25 %
+inside the labelled windows 0 of 800; with a pod split and no history 0.25-5.0 % per cell
+(three of four point estimates above the policy's alpha 0.01), with 2 h of stable's history
+see the study's table; errors x2 / x3, median +25 %
 and a tail-only shift rolled back in 81 / 99 / 98 / 99 % of rollouts.
 """
 
@@ -55,7 +60,7 @@ import numpy.typing as npt
 from scipy.special import ndtr
 
 from canaryd.errors import Problem, TraceError
-from canaryd.metrics.replay import write_trace
+from canaryd.metrics.replay import BEFORE_CANARY, write_trace
 from canaryd.observation import Observation, PodCounts, VersionCounts
 from canaryd.policy.model import CanaryPolicy
 from canaryd.simulation.pods import PodDraws
@@ -240,8 +245,13 @@ class TraceModel:
     bounds: tuple[float, ...] = KNATIVE_BOUNDS
     pods: Pods | None = None
     regression: Regression = field(default_factory=Regression)
+    history_s: float = 0.0
+    """Stable-only traffic before the canary starts (the trace's leading stable rows, which
+    ``canaryd replay`` reads as stable's history); a whole number of intervals."""
 
     def __post_init__(self) -> None:
+        if not (self.history_s >= 0 and float(self.history_s / self.interval_s).is_integer()):
+            raise ValueError("history_s must be a non-negative whole number of intervals")
         if not self.schedule or self.schedule[0][0] != 0.0:
             raise ValueError("schedule must start at 0 s")
         if any(b[0] <= a[0] for a, b in zip(self.schedule, self.schedule[1:], strict=False)):
@@ -287,9 +297,16 @@ class Placement:
 
 
 def placements(
-    nab: Nab, count: int, seed: int, duration_s: float, *, incidents: bool = False
+    nab: Nab,
+    count: int,
+    seed: int,
+    duration_s: float,
+    *,
+    incidents: bool = False,
+    history_s: float = 0.0,
 ) -> list[Placement]:
-    """``count`` seeded placements, uniform over each series' span that holds ``duration_s``.
+    """``count`` seeded placements, uniform over each series' span that holds ``duration_s``
+    (and ``history_s`` before it).
 
     With ``incidents`` both starts lie inside a labelled window of their series (uniform over
     the windows' lengths), so that the trace's first part is an incident on both versions.
@@ -298,8 +315,9 @@ def placements(
 
     def draw(series: Series) -> float:
         lo, hi = series.span_s
+        lo += history_s
         if incidents:
-            spans = [(a, min(b, hi - duration_s)) for a, b in series.windows]
+            spans = [(max(a, lo), min(b, hi - duration_s)) for a, b in series.windows]
             spans = [(a, b) for a, b in spans if b > a]
             if not spans:
                 raise ValueError(f"{series.name}: no labelled window holds {duration_s:g} s")
@@ -329,9 +347,10 @@ def _bucket_probs(median_ms: FloatArray, sigma: float, bounds: tuple[float, ...]
 
 
 def _starts(model: TraceModel) -> FloatArray:
-    """Each interval's start, seconds since the trace's start."""
+    """Each interval's start, seconds since the canary's start (the history's are < 0)."""
     n_int = int(model.duration_s // model.interval_s)
-    return np.asarray(np.arange(n_int) * model.interval_s, dtype=np.float64)
+    n_hist = round(model.history_s / model.interval_s)
+    return np.asarray(np.arange(-n_hist, n_int) * model.interval_s, dtype=np.float64)
 
 
 def request_rate(nab: Nab, model: TraceModel, placement: Placement) -> FloatArray:
@@ -352,7 +371,7 @@ def build(nab: Nab, model: TraceModel, placement: Placement, seed: int) -> list[
     incident = nab.ec2.in_window(placement.start_s + mid)
     p_err = model.error_rate * np.where(incident, model.incident_error_ratio, 1.0)
     n = rng.poisson(rate * model.interval_s)
-    n_c = rng.binomial(n, model.share_at(since))
+    n_c = rng.binomial(n, np.where(since < 0, 0.0, model.share_at(np.maximum(since, 0.0))))
     n_by = (n - n_c, n_c)
     reg = model.regression
     sigmas = (model.sigma, model.sigma if reg.sigma is None else reg.sigma)
@@ -402,6 +421,13 @@ def build(nab: Nab, model: TraceModel, placement: Placement, seed: int) -> list[
     return [
         Observation(
             t0 + since[i], t0 + since[i] + model.interval_s, per_version[0][i], per_version[1][i]
+        )
+        if since[i] >= 0
+        else Observation(
+            t0 + since[i],
+            t0 + since[i] + model.interval_s,
+            per_version[0][i],
+            no_data_reason=BEFORE_CANARY,
         )
         for i in range(n_int)
     ]
