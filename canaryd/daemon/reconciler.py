@@ -683,24 +683,25 @@ class Reconciler:
                 )
                 break
             requests = groups[w]
-            try:
-                got: dict[Hashable, Observation] = self.metric_source.fetch(
-                    requests, w.start, w.end
-                )
-            except Exception as exc:  # the protocol says never; a bug must not stop the tick
-                log.exception("metric source raised; treating as no data")
-                got = {
-                    r.key: Observation(
-                        w.start, w.end, no_data_reason=f"metric source failed: {exc}"
-                    )
-                    for r in requests
-                }
+            got = self._fetch_batch(requests, w)
             for req in requests:
                 assert isinstance(req.key, RolloutKey)
                 out[(req.key, w)] = got.get(req.key) or Observation(
                     w.start, w.end, no_data_reason="metric source returned nothing for this rollout"
                 )
         return out
+
+    def _fetch_batch(self, requests: list[FetchRequest], w: Window) -> dict[Hashable, Observation]:
+        """One batched fetch; a source that raises (the protocol says never) is no data, so a
+        bug in it cannot stop the tick."""
+        try:
+            return self.metric_source.fetch(requests, w.start, w.end)
+        except Exception as exc:
+            log.exception("metric source raised; treating as no data")
+            return {
+                r.key: Observation(w.start, w.end, no_data_reason=f"metric source failed: {exc}")
+                for r in requests
+            }
 
     def _fetch_histories(self, due: Sequence[_Due]) -> dict[RolloutKey, Observation]:
         """Stable's history of the rollouts whose judges are not primed yet: one batched
@@ -713,16 +714,7 @@ class Reconciler:
                 groups.setdefault(item.history, []).append(history_request(item.request))
         out: dict[RolloutKey, Observation] = {}
         for w, requests in groups.items():
-            try:
-                got = self.metric_source.fetch(requests, w.start, w.end)
-            except Exception as exc:  # the protocol says never; a bug must not stop the tick
-                log.exception("metric source raised reading history; judging without it")
-                got = {
-                    r.key: Observation(
-                        w.start, w.end, no_data_reason=f"metric source failed: {exc}"
-                    )
-                    for r in requests
-                }
+            got = self._fetch_batch(requests, w)
             for req in requests:
                 assert isinstance(req.key, RolloutKey)
                 obs = got.get(req.key)
