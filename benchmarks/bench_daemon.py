@@ -14,6 +14,9 @@ measures over several intervals:
   ``apiserver_request_total``, with its idle baseline subtracted), and reads per rollout;
 - the wall time of a tick (the daemon's ``canaryd_tick_duration_seconds``), mean and max.
 
+The daemon runs with the environment the image sets for it (``IMAGE_ENV``: glibc's malloc arenas,
+see the Dockerfile); ``--no-image-env`` runs it without, to measure what that setting is worth.
+
     .venv/bin/python benchmarks/bench_daemon.py [--n 10,100,1000,3000] [--intervals 6]
 
 Prints one table. Needs what scripts/test installs (Prometheus, the envtest apiserver).
@@ -53,6 +56,8 @@ ENVTEST = ROOT / "scripts" / "envtest"
 BOUNDS = (5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, math.inf)
 INTERVAL, SCRAPE, NAMESPACES = 30.0, 15.0, 10
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+IMAGE_ENV = {"MALLOC_ARENA_MAX": "2"}
+"""What the Dockerfile's ENV sets for the daemon's memory (tests/unit/test_dockerfile.py checks)."""
 
 POLICY = """\
 apiVersion: canaryd.io/v1alpha1
@@ -181,7 +186,9 @@ def rss_mb(pid: int) -> float:
     return math.nan
 
 
-def run_one(n: int, measure: int, env_dir: Path, work: Path) -> dict[str, object]:
+def run_one(
+    n: int, measure: int, env_dir: Path, work: Path, image_env: bool = True
+) -> dict[str, object]:
     client = load_api_client(str(env_dir / "kubeconfig"))
     api_url = client.configuration.host
     api = client
@@ -232,7 +239,9 @@ def run_one(n: int, measure: int, env_dir: Path, work: Path) -> dict[str, object
     ]
     log = (work / f"daemon-{n}.log").open("wb")
     base_api = apiserver_counts(api, api_url)
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    env = {k: v for k, v in os.environ.items() if k not in IMAGE_ENV}
+    env.update(IMAGE_ENV if image_env else {})
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     metrics_url = f"http://127.0.0.1:{port}/metrics"
     try:
         deadline = time.monotonic() + 600
@@ -323,6 +332,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", default="10,100,1000,3000")
     ap.add_argument("--intervals", type=int, default=6, help="measured intervals per N")
+    ap.add_argument(
+        "--no-image-env",
+        action="store_true",
+        help=f"run the daemon without the image's {', '.join(IMAGE_ENV)}",
+    )
     args = ap.parse_args()
     sizes = [int(x) for x in args.n.split(",")]
     work = Path(tempfile.mkdtemp(prefix="canaryd-bench-daemon-"))
@@ -335,7 +349,7 @@ def main() -> None:
         client.close()
         for n in sizes:
             print(f"-- N = {n}", file=sys.stderr, flush=True)
-            rows.append(run_one(n, args.intervals, env_dir, work))
+            rows.append(run_one(n, args.intervals, env_dir, work, not args.no_image_env))
     finally:
         subprocess.run([str(ENVTEST), "stop", str(env_dir)], timeout=120, check=False)
         shutil.rmtree(work, ignore_errors=True)

@@ -6,9 +6,11 @@ deploy/; a test checks that each PromQL there names one of them.
 
 from __future__ import annotations
 
-import contextlib
+import threading
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from canaryd.controller import Phase, RolloutState
 from canaryd.identity import RolloutKey
@@ -26,22 +28,10 @@ class DaemonMetrics:
             ["namespace", "name", "action"],
             registry=r,
         )
-        self.weight = Gauge(
-            "canaryd_canary_weight",
-            "The canary's traffic percent as canaryd last set it.",
-            ["namespace", "name"],
-            registry=r,
-        )
         self.evidence = Gauge(
             "canaryd_evidence",
             "The sequential judge's e-value per metric (rollback at 1/alpha).",
             ["namespace", "name", "metric"],
-            registry=r,
-        )
-        self.phase = Gauge(
-            "canaryd_rollout_phase",
-            "1 for the rollout's current phase, 0 for the others.",
-            ["namespace", "name", "phase"],
             registry=r,
         )
         self.errors = Counter(
@@ -88,31 +78,66 @@ class DaemonMetrics:
             "canaryd_rollouts", "Rollouts with a policy, by phase.", ["phase"], registry=r
         )
         self._observed: dict[RolloutKey, tuple[Phase, int]] = {}
+        self._observed_lock = threading.Lock()
+        r.register(_RolloutStates(self))
 
     def observe_state(self, key: RolloutKey, state: RolloutState) -> None:
-        """Set the phase and weight gauges (only when they changed: label lookups cost)."""
-        if self._observed.get(key) == (state.phase, state.weight):
-            return
-        self._observed[key] = (state.phase, state.weight)
-        for ph in Phase:
-            self.phase.labels(key.namespace, key.name, ph.value).set(
-                1.0 if ph is state.phase else 0.0
-            )
-        weight = state.weight
-        if state.phase is Phase.PROMOTED:
-            weight = 100
-        elif state.phase is Phase.ROLLED_BACK:
-            weight = 0
-        self.weight.labels(key.namespace, key.name).set(weight)
+        """Record the rollout's phase and weight for ``canaryd_rollout_phase`` and
+        ``canaryd_canary_weight`` (read at each scrape)."""
+        with self._observed_lock:
+            self._observed[key] = (state.phase, state.weight)
 
     def forget(self, key: RolloutKey) -> None:
-        """Drop a rollout's labelled series (its policy is gone)."""
-        self._observed.pop(key, None)
-        for ph in Phase:
-            _remove(self.phase, key.namespace, key.name, ph.value)
-        _remove(self.weight, key.namespace, key.name)
+        """Drop a rollout's phase and weight series (its policy is gone)."""
+        with self._observed_lock:
+            self._observed.pop(key, None)
+
+    def observed(self) -> list[tuple[RolloutKey, Phase, int]]:
+        """(rollout, phase, weight as exposed) for every rollout observed, in the order first
+        seen. The weight of a promoted rollout is 100, of a rolled-back one 0."""
+        with self._observed_lock:
+            items = list(self._observed.items())
+        out = []
+        for key, (phase, weight) in items:
+            if phase is Phase.PROMOTED:
+                weight = 100
+            elif phase is Phase.ROLLED_BACK:
+                weight = 0
+            out.append((key, phase, weight))
+        return out
 
 
-def _remove(metric: Gauge, *labels: str) -> None:
-    with contextlib.suppress(KeyError):
-        metric.remove(*labels)
+class _RolloutStates:
+    """``canaryd_rollout_phase`` and ``canaryd_canary_weight``, built at each scrape from the
+    states ``DaemonMetrics`` observed.
+
+    The same series as two labelled Gauges would give (one per rollout and phase, 1 for the
+    current phase and 0 for the others; one weight per rollout), without keeping a child
+    object, lock and value per series: eight per rollout cost about 6 KB, 6 MB at 1,000
+    rollouts (DESIGN-NOTES.md, "Memory per rollout").
+    """
+
+    PHASE = ("canaryd_rollout_phase", "1 for the rollout's current phase, 0 for the others.")
+    WEIGHT = ("canaryd_canary_weight", "The canary's traffic percent as canaryd last set it.")
+
+    def __init__(self, metrics: DaemonMetrics) -> None:
+        self._metrics = metrics
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(*self.PHASE, labels=["namespace", "name", "phase"]),
+            GaugeMetricFamily(*self.WEIGHT, labels=["namespace", "name"]),
+        )
+
+    def describe(self) -> list[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        phase_f, weight_f = self._families()
+        phases = list(Phase)
+        for key, phase, weight in self._metrics.observed():
+            for ph in phases:
+                phase_f.add_metric([key.namespace, key.name, ph.value], 1.0 if ph is phase else 0.0)
+            weight_f.add_metric([key.namespace, key.name], float(weight))
+        yield phase_f
+        yield weight_f

@@ -30,6 +30,7 @@ collection, read synchronously by the tick. DESIGN-NOTES.md says why.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections import Counter
@@ -61,6 +62,22 @@ class Collection:
     def __str__(self) -> str:
         sel = f" [{self.label_selector}]" if self.label_selector else ""
         return f"{self.resource}/{self.namespace}{sel}"
+
+
+def _interned(value: Any) -> Any:
+    """``value`` (parsed JSON) rebuilt with every dict key interned (``sys.intern``).
+
+    Each watch event is parsed on its own, so every cached object held its own copies of
+    "metadata", "status", "latestReadyRevision" and the like: about 2 of an
+    InferenceService's 6 KB. Keys come from the objects' schemas (and their label and
+    annotation names), a small set, so interning them holds nothing that would otherwise
+    be freed. Values are left as they are (uids and resourceVersions would only grow the
+    interned table)."""
+    if isinstance(value, dict):
+        return {sys.intern(k) if type(k) is str else k: _interned(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interned(v) for v in value]
+    return value
 
 
 class _Reflector:
@@ -221,13 +238,14 @@ class _Reflector:
         """What the cache keeps of ``obj``: never ``metadata.managedFields`` (server-side
         apply's bookkeeping, often the largest part of an object, read by nobody here; a write
         that omits it leaves it as it is on the server), and no ``data`` for collections that
-        only need to know an object exists (``drop_data``)."""
+        only need to know an object exists (``drop_data``). The copy kept has its keys interned
+        (``_interned``): the same values, a third less memory per object."""
         meta = obj.get("metadata")
         if isinstance(meta, dict) and "managedFields" in meta:
             obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
         if self.collection.drop_data:
-            return {k: v for k, v in obj.items() if k not in ("data", "binaryData")}
-        return obj
+            obj = {k: v for k, v in obj.items() if k not in ("data", "binaryData")}
+        return _interned(obj)
 
     # -- health ------------------------------------------------------------------------
 

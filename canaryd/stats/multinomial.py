@@ -18,11 +18,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import gammaln
 
 
 def dm_log_e_value(counts: Sequence[float], theta0: Sequence[float], k: float = 100.0) -> float:
     """log E for cumulative ``counts`` against ``theta0`` with prior strength ``k``."""
+    from scipy.special import gammaln  # 14 MB resident: imported by the judges that use it
+
     x = np.asarray(counts, dtype=float)
     t0 = np.asarray(theta0, dtype=float)
     if x.shape != t0.shape:
@@ -43,6 +44,8 @@ def dm_sequential_p_values(
     observations: npt.ArrayLike, theta0: Sequence[float], k: float = 100.0
 ) -> npt.NDArray[np.float64]:
     """Anytime-valid p-values after each row of ``observations`` (one count vector per row)."""
+    from scipy.special import gammaln
+
     obs = np.asarray(observations, dtype=float)
     t0 = np.asarray(theta0, dtype=float)
     a = k * t0

@@ -89,6 +89,15 @@ def test_final_stage_has_no_build_tools_or_caches() -> None:
         assert setting in env
 
 
+def test_the_daemon_benchmark_runs_with_the_images_malloc_arenas() -> None:
+    """The RSS the README reports is measured with the allocator setting the image ships."""
+    env = " ".join(args for word, args in FINAL if word == "ENV")
+    bench = (REPO / "benchmarks" / "bench_daemon.py").read_text(encoding="utf-8")
+    found = re.search(r"MALLOC_ARENA_MAX=(\d+)", env)
+    assert found, "the image sets MALLOC_ARENA_MAX"
+    assert f'IMAGE_ENV = {{"MALLOC_ARENA_MAX": "{found.group(1)}"}}' in bench
+
+
 def test_dockerignore_keeps_the_context_small() -> None:
     lines = (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
     assert "*" in lines  # allow-list: .venv, .git, tests and caches never reach the daemon

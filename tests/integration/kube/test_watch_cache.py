@@ -102,6 +102,16 @@ def test_lists_then_follows_every_change(private_kube: PrivateKube) -> None:
             )
 
         _until("the annotation", annotated)
+        # What is cached is the server's object without managedFields, its keys interned: "a"
+        # came with the LIST, "b" from watch events, and they share their key strings.
+        server = raw_request(private_kube.client, "GET", INFERENCE_SERVICE.path(ns, "b"))
+        server["metadata"].pop("managedFields", None)
+        _until("the cached copy", lambda: cache.lookup(INFERENCE_SERVICE, ns, "b") == server)
+        a_obj, b_obj = (cache.lookup(INFERENCE_SERVICE, ns, n) for n in ("a", "b"))
+        assert isinstance(a_obj, dict) and isinstance(b_obj, dict)
+        a_keys = {k: k for k in a_obj["status"]["components"]["predictor"]}
+        for k in b_obj["status"]["components"]["predictor"]:
+            assert a_keys[k] is k
         raw_request(private_kube.client, "DELETE", INFERENCE_SERVICE.path(ns, "b"))
         _until("b deleted", lambda: cache.lookup(INFERENCE_SERVICE, ns, "b") is None)
 
