@@ -231,16 +231,8 @@ def aa_cell(
     )
     err, lat, both = [], [], []
     for pods, hist in ((False, False), (True, False), (True, True)):
-        e = crossing(tr.n, [tr.x], 1.0, pods, noise_share=noise_share, history=_hist(tr, hist))
-        la = crossing(
-            tr.n,
-            latency_events(tr),
-            1.0,
-            pods,
-            LATENCY_ALT_SCALE,
-            noise_share=noise_share,
-            history=_hist(tr, hist, latency=True),
-        )
+        e = judge_crossing(tr, "errors", pods, hist, noise_share)
+        la = judge_crossing(tr, "latency", pods, hist, noise_share)
         err.append(int(np.sum(e >= 0)))
         lat.append(int(np.sum(la >= 0)))
         both.append(int(np.sum((e >= 0) | (la >= 0))))
@@ -250,6 +242,26 @@ def aa_cell(
         (err[0], err[1], err[2]),
         (lat[0], lat[1], lat[2]),
         (both[0], both[1], both[2]),
+    )
+
+
+def judge_crossing(
+    tr: Traffic, kind: str, pods: bool, history: bool, noise_share: float = NOISE_SHARE
+) -> IntArray:
+    """``crossing`` as the ``kind`` ("errors" or "latency") judge reads the traffic: pod-aware
+    or not, with stable's history seeding the spread or not."""
+    if kind == "errors":
+        return crossing(
+            tr.n, [tr.x], 1.0, pods, noise_share=noise_share, history=_hist(tr, history)
+        )
+    return crossing(
+        tr.n,
+        latency_events(tr),
+        1.0,
+        pods,
+        LATENCY_ALT_SCALE,
+        noise_share=noise_share,
+        history=_hist(tr, history, latency=True),
     )
 
 
@@ -293,20 +305,8 @@ def power(
             (True, False, "after"),
             (True, True, f"after, {HISTORY_MIN} min history"),
         ):
-            if effect.startswith("errors"):
-                hit = crossing(
-                    tr.n, [tr.x], 1.0, pods, noise_share=noise_share, history=_hist(tr, hist)
-                )
-            else:
-                hit = crossing(
-                    tr.n,
-                    latency_events(tr),
-                    1.0,
-                    pods,
-                    LATENCY_ALT_SCALE,
-                    noise_share=noise_share,
-                    history=_hist(tr, hist, latency=True),
-                )
+            kind = "errors" if effect.startswith("errors") else "latency"
+            hit = judge_crossing(tr, kind, pods, hist, noise_share)
             ok = hit >= 0
             delay = float(np.median(hit[ok] + 1)) if ok.any() else math.nan
             out.append((effect, name, float(ok.mean()), delay))
