@@ -68,6 +68,10 @@ spec:
     minDwell: 10m
   analysis:
     interval: 1m
+    # The simulator draws no warm-up and the backfill has no series before t=0, so neither
+    # side reads stable's history (tests/unit/daemon/test_history_read.py and the Prometheus
+    # history test cover that read).
+    history: 0s
     source: {{preset: istio}}
     metrics:
       - {{name: errors, kind: errors, judge: sequential, maxRelativeIncrease: 0.2}}

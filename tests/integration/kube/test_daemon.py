@@ -172,7 +172,9 @@ def test_regression_rolls_back_with_an_explaining_event(kube: KubeEnv, namespace
     d = r1.decisions[RolloutKey(namespace, "m")]
     assert d.action.value == "rollback"
     assert percent(kube, namespace, "m") == 0
-    assert source.calls == [([RolloutKey(namespace, "m")], 0.0, 60.0)]
+    # stable's 2h of history before the first window (read once), then the window
+    key = RolloutKey(namespace, "m")
+    assert source.calls == [([key], -7200.0, 0.0), ([key], 0.0, 60.0)]
 
     evs = events(kube, namespace, "m")
     assert [e["reason"] for e in evs] == ["CanaryStarted", "RolledBack"]
@@ -221,7 +223,12 @@ def test_healthy_canary_steps_then_promotes(kube: KubeEnv, namespace: str) -> No
         "WeightChanged",
         "Promoted",
     ]
-    assert [c[1:] for c in source.calls] == [(0.0, 60.0), (60.0, 120.0), (120.0, 180.0)]
+    assert [c[1:] for c in source.calls] == [
+        (-7200.0, 0.0),  # stable's history, once
+        (0.0, 60.0),
+        (60.0, 120.0),
+        (120.0, 180.0),
+    ]
     doc = stored(kube, namespace, "m")
     assert doc["state"]["phase"] == "promoted"
     assert doc["pending"] is None  # applied, then cleared
