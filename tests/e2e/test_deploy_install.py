@@ -191,7 +191,10 @@ def test_deploy_as_applied_decides(kube: KubeEnv, tmp_path: Path) -> None:
             assert proc.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
             got = store.load(RolloutKey(NS, NAME))
             phase = None if got is None else got.data["state"]["phase"]
-            if phase == "rolled_back":
+            # The decision is stored before it is acted on (with the router change pending):
+            # wait for the router write too.
+            pct = get_isvc(kube, NS, NAME)["spec"]["predictor"].get("canaryTrafficPercent")
+            if phase == "rolled_back" and pct == 0:
                 break
             time.sleep(0.5)
         log_text = (tmp_path / "daemon.log").read_text()
