@@ -18,16 +18,25 @@ own per-pod counts (DESIGN-NOTES.md, "Canary on its own pods"):
    with ``k_s - 1`` degrees of freedom for the difference of two traffic-weighted means of pod
    effects, where the spread is itself estimated from ``k_s`` pods. ``beta`` is
    ``POD_ALPHA_SHARE`` of the judge's alpha, spent only when the source reports pods;
-4. until stable's pods have seen ``MIN_POD_EVENTS`` events each on average, ``h`` is at least
+4. with fewer than ``EXACT_BELOW_PODS`` (4) stable pods no noise is subtracted (``tau^2 =
+   Q / c``): the bound is then the exact Student-t prediction bound on the raw spread of the
+   pods' observed log rates, valid whatever the spread (the binomial noise only makes it
+   wider). Subtracting the noise from a 2-degree-of-freedom estimate gives ``tau = 0`` in about
+   4 % of rollouts whose pods in truth differ, which is where the false rollbacks of the
+   three-pod cells came from (DESIGN-NOTES.md, "Few stable pods");
+5. until stable's pods have seen ``MIN_POD_EVENTS`` events each on average, ``h`` is at least
    ``WARM_UP_WIDENING`` (x4): their spread is not yet known, and a canary pod far from
    stable's few pods is then as likely a pod effect as a regression, so only a canary more than
    x4 off is rolled back early. The evidence is kept, so a smaller regression is rolled back as
-   soon as the warm-up ends.
+   soon as the warm-up ends;
+6. with fewer than ``MIN_SPREAD_PODS`` (3) stable pods the spread cannot be estimated at all
+   (one pod has none, and two give a t quantile with one degree of freedom, 127 at
+   ``beta = 0.0025``), so ``h`` is ``WARM_UP_WIDENING`` for the whole rollout: the guarantee then
+   rests on the assumption, stated in the verdict, that pods of one version differ by less
+   than x4 in the tested rate.
 
 Pods are keyed by name and capped at ``MAX_PODS`` per version (a pod beyond the cap still
 counts in the version's totals, not in the spread estimate), so the state stays small.
-With fewer than two stable pods there is no between-pod estimate: ``h = 1`` and the verdict
-says so.
 """
 
 from __future__ import annotations
@@ -56,6 +65,11 @@ WARM_UP_WIDENING: float | None = 4.0
 """The null's widening, at least, during the warm-up (None: infinite, no rollback). With an
 infinite one, a x10 error rate at 0.1 % on 4 alike stable pods was rolled back after a median
 110 min instead of 5 (the warm-up's length); x4 gives 26 min at the same A/A rates."""
+MIN_SPREAD_PODS = 3
+"""Stable pods with traffic needed to estimate their spread; with fewer the null's widening is
+``WARM_UP_WIDENING`` throughout (an assumption the verdict states)."""
+EXACT_BELOW_PODS = 4
+"""With fewer stable pods than this, no binomial noise is subtracted (the exact t bound)."""
 MIN_POD_EVENTS = 30.0
 """Events per stable pod (on average) before the spread is trusted: until then ``h`` is at
 least ``WARM_UP_WIDENING``; chosen on the study (``analysis/pods.py``)."""
@@ -66,14 +80,16 @@ def log_widening(
     x: FloatArray,
     shares_sq: FloatArray,
     beta: float,
-    noise_share: float = NOISE_SHARE,
+    noise_share: float | None = None,
 ) -> tuple[FloatArray, FloatArray]:
     """``(log h, tau)`` per row from stable's per-pod counts.
 
     ``n``, ``x``: cumulative requests and events, shape ``(rows, pods)`` (a pod with no requests
     is left out). ``shares_sq``: ``sum a_j^2 + sum b_i^2`` per row. ``beta``: the one-sided
-    error of the bound; ``noise_share``: see ``NOISE_SHARE``. Rows with fewer than two stable pods get ``log h = 0`` and ``tau = NaN``;
-    rows still in the warm-up (``in_warm_up``) get at least ``log WARM_UP_WIDENING``.
+    error of the bound; ``noise_share``: see ``NOISE_SHARE`` (None: ``NOISE_SHARE`` from
+    ``EXACT_BELOW_PODS`` stable pods on, 0 below). Rows with fewer than ``MIN_SPREAD_PODS``
+    stable pods get ``log h = log WARM_UP_WIDENING`` (``tau`` is NaN below two pods); rows
+    still in the warm-up (``in_warm_up``) get at least that.
     """
     # scipy.special is imported here, not with the module: it costs 14 MB of resident memory,
     # and a daemon whose rollouts have no per-pod counts never needs it.
@@ -95,15 +111,19 @@ def log_widening(
         q = (w * (y - ybar[:, None]) ** 2).sum(axis=1)
         c = s1 - (w**2).sum(axis=1) / s1
         df = np.maximum(k - 1, 1)
-        tau2 = np.where(k >= 2, np.maximum(0.0, (q - noise_share * (k - 1)) / c), np.nan)
+        share = (
+            np.where(k < EXACT_BELOW_PODS, 0.0, NOISE_SHARE) if noise_share is None else noise_share
+        )
+        tau2 = np.where(k >= 2, np.maximum(0.0, (q - share * (k - 1)) / c), np.nan)
         tq = stdtrit(df, 1.0 - beta)  # Student-t quantile (scipy.stats costs 40 MB at import)
     tau = np.sqrt(tau2)
     log_h = np.where(k >= 2, tq * tau * np.sqrt(np.asarray(shares_sq, dtype=np.float64)), 0.0)
     log_h = np.nan_to_num(log_h, nan=0.0)
-    # Until stable's pods have seen enough events the spread is unknown: no rollback yet.
-    warm = in_warm_up(n, x)
+    # Until stable's pods have seen enough events, or while too few pods report, the spread
+    # is unknown: only a canary further off than the floor is rolled back.
+    unknown = in_warm_up(n, x) | (k < MIN_SPREAD_PODS)
     floor = math.inf if WARM_UP_WIDENING is None else math.log(WARM_UP_WIDENING)
-    return np.where(warm, np.maximum(log_h, floor), log_h), tau
+    return np.where(unknown, np.maximum(log_h, floor), log_h), tau
 
 
 def in_warm_up(n: FloatArray, x: FloatArray) -> npt.NDArray[np.bool_]:
@@ -185,10 +205,17 @@ class PodSpread:
         a2 = float(np.sum((nc / nc.sum()) ** 2)) if nc.sum() > 0 else 1.0
         return a2 + b2
 
+    @property
+    def too_few(self) -> bool:
+        """Fewer than ``MIN_SPREAD_PODS`` stable pods with traffic: the spread is assumed."""
+        return self.stable_pods < MIN_SPREAD_PODS
+
     def estimate(self) -> tuple[FloatArray, FloatArray]:
-        """``(log h, tau)`` per row; zeros and NaN before two stable pods have traffic."""
+        """``(log h, tau)`` per row (``log_widening``); with fewer than two stable pods the
+        floor ``log WARM_UP_WIDENING`` and NaN."""
         if self.stable_pods < 2:
-            return np.zeros(self.rows), np.full(self.rows, np.nan)
+            floor = math.inf if WARM_UP_WIDENING is None else math.log(WARM_UP_WIDENING)
+            return np.full(self.rows, floor), np.full(self.rows, np.nan)
         acc = np.array(list(self.stable.values()))  # (pods, 1 + rows)
         n = np.broadcast_to(acc[:, 0], (self.rows, acc.shape[0]))
         x = acc[:, 1:].T
@@ -216,10 +243,11 @@ class PodSpread:
             "alpha_for_pod_spread": self.beta,
             "between_pod_sd_log": [None if math.isnan(t) else float(t) for t in tau],
         }
-        if self.stable_pods < 2:
+        if self.too_few:
             out["pods"] = (
-                "fewer than two stable pods: their spread cannot be estimated, so the test "
-                "assumes the canary's pods are like stable's"
+                f"{self.stable_pods} stable pod(s) with traffic, fewer than {MIN_SPREAD_PODS}: "
+                "how much pods differ cannot be estimated, so the test assumes they differ by "
+                f"less than x{WARM_UP_WIDENING:g} and widens the null by that"
             )
         elif self.warming().any():
             out["pods"] = (

@@ -12,7 +12,7 @@ from canaryd.errors import HistogramLayoutError
 from canaryd.jsonnum import decode_float, encode_float
 from canaryd.observation import PodCounts, VersionCounts
 from canaryd.stats.histogram import common_bounds, histogram_quantile, nearest_boundary, rebucket
-from canaryd.stats.pods import MIN_POD_EVENTS, PodSpread, grid_steps
+from canaryd.stats.pods import MIN_POD_EVENTS, MIN_SPREAD_PODS, PodSpread, grid_steps
 from canaryd.stats.ratio import LATENCY_ALT_SCALE, Grid, RateRatioBatch
 from canaryd.stats.verdict import Status, Verdict
 
@@ -51,7 +51,12 @@ def _widening(engine: RateRatioBatch, row: int) -> float:
     return math.exp(int(engine.shift[row]) * engine.step)
 
 
-def _widened_text(rho0: float, h: float, warming: bool = False) -> str:
+def _widened_text(rho0: float, h: float, warming: bool = False, too_few: bool = False) -> str:
+    if too_few:
+        return (
+            f"; fewer than {MIN_SPREAD_PODS} stable pods, so how much pods differ cannot be "
+            f"estimated: tested against {rho0:.3g}x{h:.3g}, assuming pods differ by less"
+        )
     if warming:
         return (
             f"; stable's pods have fewer than {MIN_POD_EVENTS:g} events each, so how much pods "
@@ -142,7 +147,9 @@ class SequentialErrorsJudge:
         lo, hi = (float(a[0]) for a in e.confidence_sequence(self.alpha))
         est = float(e.estimate()[0])
         base.update(e_value=e_now, interval=(lo, hi), estimate=None if math.isnan(est) else est)
-        widened = _widened_text(rho0, _widening(e, 0), bool(self.pods.warming()[0]))
+        widened = _widened_text(
+            rho0, _widening(e, 0), bool(self.pods.warming()[0]), self.pods.too_few
+        )
         if e_max >= 1.0 / self.test_alpha:
             reason = (
                 f"canary error rate is more than {rho0:.3g}x stable's "
@@ -472,7 +479,10 @@ class SequentialLatencyJudge:
         q_txt = self._quantile_text(details)
         assert self.pods is not None
         w_txt = _widened_text(
-            1.0 + self.tolerance, _widening(e, worst), bool(self.pods.warming()[worst])
+            1.0 + self.tolerance,
+            _widening(e, worst),
+            bool(self.pods.warming()[worst]),
+            self.pods.too_few,
         )
         b_txt = _boundary_text(b_ms, per[worst]["stable_share_slower"])
         if self.max_combined >= 1.0 / self._alpha_test:

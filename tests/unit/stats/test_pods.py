@@ -67,13 +67,33 @@ def test_bound_covers_a_new_pod_at_the_promised_rate() -> None:
     assert np.mean(rho_aa > log_h) <= 0.01  # promised 0.25 %; seeded 0.1 %
 
 
-def test_warm_up_and_single_pod() -> None:
-    n = np.array([[100.0, 100.0, 100.0]])
-    few = np.array([[1.0, 2.0, 1.0]])
-    log_h, _ = log_widening(n, few, np.array([1.33]), 0.0025)
+def test_three_pods_get_the_exact_bound() -> None:
+    # Three stable pods whose error rates differ (sd 0.25 in log), many events each. With
+    # the noise subtracted, tau is 0 whenever the three happen to lie close (2 degrees of
+    # freedom), and a new pod escapes the bound far more often than beta; without it (the
+    # default below four pods) the t bound on the raw spread holds.
+    rng = np.random.default_rng(10)
+    rows, beta = 4000, 0.0025
+    z = rng.normal(0.0, 0.25, (rows, 4))
+    n = np.full((rows, 3), 5e4)
+    x = rng.binomial(n.astype(np.int64), 0.01 * np.exp(z[:, :3])).astype(float)
+    rho_aa = z[:, 3] - z[:, :3].mean(axis=1)
+    log_h, _ = log_widening(n, x, np.full(rows, 1 + 1 / 3), beta)
+    assert np.mean(rho_aa > log_h) <= 0.006  # promised 0.25 %
+    subtracted, _ = log_widening(n, x, np.full(rows, 1 + 1 / 3), beta, noise_share=1.0)
+    assert np.mean(rho_aa > subtracted) >= 0.01  # seeded ~2 %: why the default changed
+
+
+def test_warm_up_and_too_few_pods() -> None:
+    n = np.array([[100.0, 100.0, 100.0, 100.0]])
+    few = np.array([[1.0, 2.0, 1.0, 1.0]])
+    log_h, _ = log_widening(n, few, np.array([1.25]), 0.0025)
     assert log_h[0] == pytest.approx(math.log(WARM_UP_WIDENING))
-    log_h, tau = log_widening(np.array([[1000.0, 0.0]]), np.array([[50.0, 0.0]]), [2.0], 0.0025)
-    assert log_h[0] == 0.0 and math.isnan(tau[0])
+    # One or two stable pods: the spread is not estimated, the floor holds for good.
+    log_h, tau = log_widening(np.array([[1e5, 0.0]]), np.array([[5e3, 0.0]]), [2.0], 0.0025)
+    assert log_h[0] == pytest.approx(math.log(WARM_UP_WIDENING)) and math.isnan(tau[0])
+    two = log_widening(np.array([[1e5, 1e5]]), np.array([[5e3, 5e3]]), [1.5], 0.0025)[0]
+    assert two[0] == pytest.approx(math.log(WARM_UP_WIDENING))
     with pytest.raises(ValueError, match="beta"):
         log_widening(n, few, np.array([1.0]), 0.0)
 
