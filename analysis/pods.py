@@ -39,7 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import studylib as c
 
-from canaryd.stats.pods import NOISE_SHARE, POD_ALPHA_SHARE, grid_steps, log_widening
+from canaryd.stats.pods import (
+    EXACT_BELOW_PODS,
+    MIN_SPREAD_PODS,
+    POD_ALPHA_SHARE,
+    WARM_UP_WIDENING,
+    grid_steps,
+    log_widening,
+)
 from canaryd.stats.ratio import LATENCY_ALT_SCALE, Grid, RateRatioBatch
 
 FloatArray = npt.NDArray[np.float64]
@@ -59,6 +66,10 @@ HISTORY_MIN = 120
 """Minutes of stable-only history before the canary (the policy's default ``history``: 2h)."""
 NOISE_SHARES = (0.0, 0.5, 1.0)
 """Shares of the binomial noise subtracted from Cochran's Q in the trade-off table."""
+FEW_PODS = (1, 2)
+"""Stable pod counts below ``MIN_SPREAD_PODS``: the spread is assumed, not estimated."""
+FEW_PODS_CELLS = ((0.0, 1.0), (0.1, 1.5), (0.3, 2.0))
+"""(latency CV, error spread) of the few-pods table."""
 
 
 @dataclass(frozen=True)
@@ -154,7 +165,7 @@ def crossing(
     pods: bool,
     alt_scale: float = 1.0,
     alpha: float = ALPHA,
-    noise_share: float = NOISE_SHARE,
+    noise_share: float | None = None,
     history: tuple[FloatArray, list[FloatArray]] | None = None,
 ) -> IntArray:
     """First interval at which the judge fails (``c.NEVER`` if it does not).
@@ -223,7 +234,7 @@ def aa_cell(
     rollouts: int,
     seed: Any,
     horizon: int = HORIZON,
-    noise_share: float = NOISE_SHARE,
+    noise_share: float | None = None,
 ) -> Cell:
     rng = np.random.default_rng(seed)
     tr = generate(
@@ -246,7 +257,7 @@ def aa_cell(
 
 
 def judge_crossing(
-    tr: Traffic, kind: str, pods: bool, history: bool, noise_share: float = NOISE_SHARE
+    tr: Traffic, kind: str, pods: bool, history: bool, noise_share: float | None = None
 ) -> IntArray:
     """``crossing`` as the ``kind`` ("errors" or "latency") judge reads the traffic: pod-aware
     or not, with stable's history seeding the spread or not."""
@@ -282,15 +293,26 @@ def _hist(
 
 
 def power(
-    rollouts: int, seed: int, horizon: int = HORIZON, noise_share: float = NOISE_SHARE
+    rollouts: int,
+    seed: int,
+    horizon: int = HORIZON,
+    noise_share: float | None = None,
+    stable_pods: int = 4,
+    variants: tuple[tuple[bool, bool, str], ...] | None = None,
 ) -> list[tuple[str, str, float, float]]:
-    """(effect, test, detected share, median delay in minutes among detected) on homogeneous pods.
+    """(effect, test, detected share, median delay in minutes among detected) on homogeneous
+    pods (``stable_pods`` of them, one canary pod).
 
     At a 0.1 % base rate stable's pods need ~110 min for the warm-up's 30 events each, so the
     last effect shows what ``WARM_UP_WIDENING`` buys: a far-off canary is rolled back before.
     """
-    het = Heterogeneity(0.0, 1.0, 4)
+    het = Heterogeneity(0.0, 1.0, stable_pods)
     out: list[tuple[str, str, float, float]] = []
+    tests = variants or (
+        (False, False, "before"),
+        (True, False, "after"),
+        (True, True, f"after, {HISTORY_MIN} min history"),
+    )
     effects: tuple[tuple[str, dict[str, float]], ...] = (
         ("errors x2", {"error_ratio": 2.0}),
         ("latency +10 %", {"latency_factor": 1.1}),
@@ -300,11 +322,7 @@ def power(
         rng = np.random.default_rng([seed, len(out)])
         hrng = np.random.default_rng([seed, len(out), 7])
         tr = generate(rng, rollouts, het, horizon=horizon, history_rng=hrng, **kw)
-        for pods, hist, name in (
-            (False, False, "before"),
-            (True, False, "after"),
-            (True, True, f"after, {HISTORY_MIN} min history"),
-        ):
+        for pods, hist, name in tests:
             kind = "errors" if effect.startswith("errors") else "latency"
             hit = judge_crossing(tr, kind, pods, hist, noise_share)
             ok = hit >= 0
@@ -326,14 +344,24 @@ def main() -> None:
         for j, spread in enumerate(SPREADS):
             for k, ks in enumerate(STABLE_PODS):
                 cells.append(aa_cell(Heterogeneity(cv, spread, ks), rollouts, seed=[SEED, i, j, k]))
+    few = [
+        aa_cell(Heterogeneity(cv, spread, ks), rollouts, seed=[SEED, 8, i, ks])
+        for i, (cv, spread) in enumerate(FEW_PODS_CELLS)
+        for ks in FEW_PODS
+    ]
     pw = power(rollouts // 2, SEED + 1)
+    hist_only = ((True, True, "after"),)
+    pw_by_pods = [
+        (ks, power(rollouts // 2, SEED + 3, stable_pods=ks, variants=hist_only)) for ks in (1, 3)
+    ]
     variants = []
     for share in NOISE_SHARES:
         worst3 = [
             aa_cell(h, rollouts // 2, [SEED, 9, i], noise_share=share)
             for i, h in enumerate(VARIANT_CELLS)
         ]
-        variants.append((share, worst3, power(rollouts // 4, SEED + 2, noise_share=share)))
+        pw3 = power(rollouts // 4, SEED + 2, noise_share=share, stable_pods=3, variants=hist_only)
+        variants.append((share, worst3, pw3))
     elapsed = time.perf_counter() - t0
     rows = [
         (
@@ -367,7 +395,8 @@ def main() -> None:
         "buckets, boundaries p50 and p99 (tolerance 0). Per pod: error-rate multiplier "
         "log-uniform in x1/spread..x spread, latency scale lognormal (mean 1, CV). 'before' is "
         "the test that assumes requests exchangeable between versions; 'after' widens the null "
-        f"by stable's between-pod spread and spends {POD_ALPHA_SHARE:g} of alpha on it. "
+        f"by stable's between-pod spread and spends {POD_ALPHA_SHARE:g} of alpha on it (with "
+        f"fewer than {EXACT_BELOW_PODS} stable pods, the exact t bound on their raw spread). "
         "Each figure: false-rollback rate (one-sided 95 % Clopper-Pearson upper bound).",
         "",
         c.md_table(
@@ -410,19 +439,60 @@ def main() -> None:
             [(e, t, c.pct(d, 1), f"{m:g}") for e, t, d, m in pw],
         ),
         "",
-        "## The trade-off: how much binomial noise the spread estimate subtracts",
+        "With 3 stable pods and with 1 (the same effects, 120 min of history):",
         "",
-        f"`NOISE_SHARE` (default {NOISE_SHARE:g}, the method of moments) on the three cells where "
-        f"the default is worst ({rollouts // 2} rollouts each, 3 stable pods), and the power "
-        f"cost on alike pods ({rollouts // 4} rollouts per effect).",
+        c.md_table(
+            ("effect", "stable pods", "detected in 120 min", "median delay (min)"),
+            [
+                (e, f"{ks}", c.pct(d, 1), f"{m:g}")
+                for ks, rows_k in pw_by_pods
+                for e, _, d, m in rows_k
+            ],
+        ),
+        "",
+        f"## Fewer than {MIN_SPREAD_PODS} stable pods: the spread is assumed, not estimated",
+        "",
+        f"One stable pod shows no spread, and two give a Student t with one degree of freedom. "
+        f"Below {MIN_SPREAD_PODS} pods the null is widened by x{WARM_UP_WIDENING:g} for the "
+        "whole rollout, as in the warm-up: valid while pods of one version differ by less than "
+        f"that in the tested rate. {rollouts} rollouts per cell, {HISTORY_MIN} min of history.",
+        "",
+        c.md_table(
+            (
+                "latency CV",
+                "error spread",
+                "pods stable vs canary",
+                "errors before",
+                f"errors, x{WARM_UP_WIDENING:g}",
+                "latency before",
+                f"latency, x{WARM_UP_WIDENING:g}",
+            ),
+            [
+                (
+                    f"{100 * x.het.cv:g} %",
+                    f"x{x.het.spread:g}",
+                    f"{x.het.stable_pods} vs {x.het.canary_pods}",
+                    fmt(x.errors[0], x.rollouts),
+                    fmt(x.errors[2], x.rollouts),
+                    fmt(x.latency[0], x.rollouts),
+                    fmt(x.latency[2], x.rollouts),
+                )
+                for x in few
+            ],
+        ),
+        "",
+        "## The trade-off on three stable pods: how much binomial noise the estimate subtracts",
+        "",
+        f"With fewer than {EXACT_BELOW_PODS} stable pods the default subtracts none (the exact "
+        "t bound); from 4 on it subtracts all of it (the method of moments). Here the three "
+        f"cells where subtracting all of it was worst ({rollouts // 2} rollouts each, "
+        f"3 stable pods, {HISTORY_MIN} min history), and the power cost on 3 alike pods "
+        f"({rollouts // 4} rollouts per effect, the same history).",
         "",
         c.md_table(
             (
                 "noise share",
-                *(
-                    f"CV {100 * h.cv:g} %, x{h.spread:g}: errors / latency after"
-                    for h in VARIANT_CELLS
-                ),
+                *(f"CV {100 * h.cv:g} %, x{h.spread:g}: errors / latency" for h in VARIANT_CELLS),
                 "errors x2: detected, median min",
                 "latency +10 %: detected, median min",
                 "errors x10 at 0.1 %: detected, median min",
@@ -431,10 +501,10 @@ def main() -> None:
                 (
                     f"{share:g}",
                     *(
-                        f"{c.pct(x.errors[1] / x.rollouts)} / {c.pct(x.latency[1] / x.rollouts)}"
+                        f"{fmt(x.errors[2], x.rollouts)} / {fmt(x.latency[2], x.rollouts)}"
                         for x in cells3
                     ),
-                    *(f"{c.pct(d, 1)}, {m:g}" for _, t, d, m in pw3 if t == "after"),
+                    *(f"{c.pct(d, 1)}, {m:g}" for _, _, d, m in pw3),
                 )
                 for share, cells3, pw3 in variants
             ],
