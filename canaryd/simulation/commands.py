@@ -27,6 +27,7 @@ from canaryd.exitcodes import HELP as EXIT_CODES_HELP
 from canaryd.exitcodes import PLAN_HELP, ExitCode, for_outcome
 
 if TYPE_CHECKING:
+    from canaryd.observation import VersionCounts
     from canaryd.policy.model import CanaryPolicy
     from canaryd.simulation.engine import RunResult, SimulationResult
     from canaryd.simulation.scenario import Scenario
@@ -169,7 +170,7 @@ def simulate_cmd(
             mirrored[t] = cum.tolist()
 
     if openmetrics_path is not None:
-        unsupported = _openmetrics_unsupported(policy)
+        unsupported = _openmetrics_unsupported(policy, sc)
         if unsupported:
             click.echo(f"{scenario}: --openmetrics: {unsupported}", err=True)
             sys.exit(ExitCode.USAGE)
@@ -202,8 +203,17 @@ def simulate_cmd(
         except InputError as exc:
             _fail(exc)
     if openmetrics_path is not None:
+        from canaryd.simulation.engine import warmup_seconds
+
+        warmup = result.runs[0].warmup
         _write_openmetrics(
-            openmetrics_path, samples, sc.bounds_ms(), policy, sc.start.timestamp(), mirrored
+            openmetrics_path,
+            samples,
+            sc.bounds_ms(),
+            policy,
+            sc.start.timestamp(),
+            mirrored,
+            None if warmup is None else (warmup_seconds(sc, policy), warmup),
         )
     if report_path is not None:
         from canaryd.simulation.report import ReportInputs, write_report
@@ -256,9 +266,18 @@ def _check_custom_metrics(scenario: Path, sc: Scenario, policy: CanaryPolicy) ->
         )
 
 
-def _openmetrics_unsupported(policy: CanaryPolicy) -> str:
-    """Why ``--openmetrics`` cannot export what this policy reads ("" when it can)."""
+def _openmetrics_unsupported(policy: CanaryPolicy, sc: Scenario) -> str:
+    """Why ``--openmetrics`` cannot export what this policy reads in this scenario ("" when
+    it can).
+
+    A warm-up (``warmup_seconds``) is exported as stable's counters over exactly its own
+    stretch before t=0, so it is refused when the daemon would read another one (a scenario
+    ``warmup`` other than the policy's ``analysis.history``: no sample layout answers a window
+    the simulator did not draw) or per pod (scenario ``pods``: its per-pod counts are not
+    written).
+    """
     from canaryd.policy.model import SEQUENTIAL_ONLY_KINDS
+    from canaryd.simulation.engine import warmup_seconds
 
     preset = policy.spec.analysis.source.preset
     if preset not in ("istio", "knative"):
@@ -272,6 +291,20 @@ def _openmetrics_unsupported(policy: CanaryPolicy) -> str:
             f"cannot export the series of metric(s) {', '.join(ml)}: their PromQL templates "
             "name series the simulator does not know"
         )
+    warm_s, history = warmup_seconds(sc, policy), policy.spec.analysis.history
+    if warm_s > 0 and warm_s != history:
+        return (
+            f"the scenario's warmup ({format_duration(warm_s)}) is not the policy's "
+            f"analysis.history ({format_duration(history)}): the daemon would read stable's "
+            "history over a window the simulator did not draw (make them equal, or set both "
+            "to 0s)"
+        )
+    if warm_s > 0 and sc.pods is not None:
+        return (
+            "cannot export a warm-up with per-pod counts (scenario pods): the series are "
+            "written per revision, not per pod (set the policy's analysis.history and the "
+            "scenario's warmup to 0s)"
+        )
     return ""
 
 
@@ -282,25 +315,44 @@ def _write_openmetrics(
     policy: CanaryPolicy,
     epoch_s: float,
     mirrored: dict[float, list[float]],
+    warmup: tuple[float, VersionCounts] | None = None,
 ) -> None:
     """Run 0's counters, timestamped from the scenario's ``start`` wall time.
 
     With a shadow phase (``mirrored`` holds the canary's cumulative mirrored requests and
     errors per tick) and the istio preset, the source-reported requests are written too, so
     that Prometheus tells the mirrored copies apart as it would in a mesh.
+
+    ``warmup`` (seconds, stable's counts) is run 0's warm-up: stable's counters are 0 at
+    ``start - seconds`` and hold the warm-up's totals at ``start``, and every later stable
+    sample carries them (counters are cumulative). A window is counted between its edge
+    samples (``canaryd.metrics.presets``), so the daemon's history window ``[start - seconds,
+    start)`` reads exactly the warm-up's counts, and every analysis window exactly its own.
+    The canary has no history: its counters start at 0 at ``start``.
     """
     from canaryd.metrics.openmetrics import Preset, TickSample, write_openmetrics
 
-    # Counters start at 0 when the scenario starts: without that sample Prometheus would
-    # extrapolate the first interval's increase() instead of counting it.
+    # Counters start at 0 when their series starts, so that a window's start edge is a sample.
     zeros = tuple(0.0 for _ in bounds)
-    ticks = [
-        TickSample(epoch_s, "stable", 0.0, 0.0, bounds, zeros),
+    ticks = []
+    base_req = base_err = 0.0
+    base_hist = zeros
+    if warmup is not None:
+        seconds, stable = warmup
+        if stable.bounds_ms != bounds or stable.pods:
+            raise ValueError("the warm-up's histogram layout or pods do not match the series")
+        ticks.append(TickSample(epoch_s - seconds, "stable", 0.0, 0.0, bounds, zeros))
+        base_req, base_err, base_hist = stable.requests, stable.errors, stable.bucket_counts
+    ticks += [
+        TickSample(epoch_s, "stable", base_req, base_err, bounds, base_hist),
         TickSample(epoch_s, "canary", 0.0, 0.0, bounds, zeros),
     ]
     for t, req, err, hs, hc in samples:
         m_req, m_err = mirrored.get(t, (0.0, 0.0))
-        ticks.append(TickSample(epoch_s + t, "stable", req[0], err[0], bounds, tuple(hs)))
+        cum_hs = tuple(b + x for b, x in zip(base_hist, hs, strict=True))
+        ticks.append(
+            TickSample(epoch_s + t, "stable", base_req + req[0], base_err + err[0], bounds, cum_hs)
+        )
         ticks.append(
             TickSample(epoch_s + t, "canary", req[1], err[1], bounds, tuple(hc), m_req, m_err)
         )

@@ -66,12 +66,22 @@ class RunResult:
     read, e.g. ``analysis.history: 0s``)."""
     history_note: str = ""
     """What the judges took from that history, or why there was none."""
+    warmup: VersionCounts | None = None
+    """Stable's counts drawn as this run's warm-up (``warmup_seconds`` before t=0, given to
+    ``RolloutController.prime``); None when none was drawn. ``--openmetrics`` writes run 0's
+    as the counters' history. Not in ``to_dict``: ``history`` there says what it primed."""
 
     @classmethod
     def from_state(
-        cls, state: RolloutState, seed: int, verdicts: list[Verdict], decisions: list[Decision]
+        cls,
+        state: RolloutState,
+        seed: int,
+        verdicts: list[Verdict],
+        decisions: list[Decision],
+        warmup: VersionCounts | None = None,
     ) -> RunResult:
-        """A run's result from its final state and the decisions that led there."""
+        """A run's result from its final state and the decisions that led there
+        (``warmup``: the counts that primed it, if it was primed by a warm-up)."""
         if state.phase.terminal:
             decided_at = state.decided_at
         elif state.phase is Phase.PAUSED:
@@ -91,6 +101,7 @@ class RunResult:
             impact=state.impact,
             history_requests=state.pre_canary_requests,
             history_note=state.pre_canary_note,
+            warmup=warmup,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -361,6 +372,12 @@ stepped, and ``skipped`` intervals will never be (runs that just reached a decis
 rest of the scenario). Over a whole call they add up to ``runs x intervals``."""
 
 
+def warmup_seconds(scenario: Scenario, policy: CanaryPolicy) -> float:
+    """How long a warm-up ``simulate`` draws before t=0: the scenario's ``warmup``, by default
+    the policy's ``analysis.history`` (the window the daemon reads); 0 for none."""
+    return policy.spec.analysis.history if scenario.warmup is None else scenario.warmup
+
+
 def _warm_up(
     world: _World,
     pods: PodDraws | None,
@@ -526,9 +543,10 @@ def simulate(
     for r in range(runs):
         d, st = controllers[r].step(states[r], 0.0)
         apply(r, d, st)
-    warm_s = policy.spec.analysis.history if scenario.warmup is None else scenario.warmup
+    warm_s = warmup_seconds(scenario, policy)
+    history: list[VersionCounts | None] = [None] * runs
     if warm_s > 0:
-        history = _warm_up(world, pods, ml, np.random.default_rng([seed, 4]), warm_s, runs, base)
+        history = [*_warm_up(world, pods, ml, np.random.default_rng([seed, 4]), warm_s, runs, base)]
         for r in range(runs):
             states[r] = controllers[r].prime(states[r], history[r])
 
@@ -687,7 +705,7 @@ def simulate(
         if all(done(s) for s in states):
             break
     results = [
-        RunResult.from_state(states[r], seed, last_verdicts[r], last_decision[r])
+        RunResult.from_state(states[r], seed, last_verdicts[r], last_decision[r], history[r])
         for r in range(runs)
     ]
     return SimulationResult(

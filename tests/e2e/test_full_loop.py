@@ -8,10 +8,16 @@ The daemon ticks on a virtual clock at the simulator's interval ends (scenario `
 so its windows are the simulator's intervals, and it must see the same counts, take the same
 decisions at the same times and hold the same evidence, to the last bit.
 
-The exporter writes every counter's 0 at the scenario start. With ``increase()`` that sample was
-what made the first interval exact (without it, seed 1's first interval read 1106 stable requests
-instead of 1107 and the errors e-value at the rollback was 719 instead of 647); windows are now
-counted between edge samples, where a series without a start edge counts from 0 anyway.
+The exporter writes every counter's 0 where its series starts. With ``increase()`` that sample
+was what made the first interval exact (without it, seed 1's first interval read 1106 stable
+requests instead of 1107 and the errors e-value at the rollback was 719 instead of 647); windows
+are now counted between edge samples, where a series without a start edge counts from 0 anyway.
+
+The test runs twice: with ``history: 0s`` (neither side reads stable's history), and with
+``history: 2h``, where the simulator primes the judges with a 2 h warm-up that the exporter
+writes as stable's counters before t=0 (0 at ``start - 2h``, the warm-up's totals at ``start``);
+the daemon's first fetch is then that history window, and it must prime the judges with the
+same counts (the primed request count and note, the latency boundaries' origin).
 """
 
 from __future__ import annotations
@@ -59,9 +65,12 @@ INTERVAL = 60.0
 INCONCLUSIVE = "AnalysisInconclusive"
 
 
-def policy_yaml(namespace: str) -> str:
+def policy_yaml(namespace: str, history: str = "0s") -> str:
     # 10% for 10 minutes, then 50%: the canary's error rate quadruples at 10m, so the rollback
     # comes a few minutes into the 50% step, well before promotion.
+    # history 0s: the simulator draws no warm-up and the backfill has no series before t=0, so
+    # neither side reads stable's history. Otherwise the simulator's warm-up (default: the
+    # policy's history) is backfilled before t=0 and both sides prime the judges with it.
     return f"""\
 apiVersion: canaryd.io/v1alpha1
 kind: CanaryPolicy
@@ -72,10 +81,7 @@ spec:
   steps: {{weights: [10, 50], minDwell: 10m}}
   analysis:
     interval: 1m
-    # The simulator draws no warm-up and the backfill has no series before t=0, so neither
-    # side reads stable's history (tests/unit/daemon/test_history_read.py and the Prometheus
-    # history test cover that read).
-    history: 0s
+    history: {history}
     source: {{preset: istio}}
     metrics:
       - {{name: errors, kind: errors, judge: sequential, maxRelativeIncrease: 0.2}}
@@ -151,13 +157,19 @@ def events(kube: KubeEnv, namespace: str) -> list[JSON]:
     return sorted(items, key=lambda e: (e["eventTime"], e["metadata"]["name"]))
 
 
+@pytest.mark.parametrize("history_s", [0.0, 7200.0], ids=["history-0s", "history-2h"])
 def test_simulated_decisions_are_the_clusters(
-    kube: KubeEnv, namespace: str, tmp_path: Path, prometheus: list[PrometheusServer]
+    kube: KubeEnv,
+    namespace: str,
+    tmp_path: Path,
+    prometheus: list[PrometheusServer],
+    history_s: float,
 ) -> None:
     sc, _ = load_scenario(SCENARIO)
+    assert sc.warmup is None  # the simulator's warm-up is the policy's history
     epoch = sc.start.timestamp()
     policy_file = tmp_path / "policy.yaml"
-    policy_file.write_text(policy_yaml(namespace))
+    policy_file.write_text(policy_yaml(namespace, f"{history_s:g}s"))
     policy = load_policies_text(policy_file.read_text(), str(policy_file))[0].policy
 
     # 1. The simulation: its decisions, and its series for Prometheus.
@@ -178,7 +190,15 @@ def test_simulated_decisions_are_the_clusters(
     # The engine with a tick_sink is the CLI's run: `intervals` are the counts it decided on.
     assert run0.to_dict() == sim
     first = next(line for line in om.read_text().splitlines() if not line.startswith("#"))
-    assert first.endswith(f" 0 {format_value(epoch)}"), first  # counters start at 0
+    # Counters start at 0: at t=0, or stable's where its warm-up starts.
+    assert first.endswith(f" 0 {format_value(epoch - history_s)}"), first
+    if history_s:
+        # The history matters: the judges were primed with the warm-up's (non-zero) counts.
+        assert run0.warmup is not None and run0.warmup.requests > 0
+        assert sim["history"]["stable_requests"] == run0.warmup.requests
+        assert "latency boundaries from stable's" in sim["history"]["note"]
+    else:
+        assert run0.warmup is None and sim["history"]["stable_requests"] is None
 
     # 2. Backfill and serve.
     (tmp_path / "prometheus").mkdir()
@@ -201,18 +221,28 @@ def test_simulated_decisions_are_the_clusters(
 
     # 4. Tick at the simulator's interval ends until the daemon decides, and a little past.
     weights: list[tuple[float, int | None]] = []
+    decisions = []
     t = 0.0
     while t <= decided + 2 * INTERVAL:
         report = rec.tick(epoch + t)
         assert report.errors == {} and report.conflicts == [], report
+        decisions += report.history.get(key, [])
         weights.append((t, percent(kube, namespace)))
         t += INTERVAL
     source.inner.close()
 
-    # The premise: every window the daemon fetched is a simulator interval, with its counts.
-    windows = [(o.start_s - epoch, o.end_s - epoch) for o in source.seen]
+    # The premise: every window the daemon fetched is a simulator interval, with its counts,
+    # after stable's history window (once, before the first interval) when it has one.
+    seen = list(source.seen)
+    if history_s:
+        h = seen.pop(0)
+        assert (h.start_s - epoch, h.end_s - epoch) == (-history_s, 0.0)
+        assert h.no_data_reason is None, h.no_data_reason
+        assert h.stable == run0.warmup  # the warm-up's totals, bucket for bucket
+        assert h.canary == run0.warmup  # stable-only: stable's counts under both names
+    windows = [(o.start_s - epoch, o.end_s - epoch) for o in seen]
     assert windows == [(INTERVAL * (k - 1), INTERVAL * k) for k in range(1, int(decided // 60) + 1)]
-    for o in source.seen:
+    for o in seen:
         simulated = intervals[o.end_s - epoch]
         assert o.no_data_reason is None, o.no_data_reason
         assert o.stable == simulated.stable, (o.start_s - epoch, "stable")
@@ -228,6 +258,9 @@ def test_simulated_decisions_are_the_clusters(
     assert state["decided_at"] - epoch == decided
     assert state["canary_requests"] == sim["canary_requests"]
     assert state["canary_errors"] == sim["canary_errors"]
+    # The primed state: the same history read, the same note (None and "" without history).
+    assert state["pre_canary_requests"] == sim["history"]["stable_requests"]
+    assert state["pre_canary_note"] == sim["history"]["note"]
 
     # canaryTrafficPercent after each tick follows the simulated weights.
     def sim_weight(at: float) -> int:
@@ -243,6 +276,18 @@ def test_simulated_decisions_are_the_clusters(
     sim_e = {v["metric"]: v["e_value"] for v in sim["verdicts"]}
     assert last["evidence"] == sim_e
     assert last["verdicts"] == [v.summary() for v in run0.verdicts]
+    # ... and the same verdicts to their details (where the latency boundaries came from).
+    assert decisions[-1].action.value == "rollback"
+    daemon_verdicts = [v.to_dict() for v in decisions[-1].verdicts]
+    assert daemon_verdicts == [v.to_dict() for v in run0.verdicts]
+    chosen = {v.metric: v.details.get("boundaries_chosen_from") for v in run0.verdicts}
+    if history_s:
+        assert run0.warmup is not None
+        assert (
+            chosen["latency"] == f"stable's {run0.warmup.requests:.0f} requests before the canary"
+        )
+    else:
+        assert str(chosen["latency"]).endswith("requests during the canary")
 
     # The explanation reaches the people who own the model.
     # The simulator keeps every decision with an Event; the daemon records a run of
@@ -251,9 +296,12 @@ def test_simulated_decisions_are_the_clusters(
     for d in run0.decisions:
         if d.event and not (expected and expected[-1][0] == d.event == INCONCLUSIVE):
             expected.append((d.event, d.reason))
+    # t=60 without history: "no canary latency samples yet" in both (the latency judge chooses
+    # its boundaries from the first interval's stable requests, so it has no canary samples
+    # yet). With history the boundaries come from it, and the first interval is judged.
     assert [e for e, _ in expected] == [
         "CanaryStarted",
-        INCONCLUSIVE,  # t=60: "no canary latency samples yet", in both
+        *([] if history_s else [INCONCLUSIVE]),
         "WeightChanged",
         "RolledBack",
     ]

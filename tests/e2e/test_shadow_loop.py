@@ -9,6 +9,10 @@ The shadow phase mirrors 10 % of the requests to the canary (a RequestMirror fil
 the canary fails on those copies, and the rollback's Event says that no user request was
 affected. The istio preset's split of the canary's requests into mirrored and live ones must be
 the simulator's, to the request.
+
+It runs with ``history: 0s`` and with ``history: 30m``: then the simulator's 30 min warm-up is
+backfilled as stable's counters before t=0 (its source-reported requests too), the daemon's
+first fetch is stable's history over it, and the primed state must be the simulator's.
 """
 
 from __future__ import annotations
@@ -48,7 +52,10 @@ INTERVAL = 60.0
 GW = ("gateway.networking.k8s.io", "v1", "httproutes")
 
 
-def policy_yaml(namespace: str) -> str:
+def policy_yaml(namespace: str, history: str = "0s") -> str:
+    # history 0s: the simulator draws no warm-up and the backfill has no series before t=0, so
+    # neither side reads stable's history. Otherwise the simulator's warm-up (default: the
+    # policy's history) is backfilled before t=0 and both sides prime the judges with it.
     return f"""\
 apiVersion: canaryd.io/v1alpha1
 kind: CanaryPolicy
@@ -68,10 +75,7 @@ spec:
     minDwell: 10m
   analysis:
     interval: 1m
-    # The simulator draws no warm-up and the backfill has no series before t=0, so neither
-    # side reads stable's history (tests/unit/daemon/test_history_read.py and the Prometheus
-    # history test cover that read).
-    history: 0s
+    history: {history}
     source: {{preset: istio}}
     metrics:
       - {{name: errors, kind: errors, judge: sequential, maxRelativeIncrease: 0.2}}
@@ -140,13 +144,19 @@ def events(kube: KubeEnv, namespace: str) -> list[JSON]:
     return sorted(items, key=lambda e: (e["eventTime"], e["metadata"]["name"]))
 
 
+@pytest.mark.parametrize("history_s", [0.0, 1800.0], ids=["history-0s", "history-30m"])
 def test_a_shadow_rollback_affects_no_user(
-    kube: KubeEnv, namespace: str, tmp_path: Path, prometheus: list[PrometheusServer]
+    kube: KubeEnv,
+    namespace: str,
+    tmp_path: Path,
+    prometheus: list[PrometheusServer],
+    history_s: float,
 ) -> None:
     sc, base = load_scenario(SCENARIO)
+    assert sc.warmup is None  # the simulator's warm-up is the policy's history
     epoch = sc.start.timestamp()
     policy_file = tmp_path / "policy.yaml"
-    policy_file.write_text(policy_yaml(namespace))
+    policy_file.write_text(policy_yaml(namespace, f"{history_s:g}s"))
     policy = load_policies_text(policy_file.read_text(), str(policy_file))[0].policy
 
     # 1. The simulation: its decisions, its series for Prometheus, its mirrored counts.
@@ -175,6 +185,11 @@ def test_a_shadow_rollback_affects_no_user(
         mirror_sink=cum_mirrored.__setitem__,
     ).runs[0]
     assert run0.to_dict() == sim
+    if history_s:  # the history matters: the judges were primed with the warm-up's counts
+        assert run0.warmup is not None and run0.warmup.requests > 0
+        assert sim["history"]["stable_requests"] == run0.warmup.requests
+    else:
+        assert run0.warmup is None and sim["history"]["stable_requests"] is None
 
     # 2. Backfill and serve.
     (tmp_path / "prometheus").mkdir()
@@ -207,11 +222,20 @@ def test_a_shadow_rollback_affects_no_user(
         t += INTERVAL
     source.inner.close()
 
+    # Stable's history first (once, stable only), when the policy reads one: the warm-up's
+    # counts, exactly.
+    seen = list(source.seen)
+    if history_s:
+        r, h = seen.pop(0)
+        assert r.stable_only and not r.shadow
+        assert (h.start_s - epoch, h.end_s - epoch) == (-history_s, 0.0)
+        assert h.no_data_reason is None, h.no_data_reason
+        assert h.stable == run0.warmup and h.canary == run0.warmup
     # Every window was fetched as a shadow window, and Prometheus told the copies apart exactly.
-    assert [(r.shadow, o.start_s - epoch) for r, o in source.seen] == [
+    assert [(r.shadow, o.start_s - epoch) for r, o in seen] == [
         (True, INTERVAL * k) for k in range(int(decided // INTERVAL))
     ]
-    for _, o in source.seen:
+    for _, o in seen:
         assert o.no_data_reason is None, o.no_data_reason
         assert o.canary is not None and o.stable is not None
         end = o.end_s - epoch
@@ -228,6 +252,8 @@ def test_a_shadow_rollback_affects_no_user(
     assert [{**h, "t": h["t"] - epoch} for h in state["history"]] == sim["steps"]
     assert state["phase"] == "rolled_back"
     assert state["impact"] == sim["impact"]
+    assert state["pre_canary_requests"] == sim["history"]["stable_requests"]
+    assert state["pre_canary_note"] == sim["history"]["note"]
     last = stored.data["last_decision"]
     assert last["action"] == "rollback"
     assert last["evidence"] == {v["metric"]: v["e_value"] for v in sim["verdicts"]}
