@@ -271,10 +271,11 @@ def _openmetrics_unsupported(policy: CanaryPolicy, sc: Scenario) -> str:
     it can).
 
     A warm-up (``warmup_seconds``) is exported as stable's counters over exactly its own
-    stretch before t=0, so it is refused when the daemon would read another one (a scenario
-    ``warmup`` other than the policy's ``analysis.history``: no sample layout answers a window
-    the simulator did not draw) or per pod (scenario ``pods``: its per-pod counts are not
-    written).
+    stretch before t=0, so it is refused when the daemon would read another one: a scenario
+    ``warmup`` other than the policy's ``analysis.history``, including none while the policy
+    reads some (the daemon would be primed with an empty history, the simulator not at all).
+    Scenario ``pods`` are refused: the series are written per revision, so the daemon would
+    judge without the per-pod counts the simulator's judges had.
     """
     from canaryd.policy.model import SEQUENTIAL_ONLY_KINDS
     from canaryd.simulation.engine import warmup_seconds
@@ -292,18 +293,18 @@ def _openmetrics_unsupported(policy: CanaryPolicy, sc: Scenario) -> str:
             "name series the simulator does not know"
         )
     warm_s, history = warmup_seconds(sc, policy), policy.spec.analysis.history
-    if warm_s > 0 and warm_s != history:
+    if warm_s != history:
         return (
             f"the scenario's warmup ({format_duration(warm_s)}) is not the policy's "
             f"analysis.history ({format_duration(history)}): the daemon would read stable's "
             "history over a window the simulator did not draw (make them equal, or set both "
             "to 0s)"
         )
-    if warm_s > 0 and sc.pods is not None:
+    if sc.pods is not None:
         return (
-            "cannot export a warm-up with per-pod counts (scenario pods): the series are "
-            "written per revision, not per pod (set the policy's analysis.history and the "
-            "scenario's warmup to 0s)"
+            "cannot export per-pod counts (scenario pods): the series are written per "
+            "revision, so the daemon would judge without the pods the simulator's judges saw "
+            "(drop the scenario's pods to export)"
         )
     return ""
 

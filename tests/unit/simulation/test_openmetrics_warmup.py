@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from canaryd.cli import main
@@ -76,6 +77,7 @@ def export(tmp_path: Path, history: str, scenario: Path = SCENARIO) -> tuple[Any
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(POLICY.format(history=history), encoding="utf-8")
     om = tmp_path / "run0.om"
+    om.unlink(missing_ok=True)  # each export is read on its own
     res = CliRunner().invoke(
         main,
         [
@@ -156,16 +158,20 @@ def test_a_warm_up_other_than_the_history_is_refused(tmp_path: Path) -> None:
     res, text, _ = export(tmp_path, "0s", scenario)
     assert res.exit_code == 1, res.output
     assert text.endswith("# EOF\n")
+    # ... but none while the policy reads 30m would prime the daemon with an empty history.
+    res, text, _ = export(tmp_path, "30m", scenario)
+    assert res.exit_code == 3
+    assert "the scenario's warmup (0s) is not the policy's analysis.history (30m)" in res.output
+    assert text == ""
 
 
-def test_a_per_pod_warm_up_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("history", ["30m", "0s"])
+def test_per_pod_scenarios_are_refused(tmp_path: Path, history: str) -> None:
     scenario = tmp_path / "sc.yaml"
     scenario.write_text(
         SCENARIO.read_text(encoding="utf-8") + "pods: {stable: 3, canary: 1}\n", encoding="utf-8"
     )
-    res, text, _ = export(tmp_path, "30m", scenario)
+    res, text, _ = export(tmp_path, history, scenario)
     assert res.exit_code == 3
-    assert "--openmetrics: cannot export a warm-up with per-pod counts (scenario pods)" in (
-        res.output
-    )
+    assert "--openmetrics: cannot export per-pod counts (scenario pods)" in (res.output)
     assert text == ""
