@@ -18,12 +18,15 @@ own per-pod counts (DESIGN-NOTES.md, "Canary on its own pods"):
    with ``k_s - 1`` degrees of freedom for the difference of two traffic-weighted means of pod
    effects, where the spread is itself estimated from ``k_s`` pods. ``beta`` is
    ``POD_ALPHA_SHARE`` of the judge's alpha, spent only when the source reports pods;
-4. with fewer than ``EXACT_BELOW_PODS`` (4) stable pods no noise is subtracted (``tau^2 =
-   Q / c``): the bound is then the exact Student-t prediction bound on the raw spread of the
-   pods' observed log rates, valid whatever the spread (the binomial noise only makes it
-   wider). Subtracting the noise from a 2-degree-of-freedom estimate gives ``tau = 0`` in about
-   4 % of rollouts whose pods in truth differ, which is where the false rollbacks of the
-   three-pod cells came from (DESIGN-NOTES.md, "Few stable pods");
+4. with fewer than ``EXACT_BELOW_PODS`` (4) stable pods, or fewer than
+   ``EXACT_BELOW_EVENTS`` (150) events per stable pod on average, no noise is subtracted
+   (``tau^2 = Q / c``): the bound is then the exact Student-t prediction bound on the raw
+   spread of the pods' observed log rates, valid whatever the spread (the binomial noise only
+   makes it wider). Subtracting the noise from a 2-degree-of-freedom estimate gives ``tau = 0``
+   in about 4 % of rollouts whose pods in truth differ, which is where the false rollbacks of
+   the three-pod cells came from; with few events per pod the subtracted noise is itself a
+   guess, which is where those of the four-pod cells without history came from
+   (DESIGN-NOTES.md, "Few stable pods");
 5. until stable's pods have seen ``MIN_POD_EVENTS`` events each on average, ``h`` is at least
    ``WARM_UP_WIDENING`` (x4): their spread is not yet known, and a canary pod far from
    stable's few pods is then as likely a pod effect as a regression, so only a canary more than
@@ -70,6 +73,9 @@ MIN_SPREAD_PODS = 3
 ``WARM_UP_WIDENING`` throughout (an assumption the verdict states)."""
 EXACT_BELOW_PODS = 4
 """With fewer stable pods than this, no binomial noise is subtracted (the exact t bound)."""
+EXACT_BELOW_EVENTS = 150.0
+"""Nor below this many events per stable pod on average; chosen on the study
+(``analysis/pods.py``: without history, 4 stable pods, up to 1.9 % -> 0.9 % per judge)."""
 MIN_POD_EVENTS = 30.0
 """Events per stable pod (on average) before the spread is trusted: until then ``h`` is at
 least ``WARM_UP_WIDENING``; chosen on the study (``analysis/pods.py``)."""
@@ -87,7 +93,7 @@ def log_widening(
     ``n``, ``x``: cumulative requests and events, shape ``(rows, pods)`` (a pod with no requests
     is left out). ``shares_sq``: ``sum a_j^2 + sum b_i^2`` per row. ``beta``: the one-sided
     error of the bound; ``noise_share``: see ``NOISE_SHARE`` (None: ``NOISE_SHARE`` from
-    ``EXACT_BELOW_PODS`` stable pods on, 0 below). Rows with fewer than ``MIN_SPREAD_PODS``
+    ``EXACT_BELOW_PODS`` stable pods and ``EXACT_BELOW_EVENTS`` events per pod on, 0 below). Rows with fewer than ``MIN_SPREAD_PODS``
     stable pods get ``log h = log WARM_UP_WIDENING`` (``tau`` is NaN below two pods); rows
     still in the warm-up (``in_warm_up``) get at least that.
     """
@@ -111,9 +117,11 @@ def log_widening(
         q = (w * (y - ybar[:, None]) ** 2).sum(axis=1)
         c = s1 - (w**2).sum(axis=1) / s1
         df = np.maximum(k - 1, 1)
-        share = (
-            np.where(k < EXACT_BELOW_PODS, 0.0, NOISE_SHARE) if noise_share is None else noise_share
-        )
+        if noise_share is None:
+            few_events = x.sum(axis=1) < EXACT_BELOW_EVENTS * np.maximum(k, 1)
+            share = np.where((k < EXACT_BELOW_PODS) | few_events, 0.0, NOISE_SHARE)
+        else:
+            share = np.full(k.shape, noise_share)
         tau2 = np.where(k >= 2, np.maximum(0.0, (q - share * (k - 1)) / c), np.nan)
         tq = stdtrit(df, 1.0 - beta)  # Student-t quantile (scipy.stats costs 40 MB at import)
     tau = np.sqrt(tau2)

@@ -85,9 +85,13 @@ def test_three_pods_get_the_exact_bound() -> None:
 
 
 def test_warm_up_and_too_few_pods() -> None:
+    # Alike pods in the warm-up (few events): at least the floor; with the noise subtracted
+    # (as from EXACT_BELOW_EVENTS on) exactly the floor, since tau is then 0.
     n = np.array([[100.0, 100.0, 100.0, 100.0]])
     few = np.array([[1.0, 2.0, 1.0, 1.0]])
     log_h, _ = log_widening(n, few, np.array([1.25]), 0.0025)
+    assert log_h[0] >= math.log(WARM_UP_WIDENING)
+    log_h, _ = log_widening(n, few, np.array([1.25]), 0.0025, noise_share=1.0)
     assert log_h[0] == pytest.approx(math.log(WARM_UP_WIDENING))
     # One or two stable pods: the spread is not estimated, the floor holds for good.
     log_h, tau = log_widening(np.array([[1e5, 0.0]]), np.array([[5e3, 0.0]]), [2.0], 0.0025)
