@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 from scipy import stats
-from scipy.special import logsumexp
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -174,21 +173,6 @@ def _compact(b: RateRatioBatch, keep: npt.NDArray[np.bool_]) -> None:
     b.shift = b.shift[keep]
 
 
-def mixture_grid(rho0: float, scales: tuple[float, ...]) -> Grid:
-    """``Grid.make``'s grid with an equal-weight mixture of half-normal rollback priors (one per
-    scale) on ``log(rho / rho0) > 0``: a mixture of e-processes' priors is a prior, so the
-    mixture is an e-process too. For the power study's prior table only."""
-    g = Grid.make(rho0)
-    u = g.log_rho - math.log(rho0)
-    pos = u > 0
-    comps = np.full((len(scales), len(u)), -np.inf)
-    for i, sc in enumerate(scales):
-        comps[i, pos] = -0.5 * (u[pos] / sc) ** 2
-        comps[i, pos] -= logsumexp(comps[i, pos])
-    alt = logsumexp(comps, axis=0) - math.log(len(scales))
-    return Grid(rho0, g.log_rho, alt, g.log_w_cs, g.centre)
-
-
 def first_crossing(
     n_s: FloatArray,
     x_s: Sequence[FloatArray],
@@ -206,10 +190,7 @@ def first_crossing(
     """
     t_n, rows = n_s.shape
     m = len(x_s)
-    if isinstance(alt_scale, tuple):
-        grid = mixture_grid(rho0, alt_scale)
-    else:
-        grid = Grid.make(rho0) if alt_scale is None else Grid.make(rho0, alt_scale=alt_scale)
+    grid = Grid.make(rho0) if alt_scale is None else Grid.make(rho0, alt_scale=alt_scale)
     batch = RateRatioBatch(rows * m, rho0, grid)
     out = np.full(rows, NEVER, dtype=np.int64)
     alive = np.arange(rows)

@@ -28,7 +28,7 @@ def test_logsumexp_1d_has_scipys_bits() -> None:
 
 
 @pytest.mark.parametrize("rho0", [1.05, 1.2, 1.5, 3.0])
-@pytest.mark.parametrize("alt_scale", [ALT_SCALE, LATENCY_ALT_SCALE])
+@pytest.mark.parametrize("alt_scale", [ALT_SCALE, 0.5])
 def test_grid_has_the_weights_scipy_gave(rho0: float, alt_scale: float) -> None:
     """The grid's prior weights are the ones scipy.special.logsumexp normalised (bit for bit),
     so evidence stored by an earlier version is judged exactly as it was."""
@@ -45,6 +45,20 @@ def test_grid_has_the_weights_scipy_gave(rho0: float, alt_scale: float) -> None:
     assert np.array_equal(g.log_rho, log_rho)
     assert np.array_equal(g.log_w_alt, alt)
     assert np.array_equal(g.log_w_cs, cs)
+
+
+@pytest.mark.parametrize("rho0", [1.0, 1.15])
+def test_a_mixture_prior_is_the_average_of_its_half_normals(rho0: float) -> None:
+    g = Grid.make(rho0, alt_scale=LATENCY_ALT_SCALE)
+    parts = [Grid.make(rho0, alt_scale=sc).log_w_alt for sc in LATENCY_ALT_SCALE]
+    pos = g.log_rho > math.log(rho0)
+    want = logsumexp(np.array(parts)[:, pos], axis=0) - math.log(len(parts))
+    np.testing.assert_allclose(g.log_w_alt[pos], want, rtol=0, atol=1e-12)
+    assert np.all(np.isneginf(g.log_w_alt[~pos]))
+    assert float(logsumexp(g.log_w_alt[pos])) == pytest.approx(0.0, abs=1e-12)
+    assert Grid.make(rho0, alt_scale=list(LATENCY_ALT_SCALE)) is g  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="positive"):
+        Grid.make(rho0, alt_scale=(0.5, 0.0))
 
 
 def test_grids_are_shared_and_read_only() -> None:
