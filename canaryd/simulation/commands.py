@@ -452,6 +452,23 @@ def replay_cmd(
     sys.exit(for_outcome(run.outcome))
 
 
+def _parse_pods(value: str) -> tuple[int, int]:
+    """``--pods STABLE[:CANARY]`` as replica counts (canary 1 when omitted)."""
+    from canaryd.simulation.scenario import MAX_SIMULATED_PODS
+
+    parts = value.split(":")
+    try:
+        counts = [int(x) for x in parts]
+    except ValueError:
+        counts = []
+    if len(counts) not in (1, 2) or not all(1 <= c <= MAX_SIMULATED_PODS for c in counts):
+        raise click.BadParameter(
+            f"expected STABLE or STABLE:CANARY replica counts from 1 to {MAX_SIMULATED_PODS}, "
+            f"got {value!r}"
+        )
+    return counts[0], counts[1] if len(counts) == 2 else 1
+
+
 @click.command("plan", epilog=PLAN_HELP)
 @click.argument("policy_path", metavar="POLICY_FILE", type=click.Path(path_type=Path))
 @click.option(
@@ -497,6 +514,14 @@ def replay_cmd(
     type=click.Path(path_type=Path),
     help="Take stable's error rate, latency and buckets from this scenario file instead.",
 )
+@click.option(
+    "--pods",
+    "pods_arg",
+    metavar="STABLE[:CANARY]",
+    callback=lambda _ctx, _param, v: None if v is None else _parse_pods(v),
+    help="Simulate each version on its own alike replicas (canary default 1), as KServe runs "
+    "them and as the pod-aware judges see them; overrides a scenario's pods.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def plan_cmd(
     policy_path: Path,
@@ -508,6 +533,7 @@ def plan_cmd(
     latency_median_ms: float,
     latency_sigma: float,
     scenario_path: Path | None,
+    pods_arg: tuple[int, int] | None,
     as_json: bool,
 ) -> None:
     """Before a rollout: what POLICY_FILE can detect at --traffic RPS, and how fast.
@@ -534,6 +560,10 @@ def plan_cmd(
                 latency_sigma,
                 policy.spec.analysis.source.preset,
             )
+        if pods_arg is not None:
+            from canaryd.simulation.scenario import Pods
+
+            baseline = replace(baseline, pods=Pods(stable=pods_arg[0], canary=pods_arg[1]))
         try:
             plan = make_plan(policy, rps, baseline, runs, seed)
         except InputError as exc:

@@ -38,7 +38,7 @@ from canaryd.durations import format_duration
 from canaryd.errors import InputError, Problem
 from canaryd.policy.model import HISTOGRAM_KINDS, CanaryPolicy, Metric
 from canaryd.simulation.engine import RunResult, simulate
-from canaryd.simulation.scenario import Canary, Latency, LogNormal, Scenario, Traffic
+from canaryd.simulation.scenario import Canary, Latency, LogNormal, Pods, Scenario, Traffic
 from canaryd.stats.bounds import interval_information
 
 POWER = 0.9
@@ -63,6 +63,10 @@ class Baseline:
     template: Scenario | None = None
     """The scenario file it came from: its stable version (class shares, accuracy), labels and
     start carry over to every simulated rollout, unchanged for both versions."""
+    pods: Pods | None = None
+    """Each version on its own replicas (``--pods``, or the scenario's ``pods``); None: one
+    exchangeable pool, as when the metric source cannot tell pods apart. The pod-aware judges'
+    delay depends on how many stable pods report (DESIGN-NOTES.md, "Few stable pods")."""
 
     def describe(self) -> str:
         lat = self.latency
@@ -74,7 +78,20 @@ class Baseline:
             shape = "gamma"
         else:
             shape = "pareto"
-        return f"error rate {100 * self.error_rate:g} %, latency {shape}"
+        text = f"error rate {100 * self.error_rate:g} %, latency {shape}"
+        if self.pods is not None:
+            pd = self.pods
+            alike = pd.latency_cv == 0 and pd.error_rate_spread == 1
+            text += (
+                f", {pd.stable} stable pod{'s' if pd.stable != 1 else ''} vs {pd.canary} "
+                f"canary pod{'s' if pd.canary != 1 else ''}"
+                + (
+                    " (alike)"
+                    if alike
+                    else f" (latency CV {pd.latency_cv:g}, error rates x{pd.error_rate_spread:g})"
+                )
+            )
+        return text
 
     def scaled(self, factor: float) -> Latency:
         """The latency distribution with every request ``factor`` times slower."""
@@ -134,7 +151,7 @@ def baseline_from_scenario(sc: Scenario, path: Path) -> Baseline:
             ]
         )
     assert sc.stable.error_rate is not None  # the scenario model requires it
-    return Baseline(sc.stable.error_rate, lat, sc.buckets, path.parent, sc)
+    return Baseline(sc.stable.error_rate, lat, sc.buckets, path.parent, sc, sc.pods)
 
 
 # --- the deterministic schedule and the floors ------------------------------------------------
@@ -407,6 +424,7 @@ class Planner:
                 "canary": canary,
                 "incidents": [],
                 "metrics_outage": [],
+                "pods": b.pods,
             }
         )
 

@@ -99,6 +99,22 @@ def test_plan_json_is_the_same_plan(tmp_path: Path) -> None:
     assert doc["warnings"] == []
 
 
+def test_pods_are_simulated_and_cost_what_the_pod_aware_judges_cost(tmp_path: Path) -> None:
+    # The same policy and traffic, with each version on its own alike replicas: the judges
+    # then widen their null by stable's spread, so the smallest detectable ratio can only grow.
+    base = ["plan", str(small(tmp_path)), "--traffic", "50", "--runs", "10", "--json"]
+    pooled = json.loads(CliRunner().invoke(main, base).output)
+    res = CliRunner().invoke(main, [*base, "--pods", "1"])
+    assert res.exit_code in (0, 1), res.output
+    one = json.loads(res.output)
+    assert one["baseline"].endswith(", 1 stable pod vs 1 canary pod (alike)")
+    assert one["errors"]["detected_at_power"] >= pooled["errors"]["detected_at_power"]
+    # x4 for one stable pod: a canary less than x4 off is never rolled back.
+    assert one["errors"]["detected_at_power"] > 4
+    text = CliRunner().invoke(main, [*base[:-1], "--pods", "4:2"]).output
+    assert "4 stable pods vs 2 canary pods (alike)" in text.splitlines()[0]
+
+
 def test_a_policy_that_cannot_meet_its_own_mde_warns_and_exits_1(tmp_path: Path) -> None:
     # errors x1.5 on ~1 rps within 1h: far fewer canary requests than it takes.
     p = small(
@@ -119,6 +135,9 @@ def test_a_policy_that_cannot_meet_its_own_mde_warns_and_exits_1(tmp_path: Path)
         (["--traffic", "ten"], "--traffic"),
         (["--traffic", "5", "--error-rate", "1.5"], "--error-rate"),
         (["--traffic", "5", "--runs", "3"], "--runs"),
+        (["--traffic", "5", "--pods", "0"], "--pods"),
+        (["--traffic", "5", "--pods", "3:x"], "--pods"),
+        (["--traffic", "5", "--pods", "3:1:2"], "--pods"),
         ([], "--traffic"),
     ],
 )
