@@ -93,9 +93,9 @@ def log_widening(
     ``n``, ``x``: cumulative requests and events, shape ``(rows, pods)`` (a pod with no requests
     is left out). ``shares_sq``: ``sum a_j^2 + sum b_i^2`` per row. ``beta``: the one-sided
     error of the bound; ``noise_share``: see ``NOISE_SHARE`` (None: ``NOISE_SHARE`` from
-    ``EXACT_BELOW_PODS`` stable pods and ``EXACT_BELOW_EVENTS`` events per pod on, 0 below). Rows with fewer than ``MIN_SPREAD_PODS``
-    stable pods get ``log h = log WARM_UP_WIDENING`` (``tau`` is NaN below two pods); rows
-    still in the warm-up (``in_warm_up``) get at least that.
+    ``EXACT_BELOW_PODS`` stable pods and ``EXACT_BELOW_EVENTS`` events per pod on, 0 below).
+    Rows with fewer than ``MIN_SPREAD_PODS`` stable pods get at least ``floor_log_h()`` (``tau``
+    is NaN below two pods), and so do rows still in the warm-up (``in_warm_up``).
     """
     # scipy.special is imported here, not with the module: it costs 14 MB of resident memory,
     # and a daemon whose rollouts have no per-pod counts never needs it.
@@ -130,8 +130,12 @@ def log_widening(
     # Until stable's pods have seen enough events, or while too few pods report, the spread
     # is unknown: only a canary further off than the floor is rolled back.
     unknown = in_warm_up(n, x) | (k < MIN_SPREAD_PODS)
-    floor = math.inf if WARM_UP_WIDENING is None else math.log(WARM_UP_WIDENING)
-    return np.where(unknown, np.maximum(log_h, floor), log_h), tau
+    return np.where(unknown, np.maximum(log_h, floor_log_h()), log_h), tau
+
+
+def floor_log_h() -> float:
+    """``log WARM_UP_WIDENING``: the least widening while the spread is not known."""
+    return math.inf if WARM_UP_WIDENING is None else math.log(WARM_UP_WIDENING)
 
 
 def in_warm_up(n: FloatArray, x: FloatArray) -> npt.NDArray[np.bool_]:
@@ -222,8 +226,7 @@ class PodSpread:
         """``(log h, tau)`` per row (``log_widening``); with fewer than two stable pods the
         floor ``log WARM_UP_WIDENING`` and NaN."""
         if self.stable_pods < 2:
-            floor = math.inf if WARM_UP_WIDENING is None else math.log(WARM_UP_WIDENING)
-            return np.full(self.rows, floor), np.full(self.rows, np.nan)
+            return np.full(self.rows, floor_log_h()), np.full(self.rows, np.nan)
         acc = np.array(list(self.stable.values()))  # (pods, 1 + rows)
         n = np.broadcast_to(acc[:, 0], (self.rows, acc.shape[0]))
         x = acc[:, 1:].T
