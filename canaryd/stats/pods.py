@@ -94,8 +94,8 @@ def log_widening(
     is left out). ``shares_sq``: ``sum a_j^2 + sum b_i^2`` per row. ``beta``: the one-sided
     error of the bound; ``noise_share``: see ``NOISE_SHARE`` (None: ``NOISE_SHARE`` from
     ``EXACT_BELOW_PODS`` stable pods and ``EXACT_BELOW_EVENTS`` events per pod on, 0 below).
-    Rows with fewer than ``MIN_SPREAD_PODS`` stable pods get at least ``floor_log_h()`` (``tau``
-    is NaN below two pods), and so do rows still in the warm-up (``in_warm_up``).
+    Rows with fewer than ``MIN_SPREAD_PODS`` stable pods get ``floor_log_h()`` (``tau`` is
+    reported, NaN below two pods), rows still in the warm-up (``in_warm_up``) at least that.
     """
     # scipy.special is imported here, not with the module: it costs 14 MB of resident memory,
     # and a daemon whose rollouts have no per-pod counts never needs it.
@@ -127,10 +127,12 @@ def log_widening(
     tau = np.sqrt(tau2)
     log_h = np.where(k >= 2, tq * tau * np.sqrt(np.asarray(shares_sq, dtype=np.float64)), 0.0)
     log_h = np.nan_to_num(log_h, nan=0.0)
-    # Until stable's pods have seen enough events, or while too few pods report, the spread
-    # is unknown: only a canary further off than the floor is rolled back.
-    unknown = in_warm_up(n, x) | (k < MIN_SPREAD_PODS)
-    return np.where(unknown, np.maximum(log_h, floor_log_h()), log_h), tau
+    # Until stable's pods have seen enough events the spread is unknown: only a canary further
+    # off than the floor is rolled back. With too few pods it is assumed: the floor itself (two
+    # pods' t bound, with one degree of freedom, would leave nothing short of the grid's edge).
+    floor = floor_log_h()
+    log_h = np.where(in_warm_up(n, x), np.maximum(log_h, floor), log_h)
+    return np.where(k < MIN_SPREAD_PODS, floor, log_h), tau
 
 
 def floor_log_h() -> float:

@@ -194,6 +194,21 @@ def test_errors_judge_in_the_warm_up_fails_only_far_off_canaries() -> None:
     assert far.verdict().status is Status.FAIL
 
 
+@pytest.mark.parametrize("stable_pods", [1, 2])
+def test_errors_judge_on_too_few_stable_pods_assumes_x4_and_says_so(stable_pods: int) -> None:
+    near = SequentialErrorsJudge("errors", 0.01, 0.0)
+    far = SequentialErrorsJudge("errors", 0.01, 0.0)
+    for _ in range(30):  # 600 events per stable pod: long past the warm-up
+        near.update(*_interval([0.01] * stable_pods, 0.03))  # x3
+        far.update(*_interval([0.01] * stable_pods, 0.1))  # x10
+    v = near.verdict()
+    assert v.status is not Status.FAIL
+    assert v.details["null_widening"] >= WARM_UP_WIDENING
+    assert f"{stable_pods} stable pod(s) with traffic, fewer than 3" in v.details["pods"]
+    assert "fewer than 3 stable pods, so how much pods differ cannot be estimated" in v.reason
+    assert far.verdict().status is Status.FAIL
+
+
 def _hist_pods(prefix: str, slow: list[float], n: float) -> tuple[PodCounts, ...]:
     # cumulative at BOUNDS; a share `s` of each pod's requests is slower than 100 ms
     return tuple(
