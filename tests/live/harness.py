@@ -655,10 +655,12 @@ def policy_yaml(
     namespace: str,
     interval: str = "10s",
     weights: Sequence[int] = (20, 50),
-    min_dwell: str = "40s",
+    min_dwell: str = "60s",
     alpha: float = 0.001,
 ) -> str:
-    """A policy sized for a live run of a few minutes: 10 s windows, two short steps."""
+    """A policy sized for a live run of a few minutes: 10 s windows, two short steps (60 s each:
+    with one pod per version the judges test against a null widened x4, and 40 s let a canary
+    failing 5 % of its requests reach promotion before the errors judge had the evidence)."""
     return f"""\
 apiVersion: canaryd.io/v1alpha1
 kind: CanaryPolicy
