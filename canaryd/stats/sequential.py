@@ -51,13 +51,14 @@ def _widening(engine: RateRatioBatch, row: int) -> float:
     return math.exp(int(engine.shift[row]) * engine.step)
 
 
-def _widened_text(rho0: float, h: float, warming: bool = False, too_few: bool = False) -> str:
-    if too_few:
+def _widened_text(rho0: float, h: float, pods: PodSpread, row: int) -> str:
+    """The reason's note on row ``row``'s null widened to ``rho0 x h`` by ``pods``."""
+    if pods.too_few:
         return (
             f"; fewer than {MIN_SPREAD_PODS} stable pods, so how much pods differ cannot be "
             f"estimated: tested against {rho0:.3g}x{h:.3g}, assuming pods differ by less"
         )
-    if warming:
+    if pods.warming()[row]:
         return (
             f"; stable's pods have fewer than {MIN_POD_EVENTS:g} events each, so how much pods "
             f"differ is not known yet: tested against {rho0:.3g}x{h:.3g} until they have"
@@ -147,9 +148,7 @@ class SequentialErrorsJudge:
         lo, hi = (float(a[0]) for a in e.confidence_sequence(self.alpha))
         est = float(e.estimate()[0])
         base.update(e_value=e_now, interval=(lo, hi), estimate=None if math.isnan(est) else est)
-        widened = _widened_text(
-            rho0, _widening(e, 0), bool(self.pods.warming()[0]), self.pods.too_few
-        )
+        widened = _widened_text(rho0, _widening(e, 0), self.pods, 0)
         if e_max >= 1.0 / self.test_alpha:
             reason = (
                 f"canary error rate is more than {rho0:.3g}x stable's "
@@ -478,12 +477,7 @@ class SequentialLatencyJudge:
         )
         q_txt = self._quantile_text(details)
         assert self.pods is not None
-        w_txt = _widened_text(
-            1.0 + self.tolerance,
-            _widening(e, worst),
-            bool(self.pods.warming()[worst]),
-            self.pods.too_few,
-        )
+        w_txt = _widened_text(1.0 + self.tolerance, _widening(e, worst), self.pods, worst)
         b_txt = _boundary_text(b_ms, per[worst]["stable_share_slower"])
         if self.max_combined >= 1.0 / self._alpha_test:
             return Verdict(
