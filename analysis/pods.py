@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import studylib as c
 
 from canaryd.stats.pods import (
+    EXACT_BELOW_EVENTS,
     EXACT_BELOW_PODS,
     MIN_SPREAD_PODS,
     POD_ALPHA_SHARE,
@@ -396,7 +397,8 @@ def main() -> None:
         "log-uniform in x1/spread..x spread, latency scale lognormal (mean 1, CV). 'before' is "
         "the test that assumes requests exchangeable between versions; 'after' widens the null "
         f"by stable's between-pod spread and spends {POD_ALPHA_SHARE:g} of alpha on it (with "
-        f"fewer than {EXACT_BELOW_PODS} stable pods, the exact t bound on their raw spread). "
+        f"fewer than {EXACT_BELOW_PODS} stable pods or {EXACT_BELOW_EVENTS:g} events per pod, the "
+        "exact t bound on their raw spread). "
         "Each figure: false-rollback rate (one-sided 95 % Clopper-Pearson upper bound).",
         "",
         c.md_table(
@@ -484,7 +486,8 @@ def main() -> None:
         "## The trade-off on three stable pods: how much binomial noise the estimate subtracts",
         "",
         f"With fewer than {EXACT_BELOW_PODS} stable pods the default subtracts none (the exact "
-        "t bound); from 4 on it subtracts all of it (the method of moments). Here the three "
+        f"t bound); from 4 on, once they have {EXACT_BELOW_EVENTS:g} events each, all of it (the "
+        "method of moments). Here the three "
         f"cells where subtracting all of it was worst ({rollouts // 2} rollouts each, "
         f"3 stable pods, {HISTORY_MIN} min history), and the power cost on 3 alike pods "
         f"({rollouts // 4} rollouts per effect, the same history).",

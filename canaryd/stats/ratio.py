@@ -52,9 +52,9 @@ LATENCY_ALT_SCALE: tuple[float, ...] = (0.05, 0.2, 1.0)
 scales: a median shift is a small ratio at the p50 boundary (+5 % median is rho ~1.08, +10 %
 ~1.15), a tail change a large one at p99 (x6.8 for sigma 0.5 -> 0.8), and one prior must serve
 both. Chosen on the power study's mixture table (analysis/results/power.md): against the
-single half-normal of scale 0.5 it used before, median +5 % falls from 1.75x to 1.54x the
-two-sample floor (1.63x -> 1.43x at the end of the floor's interval), the others stay (+10 %
-1.62x, +25 % and the tail ~1.0x at interval end). Validity does not depend on it: a mixture of
+single half-normal of scale 0.5 it used before, median +5 % falls from 1.76x to 1.59x the
+two-sample floor (1.64x -> 1.48x at the end of the floor's interval), the others stay (+10 %
+1.64x, +25 % and the tail ~1.0x at interval end). Validity does not depend on it: a mixture of
 priors is a prior, and any prior gives an e-process."""
 CS_SCALE = 1.5
 """Scale of the normal prior on ``log(rho)`` for the confidence sequence."""
@@ -81,9 +81,11 @@ class Grid:
         cs_scale: float = CS_SCALE,
     ) -> Grid:
         """The grid for these parameters. ``alt_scale``: the rollback prior's half-normal scale
-        on ``log(rho / rho0) > 0``, or several, for an equal-weight mixture of them. Grids are immutable (their arrays are read-only) and
-        shared: every judge with the same ``rho0`` and scales gets the same object, so a daemon
-        serving thousands of rollouts keeps one grid per tolerance, not three arrays per judge."""
+        on ``log(rho / rho0) > 0``, or several, for an equal-weight mixture of them.
+
+        Grids are immutable (their arrays are read-only) and shared: every judge with the same
+        ``rho0`` and scales gets the same object, so a daemon serving thousands of rollouts
+        keeps one grid per tolerance, not three arrays per judge."""
         if rho0 <= 0:
             raise ValueError(f"rho0 must be positive, got {rho0}")
         if points < 3 or points % 2 == 0:
