@@ -40,13 +40,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import studylib as c
 
 from canaryd.stats.pods import (
+    DEFAULT_LATENCY_SPREAD,
+    DEFAULT_RATE_SPREAD,
     EXACT_BELOW_EVENTS,
     EXACT_BELOW_PODS,
     MIN_SPREAD_PODS,
     POD_ALPHA_SHARE,
-    WARM_UP_WIDENING,
     grid_steps,
     log_widening,
+    scaled_bound,
 )
 from canaryd.stats.ratio import LATENCY_ALT_SCALE, Grid, RateRatioBatch
 
@@ -69,8 +71,12 @@ NOISE_SHARES = (0.0, 0.5, 1.0)
 """Shares of the binomial noise subtracted from Cochran's Q in the trade-off table."""
 FEW_PODS = (1, 2)
 """Stable pod counts below ``MIN_SPREAD_PODS``: the spread is assumed, not estimated."""
-FEW_PODS_CELLS = ((0.0, 1.0), (0.1, 1.5), (0.3, 2.0))
+FEW_PODS_CELLS = ((0.0, 1.0), (0.1, 1.5), (0.2, 2.0), (0.3, 2.0))
 """(latency CV, error spread) of the few-pods table."""
+LATENCY_SPREADS = (1.5, 2.0, 2.5, DEFAULT_LATENCY_SPREAD)
+"""Latency ``podSpread`` values of the few-pods tables (the default last)."""
+FEW_PODS_EFFECTS = (2.0, 3.0, 4.0)
+"""Canary latency factors of the few-pods power table (one stable pod, alike pods)."""
 
 
 @dataclass(frozen=True)
@@ -168,11 +174,16 @@ def crossing(
     alpha: float = ALPHA,
     noise_share: float | None = None,
     history: tuple[FloatArray, list[FloatArray]] | None = None,
+    assumed_events: list[FloatArray] | None = None,
 ) -> IntArray:
     """First interval at which the judge fails (``c.NEVER`` if it does not).
 
     ``history``: stable's per-pod requests and events (one per boundary) ``(rows, pods)``
     before the canary; they seed the spread estimate only, as ``Judge.prime`` does.
+    ``assumed_events``: per tested boundary, stable's per-pod events ``(T, rows, pods)`` at the
+    bound ``latency_log_h`` reads for the latency ``podSpread``; the assumed widening is then
+    taken from stable's traffic during the canary, as ``SequentialLatencyJudge`` does (None:
+    the errors judge's ``log DEFAULT_RATE_SPREAD``).
 
     ``events`` holds per-pod event counts ``(T, rows, pods)`` of (stable, canary), one pair
     per tested boundary; their e-values are averaged. ``pods``: widen the null by stable's
@@ -191,15 +202,29 @@ def crossing(
         for j in range(m):
             cum_x[j] += history[1][j]
     running = np.zeros(rows)
+    during = [np.zeros(rows) for _ in range(m)]  # stable's events during the canary, per bound
+    during_low = [np.zeros(rows) for _ in range(m)]
     for t in range(t_n):
         cum_n[0] += n[0][t]
         cum_n[1] += n[1][t]
         for j, (xs, _) in enumerate(events):
             cum_x[j] += xs[t]
+            during[j] += xs[t].sum(axis=1)
+            if assumed_events is not None:
+                during_low[j] += assumed_events[j][t].sum(axis=1)
         if pods:
             sq = _shares_sq(cum_n[0], cum_n[1])
+            assumed: list[FloatArray | None] = [
+                None
+                if assumed_events is None
+                else np.log((during_low[j] + 0.5) / (during[j] + 0.5))
+                for j in range(m)
+            ]
             log_h = np.concatenate(
-                [log_widening(cum_n[0], cum_x[j], sq, beta, noise_share)[0] for j in range(m)]
+                [
+                    log_widening(cum_n[0], cum_x[j], sq, beta, noise_share, assumed[j])[0]
+                    for j in range(m)
+                ]
             )
             batch.set_shift(grid_steps(log_h, batch.step, batch.max_shift))
         batch.update(
@@ -221,6 +246,17 @@ def latency_events(tr: Traffic) -> list[tuple[FloatArray, FloatArray]]:
     return [(c.exceedances(tr.h[0], k), c.exceedances(tr.h[1], k)) for k in LATENCY.boundaries()]
 
 
+def assumed_latency_events(tr: Traffic, spread: float) -> list[FloatArray]:
+    """Stable's per-pod requests slower than each tested boundary divided by ``spread``,
+    interpolated within its bucket as ``stats.pods.latency_log_h`` reads them."""
+    out = []
+    for k in LATENCY.boundaries():
+        j, w = scaled_bound(LATENCY.bounds, k, spread)
+        below = tr.n[0] if j < 0 else c.exceedances(tr.h[0], j)
+        out.append((1.0 - w) * below + w * c.exceedances(tr.h[0], j + 1))
+    return out
+
+
 @dataclass
 class Cell:
     het: Heterogeneity
@@ -228,6 +264,8 @@ class Cell:
     errors: tuple[int, int, int]  # rollbacks before, after, after with history
     latency: tuple[int, int, int]
     either: tuple[int, int, int]
+    latency_by_spread: tuple[int, ...] = ()
+    """Latency rollbacks, pod-aware with history, at each of ``LATENCY_SPREADS`` (if asked)."""
 
 
 def aa_cell(
@@ -236,7 +274,10 @@ def aa_cell(
     seed: Any,
     horizon: int = HORIZON,
     noise_share: float | None = None,
+    spreads: tuple[float, ...] = (),
 ) -> Cell:
+    """A/A rollbacks of one heterogeneity level; ``spreads``: also the latency judge's with
+    history at each of these ``podSpread`` values."""
     rng = np.random.default_rng(seed)
     tr = generate(
         rng, rollouts, het, horizon=horizon, history_rng=np.random.default_rng([*_seq(seed), 7])
@@ -248,20 +289,31 @@ def aa_cell(
         err.append(int(np.sum(e >= 0)))
         lat.append(int(np.sum(la >= 0)))
         both.append(int(np.sum((e >= 0) | (la >= 0))))
+    by_spread = tuple(
+        int(np.sum(judge_crossing(tr, "latency", True, True, noise_share, sp) >= 0))
+        for sp in spreads
+    )
     return Cell(
         het,
         rollouts,
         (err[0], err[1], err[2]),
         (lat[0], lat[1], lat[2]),
         (both[0], both[1], both[2]),
+        by_spread,
     )
 
 
 def judge_crossing(
-    tr: Traffic, kind: str, pods: bool, history: bool, noise_share: float | None = None
+    tr: Traffic,
+    kind: str,
+    pods: bool,
+    history: bool,
+    noise_share: float | None = None,
+    latency_spread: float = DEFAULT_LATENCY_SPREAD,
 ) -> IntArray:
     """``crossing`` as the ``kind`` ("errors" or "latency") judge reads the traffic: pod-aware
-    or not, with stable's history seeding the spread or not."""
+    or not, with stable's history seeding the spread or not; the latency judge assumes
+    ``latency_spread`` (its ``podSpread``) where the spread is not known."""
     if kind == "errors":
         return crossing(
             tr.n, [tr.x], 1.0, pods, noise_share=noise_share, history=_hist(tr, history)
@@ -274,6 +326,7 @@ def judge_crossing(
         LATENCY_ALT_SCALE,
         noise_share=noise_share,
         history=_hist(tr, history, latency=True),
+        assumed_events=assumed_latency_events(tr, latency_spread),
     )
 
 
@@ -332,6 +385,33 @@ def power(
     return out
 
 
+def few_pods_power(rollouts: int, seed: int) -> list[tuple[float, float, float, float]]:
+    """(latency factor, podSpread, detected share, median delay) on one stable pod and one
+    canary pod, alike, with history: what the latency assumption costs."""
+    out = []
+    for i, factor in enumerate(FEW_PODS_EFFECTS):
+        rng = np.random.default_rng([seed, i])
+        tr = generate(
+            rng,
+            rollouts,
+            Heterogeneity(0.0, 1.0, 1),
+            latency_factor=factor,
+            history_rng=np.random.default_rng([seed, i, 7]),
+        )
+        for sp in LATENCY_SPREADS:
+            hit = judge_crossing(tr, "latency", True, True, latency_spread=sp)
+            ok = hit >= 0
+            out.append(
+                (
+                    factor,
+                    sp,
+                    float(ok.mean()),
+                    float(np.median(hit[ok] + 1)) if ok.any() else math.nan,
+                )
+            )
+    return out
+
+
 def fmt(k: int, n: int) -> str:
     return f"{c.pct(k / n)} (≤ {c.pct(c.cp_upper(k, n))})"
 
@@ -346,10 +426,13 @@ def main() -> None:
             for k, ks in enumerate(STABLE_PODS):
                 cells.append(aa_cell(Heterogeneity(cv, spread, ks), rollouts, seed=[SEED, i, j, k]))
     few = [
-        aa_cell(Heterogeneity(cv, spread, ks), rollouts, seed=[SEED, 8, i, ks])
+        aa_cell(
+            Heterogeneity(cv, spread, ks), rollouts, seed=[SEED, 8, i, ks], spreads=LATENCY_SPREADS
+        )
         for i, (cv, spread) in enumerate(FEW_PODS_CELLS)
         for ks in FEW_PODS
     ]
+    few_pw = few_pods_power(rollouts // 2, SEED + 4)
     pw = power(rollouts // 2, SEED + 1)
     hist_only = ((True, True, "after"),)
     pw_by_pods = [
@@ -455,9 +538,12 @@ def main() -> None:
         f"## Fewer than {MIN_SPREAD_PODS} stable pods: the spread is assumed, not estimated",
         "",
         f"One stable pod shows no spread, and two give a Student t with one degree of freedom. "
-        f"Below {MIN_SPREAD_PODS} pods the null is widened by x{WARM_UP_WIDENING:g} for the "
-        "whole rollout, as in the warm-up: valid while pods of one version differ by less than "
-        f"that in the tested rate. {rollouts} rollouts per cell, {HISTORY_MIN} min of history.",
+        f"Below {MIN_SPREAD_PODS} pods the null is widened for the whole rollout by the "
+        "metric's `podSpread`, as in the warm-up: errors by a ratio of error rates (default "
+        f"x{DEFAULT_RATE_SPREAD:g}), latency by a ratio of latencies (default "
+        f"x{DEFAULT_LATENCY_SPREAD:g}), which each boundary's null turns into a ratio of shares "
+        "through stable's histogram. Valid while pods of one version differ by less than that. "
+        f"{rollouts} rollouts per cell, {HISTORY_MIN} min of history.",
         "",
         c.md_table(
             (
@@ -465,9 +551,9 @@ def main() -> None:
                 "error spread",
                 "pods stable vs canary",
                 "errors before",
-                f"errors, x{WARM_UP_WIDENING:g}",
+                f"errors, x{DEFAULT_RATE_SPREAD:g}",
                 "latency before",
-                f"latency, x{WARM_UP_WIDENING:g}",
+                *(f"latency, podSpread {sp:g}" for sp in LATENCY_SPREADS),
             ),
             [
                 (
@@ -477,9 +563,24 @@ def main() -> None:
                     fmt(x.errors[0], x.rollouts),
                     fmt(x.errors[2], x.rollouts),
                     fmt(x.latency[0], x.rollouts),
-                    fmt(x.latency[2], x.rollouts),
+                    *(fmt(k, x.rollouts) for k in x.latency_by_spread),
                 )
                 for x in few
+            ],
+        ),
+        "",
+        f"What the latency assumption costs, on one stable pod and one canary pod that are alike "
+        f"({rollouts // 2} rollouts per effect, {HISTORY_MIN} min of history; detected in "
+        f"{HORIZON} min, median minutes among the detected):",
+        "",
+        c.md_table(
+            ("canary latency", *(f"podSpread {sp:g}" for sp in LATENCY_SPREADS)),
+            [
+                (
+                    f"x{factor:g}",
+                    *(f"{c.pct(d, 1)}, {m:g}" for f2, _, d, m in few_pw if f2 == factor),
+                )
+                for factor in FEW_PODS_EFFECTS
             ],
         ),
         "",

@@ -365,6 +365,9 @@ DEFAULT_QUANTILES: dict[str, list[float]] = {
     "output-length": [0.5, 0.9],
 }
 """``quantiles`` when a metric gives none; every other kind: ``[0.5, 0.99]``."""
+POD_SPREAD_LIMITS: dict[str, float] = {"errors": 64.0, "latency": 10.0}
+"""Largest ``podSpread`` per kind: the rate-ratio grid ends at x64, and a latency ratio of 10
+already leaves no boundary anything to detect."""
 DEFAULT_JUDGE: dict[str, JudgeName] = {"custom": "mann-whitney"}
 """``judge`` when a metric gives none; every other kind: ``sequential``."""
 VLLM_FINISH_REASONS = ("stop", "length", "abort", "error", "repetition")
@@ -415,6 +418,19 @@ class Metric(_Model):
         False, description="latency, sequential: also test the whole bucket distribution."
     )
     critical: bool = Field(True, description="A failing critical metric rolls the canary back.")
+    pod_spread: float | None = Field(
+        None,
+        ge=1.0,
+        description=(
+            "errors, latency (sequential): how much two pods of one version may differ, "
+            "assumed where stable's own pods cannot show it: with fewer than 3 stable pods "
+            "for the whole rollout, and until stable's pods have 30 events each. errors: a "
+            "ratio of error rates (default 4, at most 64); latency: a ratio of latencies "
+            "(default 3, at most 10). Then the false-rollback guarantee rests on it, and a "
+            "canary is rolled back only when it is worse than stable by more than that: "
+            "`canaryd plan --pods` shows what it costs."
+        ),
+    )
     weight: float = Field(
         1.0,
         ge=0.001,
@@ -539,6 +555,20 @@ class Metric(_Model):
                 "correctQuery" if self.correct_query else "labelledQuery",
                 f"correctQuery and labelledQuery are only for quality metrics, not {self.kind!r}",
             )
+        if self.pod_spread is not None:
+            limit = POD_SPREAD_LIMITS.get(self.kind)
+            if limit is None or self.judge != "sequential":
+                raise at(
+                    "podSpread",
+                    "podSpread is read by the sequential errors and latency judges only, not "
+                    f"by kind {self.kind!r} with judge {self.judge!r}",
+                )
+            if self.pod_spread > limit:
+                raise at(
+                    "podSpread",
+                    f"expected a {self.kind} podSpread of at most {limit:g}, got "
+                    f"{self.pod_spread:g}",
+                )
         if self.kind in SEQUENTIAL_ONLY_KINDS and self.judge != "sequential":
             raise at(
                 "judge",

@@ -8,6 +8,7 @@ from canaryd.policy.model import CanaryPolicy, Metric
 from canaryd.stats.categorical import SequentialCategoricalJudge
 from canaryd.stats.judge import Judge
 from canaryd.stats.llm import SignalJudge
+from canaryd.stats.pods import DEFAULT_LATENCY_SPREAD, DEFAULT_RATE_SPREAD
 from canaryd.stats.quality import SequentialQualityJudge
 from canaryd.stats.sequential import SequentialErrorsJudge, SequentialLatencyJudge
 
@@ -28,7 +29,13 @@ def build_judge(metric: Metric, alpha: float) -> Judge:
         if ml is not None:
             return ml
         if metric.kind == "errors":
-            return SequentialErrorsJudge(metric.name, alpha, metric.tolerance, metric.critical)
+            return SequentialErrorsJudge(
+                metric.name,
+                alpha,
+                metric.tolerance,
+                metric.critical,
+                pod_spread=metric.pod_spread or DEFAULT_RATE_SPREAD,
+            )
         if metric.kind == "latency":
             return SequentialLatencyJudge(
                 metric.name,
@@ -37,6 +44,7 @@ def build_judge(metric: Metric, alpha: float) -> Judge:
                 tuple(metric.quantiles),
                 metric.omnibus,
                 metric.critical,
+                pod_spread=metric.pod_spread or DEFAULT_LATENCY_SPREAD,
             )
         raise ValueError(f"the sequential judge needs counts; {metric.kind!r} gives none")
     return _classic(metric, alpha)

@@ -28,15 +28,23 @@ own per-pod counts (DESIGN-NOTES.md, "Canary on its own pods"):
    guess, which is where those of the four-pod cells without history came from
    (DESIGN-NOTES.md, "Few stable pods");
 5. until stable's pods have seen ``MIN_POD_EVENTS`` events each on average, ``h`` is at least
-   ``WARM_UP_WIDENING`` (x4): their spread is not yet known, and a canary pod far from
-   stable's few pods is then as likely a pod effect as a regression, so only a canary more than
-   x4 off is rolled back early. The evidence is kept, so a smaller regression is rolled back as
-   soon as the warm-up ends;
+   the *assumed* widening (``PodSpread.assume``): their spread is not yet known, and a canary
+   pod far from stable's few pods is then as likely a pod effect as a regression, so only a
+   canary further off than the assumption is rolled back early. The evidence is kept, so a
+   smaller regression is rolled back as soon as the warm-up ends;
 6. with fewer than ``MIN_SPREAD_PODS`` (3) stable pods the spread cannot be estimated at all
    (one pod has none, and two give a t quantile with one degree of freedom, 127 at
-   ``beta = 0.0025``), so ``h`` is ``WARM_UP_WIDENING`` for the whole rollout: the guarantee then
-   rests on the assumption, stated in the verdict, that pods of one version differ by less
-   than x4 in the tested rate.
+   ``beta = 0.0025``), so ``h`` is the assumed widening for the whole rollout: the guarantee
+   then rests on the assumption, stated in the verdict, that pods of one version differ by
+   less than the metric's ``podSpread``.
+
+The assumption is the policy's per-metric ``podSpread``: for a rate (errors) a ratio of rates,
+``log h = log podSpread`` (default ``DEFAULT_RATE_SPREAD``, x4); for latency a ratio of
+*latencies*, which the judge turns into each boundary's rate ratio through stable's own
+histogram (``latency_log_h``; default ``DEFAULT_LATENCY_SPREAD``, x3). The latency scale is
+the one a user can know ("our replicas differ by up to 30 % in latency"), and the one in which
+pods differ: a pod 1.5x slower has a share above stable's p99 boundary some 6x stable's, but
+above the p50 boundary only 1.6x.
 
 Pods are keyed by name and capped at ``MAX_PODS`` per version (a pod beyond the cap still
 counts in the version's totals, not in the spread estimate), so the state stays small.
@@ -64,13 +72,22 @@ NOISE_SHARE = 1.0
 """How much of the expected binomial noise ``k_s - 1`` is subtracted from Cochran's Q: 1 is the
 method of moments. Less is more conservative and costs detection delay on alike pods; the study
 measures 0, 0.5 and 1 (``analysis/pods.py``, DESIGN-NOTES.md)."""
-WARM_UP_WIDENING: float | None = 4.0
-"""The null's widening, at least, during the warm-up (None: infinite, no rollback). With an
-infinite one, a x10 error rate at 0.1 % on 4 alike stable pods was rolled back after a median
-110 min instead of 5 (the warm-up's length); x4 gives 26 min at the same A/A rates."""
+DEFAULT_RATE_SPREAD = 4.0
+"""``podSpread``'s default for error rates: pods of one version differ by less than x4 (the
+study's strongest level, x0.5..x2 per pod). Without any assumption (an infinite widening), a
+x10 error rate at 0.1 % on 4 alike stable pods was rolled back after a median 110 min instead
+of 5 (the warm-up's length); x4 gives 26 min at the same A/A rates."""
+DEFAULT_LATENCY_SPREAD = 3.0
+"""``podSpread``'s default for latency: pods of one version differ by less than x3 in latency.
+Two pods whose latency scales vary with a coefficient of variation of 30 % (the study's
+strongest level) differ by more than that with probability ~0.4 %, about the ``beta`` the
+estimated spread is allowed; on one or two stable pods there x3 kept false rollbacks at 0.5 % /
+0.0 % (alpha 1 %), where x2.5 let through 0.9 % / 0.5 % and x2 3.7 % / 2.2 %
+(``analysis/pods.py``). The price, on one alike stable pod: a canary 4x slower is rolled back
+after a median 15 min, 3x never. A team whose replicas are alike declares a smaller value."""
 MIN_SPREAD_PODS = 3
 """Stable pods with traffic needed to estimate their spread; with fewer the null's widening is
-``WARM_UP_WIDENING`` throughout (an assumption the verdict states)."""
+the assumed one throughout (an assumption the verdict states)."""
 EXACT_BELOW_PODS = 4
 """With fewer stable pods than this, no binomial noise is subtracted (the exact t bound)."""
 EXACT_BELOW_EVENTS = 150.0
@@ -78,7 +95,7 @@ EXACT_BELOW_EVENTS = 150.0
 (``analysis/pods.py``: without history, 4 stable pods, up to 1.9 % -> 0.9 % per judge)."""
 MIN_POD_EVENTS = 30.0
 """Events per stable pod (on average) before the spread is trusted: until then ``h`` is at
-least ``WARM_UP_WIDENING``; chosen on the study (``analysis/pods.py``)."""
+least the assumed widening; chosen on the study (``analysis/pods.py``)."""
 
 
 def log_widening(
@@ -87,6 +104,7 @@ def log_widening(
     shares_sq: FloatArray,
     beta: float,
     noise_share: float | None = None,
+    assumed: FloatArray | float | None = None,
 ) -> tuple[FloatArray, FloatArray]:
     """``(log h, tau)`` per row from stable's per-pod counts.
 
@@ -94,8 +112,10 @@ def log_widening(
     is left out). ``shares_sq``: ``sum a_j^2 + sum b_i^2`` per row. ``beta``: the one-sided
     error of the bound; ``noise_share``: see ``NOISE_SHARE`` (None: ``NOISE_SHARE`` from
     ``EXACT_BELOW_PODS`` stable pods and ``EXACT_BELOW_EVENTS`` events per pod on, 0 below).
-    Rows with fewer than ``MIN_SPREAD_PODS`` stable pods get ``floor_log_h()`` (``tau`` is
-    reported, NaN below two pods), rows still in the warm-up (``in_warm_up``) at least that.
+    ``assumed``: ``log h`` per row (or one for all) where the spread is not known (None:
+    ``log DEFAULT_RATE_SPREAD``). Rows with fewer than ``MIN_SPREAD_PODS`` stable pods get
+    it (``tau`` is reported, NaN below two pods), rows still in the warm-up (``in_warm_up``)
+    at least that.
     """
     # scipy.special is imported here, not with the module: it costs 14 MB of resident memory,
     # and a daemon whose rollouts have no per-pod counts never needs it.
@@ -130,14 +150,53 @@ def log_widening(
     # Until stable's pods have seen enough events the spread is unknown: only a canary further
     # off than the floor is rolled back. With too few pods it is assumed: the floor itself (two
     # pods' t bound, with one degree of freedom, would leave nothing short of the grid's edge).
-    floor = floor_log_h()
+    floor = np.broadcast_to(
+        np.asarray(math.log(DEFAULT_RATE_SPREAD) if assumed is None else assumed, dtype=float),
+        log_h.shape,
+    )
     log_h = np.where(in_warm_up(n, x), np.maximum(log_h, floor), log_h)
     return np.where(k < MIN_SPREAD_PODS, floor, log_h), tau
 
 
-def floor_log_h() -> float:
-    """``log WARM_UP_WIDENING``: the least widening while the spread is not known."""
-    return math.inf if WARM_UP_WIDENING is None else math.log(WARM_UP_WIDENING)
+def scaled_bound(bounds: Sequence[float], k: int, spread: float) -> tuple[int, float]:
+    """Where ``bounds[k] / spread`` falls: ``(j, w)`` with the count slower than it read as
+    ``(1 - w) * slower(j) + w * slower(j + 1)``, linear within the bucket as Prometheus's
+    ``histogram_quantile`` assumes (``j = -1``: the first bucket, whose lower edge is 0 and
+    has every request slower than it)."""
+    if spread < 1.0:
+        raise ValueError(f"spread must be at least 1, got {spread}")
+    b = np.asarray(bounds, dtype=np.float64)
+    target = b[k] / spread
+    j = int(np.searchsorted(b, target * (1.0 + 1e-12), side="right")) - 1
+    lo = 0.0 if j < 0 else float(b[j])
+    if j >= k:
+        return k, 0.0
+    hi = float(b[j + 1])
+    return j, (target - lo) / (hi - lo)
+
+
+def latency_log_h(
+    bounds: Sequence[float], cumulative: Sequence[float], chosen: Sequence[int], spread: float
+) -> FloatArray:
+    """Per tested boundary, ``log h`` for "a pod's latency is within x ``spread`` of stable's".
+
+    ``bounds``: the histogram's upper bounds (ms, increasing); ``cumulative``: stable's
+    cumulative counts at them, the last the total; ``chosen``: the tested boundaries' indices.
+    A pod whose latency is stable's scaled by ``s <= spread`` has a share slower than ``b``
+    of at most stable's share slower than ``b / spread``, interpolated within its bucket
+    (``scaled_bound``). The ratio to stable's share slower than ``b`` is taken with half a
+    request added to both, so a boundary stable has hardly exceeded gets a wide null, not a
+    narrow one. Only stable's data enters.
+    """
+    cum = np.asarray(cumulative, dtype=np.float64)
+    total = float(cum[-1])
+    out = np.empty(len(chosen))
+    for row, k in enumerate(chosen):
+        j, w = scaled_bound(bounds, k, spread)
+        slower_j = total if j < 0 else total - cum[j]
+        slower = (1.0 - w) * slower_j + w * (total - cum[j + 1])
+        out[row] = max(0.0, math.log((slower + 0.5) / (total - cum[k] + 0.5)))
+    return out
 
 
 def in_warm_up(n: FloatArray, x: FloatArray) -> npt.NDArray[np.bool_]:
@@ -162,11 +221,27 @@ class PodSpread:
     ``add`` takes one interval; ``log_h`` gives the current widening per row. Only *stable's*
     events enter the estimate; of the canary only the requests per pod (its traffic shares) are
     used, never its outcomes.
+
+    ``spread`` and ``measure`` name the assumption made where the spread is not known (the
+    metric's ``podSpread``, "error rate" or "latency"); its ``log h`` per row is
+    ``log spread`` until the judge gives another (``assume``).
     """
 
-    def __init__(self, rows: int, alpha: float) -> None:
+    def __init__(
+        self,
+        rows: int,
+        alpha: float,
+        spread: float = DEFAULT_RATE_SPREAD,
+        measure: str = "error rate",
+    ) -> None:
+        if spread < 1.0:
+            raise ValueError(f"spread must be at least 1, got {spread}")
         self.rows = rows
         self.alpha = alpha
+        self.spread = spread
+        self.measure = measure
+        self.assumed: FloatArray = np.full(rows, math.log(spread))
+        """``log h`` per row where the spread is not known (``assume``)."""
         self.stable: dict[str, list[float]] = {}
         """pod -> [requests, events of row 0, events of row 1, ...]"""
         self.canary: dict[str, float] = {}
@@ -174,6 +249,13 @@ class PodSpread:
         """True once the source has reported pods for either version."""
         self.ignored = 0
         """Pod names beyond ``MAX_PODS`` (left out of the estimate)."""
+
+    def assume(self, log_h: Sequence[float] | FloatArray) -> None:
+        """Set the assumed ``log h`` per row (the latency judge's, from ``latency_log_h``)."""
+        a = np.asarray(log_h, dtype=np.float64)
+        if a.shape != (self.rows,) or (a < 0).any():
+            raise ValueError(f"expected {self.rows} non-negative log widenings, got {a!r}")
+        self.assumed = a
 
     @property
     def beta(self) -> float:
@@ -226,14 +308,14 @@ class PodSpread:
 
     def estimate(self) -> tuple[FloatArray, FloatArray]:
         """``(log h, tau)`` per row (``log_widening``); with fewer than two stable pods the
-        floor ``log WARM_UP_WIDENING`` and NaN."""
+        assumed ``log h`` and NaN."""
         if self.stable_pods < 2:
-            return np.full(self.rows, floor_log_h()), np.full(self.rows, np.nan)
+            return self.assumed.copy(), np.full(self.rows, np.nan)
         acc = np.array(list(self.stable.values()))  # (pods, 1 + rows)
         n = np.broadcast_to(acc[:, 0], (self.rows, acc.shape[0]))
         x = acc[:, 1:].T
         shares = np.full(self.rows, self._shares_sq())
-        return log_widening(n, x, shares, self.beta)
+        return log_widening(n, x, shares, self.beta, assumed=self.assumed)
 
     def warming(self) -> npt.NDArray[np.bool_]:
         """Per row, True while stable's pods are in the warm-up."""
@@ -260,12 +342,14 @@ class PodSpread:
             out["pods"] = (
                 f"{self.stable_pods} stable pod(s) with traffic, fewer than {MIN_SPREAD_PODS}: "
                 "how much pods differ cannot be estimated, so the test assumes they differ by "
-                f"less than x{WARM_UP_WIDENING:g} and widens the null by that"
+                f"less than x{self.spread:g} in {self.measure} (podSpread) and widens the null "
+                "by that"
             )
         elif self.warming().any():
             out["pods"] = (
                 f"stable's pods have fewer than {MIN_POD_EVENTS:g} events each: how much pods "
-                f"differ is not known yet, so the null is widened by at least x{WARM_UP_WIDENING:g}"
+                f"differ is not known yet, so the test assumes they differ by less than "
+                f"x{self.spread:g} in {self.measure} (podSpread) until they have"
             )
         if self.ignored:
             out["pods_ignored"] = self.ignored

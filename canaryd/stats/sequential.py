@@ -12,7 +12,15 @@ from canaryd.errors import HistogramLayoutError
 from canaryd.jsonnum import decode_float, encode_float
 from canaryd.observation import PodCounts, VersionCounts
 from canaryd.stats.histogram import common_bounds, histogram_quantile, nearest_boundary, rebucket
-from canaryd.stats.pods import MIN_POD_EVENTS, MIN_SPREAD_PODS, PodSpread, grid_steps
+from canaryd.stats.pods import (
+    DEFAULT_LATENCY_SPREAD,
+    DEFAULT_RATE_SPREAD,
+    MIN_POD_EVENTS,
+    MIN_SPREAD_PODS,
+    PodSpread,
+    grid_steps,
+    latency_log_h,
+)
 from canaryd.stats.ratio import LATENCY_ALT_SCALE, Grid, RateRatioBatch
 from canaryd.stats.verdict import Status, Verdict
 
@@ -56,12 +64,14 @@ def _widened_text(rho0: float, h: float, pods: PodSpread, row: int) -> str:
     if pods.too_few:
         return (
             f"; fewer than {MIN_SPREAD_PODS} stable pods, so how much pods differ cannot be "
-            f"estimated: tested against {rho0:.3g}x{h:.3g}, assuming pods differ by less"
+            f"estimated: tested against {rho0:.3g}x{h:.3g}, assuming pods differ by less than "
+            f"x{pods.spread:g} in {pods.measure}"
         )
     if pods.warming()[row]:
         return (
             f"; stable's pods have fewer than {MIN_POD_EVENTS:g} events each, so how much pods "
-            f"differ is not known yet: tested against {rho0:.3g}x{h:.3g} until they have"
+            f"differ is not known yet: tested against {rho0:.3g}x{h:.3g} until they have, "
+            f"assuming pods differ by less than x{pods.spread:g} in {pods.measure}"
         )
     if h <= 1.0:
         return ""
@@ -75,21 +85,34 @@ class SequentialErrorsJudge:
     """Error-rate ratio, canary over stable, tested sequentially (peeking-safe).
 
     Fails when the e-value for ``rho > 1 + tolerance`` reaches ``1/alpha``; passes when the
-    confidence sequence shows ``rho < 1 + tolerance``.
+    confidence sequence shows ``rho < 1 + tolerance``. ``pod_spread``: the ratio of error
+    rates by which pods of one version are assumed to differ at most, where stable's pods
+    cannot show it (``stats.pods``; the policy's ``podSpread``).
     """
 
     judge_name: ClassVar[str] = "sequential"
     peeking_safe: ClassVar[bool] = True
 
-    def __init__(self, metric: str, alpha: float, tolerance: float, critical: bool = True) -> None:
+    def __init__(
+        self,
+        metric: str,
+        alpha: float,
+        tolerance: float,
+        critical: bool = True,
+        pod_spread: float = DEFAULT_RATE_SPREAD,
+    ) -> None:
         self.metric = metric
         self.alpha = alpha
         self.tolerance = tolerance
         self.critical = critical
+        self.pod_spread = pod_spread
         self.engine = RateRatioBatch(1, 1.0 + tolerance)
-        self.pods = PodSpread(1, alpha)
+        self.pods = self._new_pods()
         self.history_pods = 0
         """Stable pods whose pre-canary counts seeded the spread (``prime``)."""
+
+    def _new_pods(self) -> PodSpread:
+        return PodSpread(1, self.alpha, self.pod_spread, "error rate")
 
     def prime(self, stable: VersionCounts) -> None:
         """Seed stable's between-pod spread with its per-pod counts from before the canary.
@@ -181,7 +204,7 @@ class SequentialErrorsJudge:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.engine.load_row_state(0, state["engine"])
-        self.pods = PodSpread(1, self.alpha)
+        self.pods = self._new_pods()
         if "pods" in state:  # absent in state saved before pods were judged
             self.pods.load_state(state["pods"])
         self.history_pods = int(state.get("history_pods", 0))
@@ -201,6 +224,11 @@ class SequentialLatencyJudge:
     the product over buckets of two-sided per-bucket rate-ratio mixtures (each request updates
     one factor). It fails only when the distributions differ *and* the canary is slower at
     the first boundary; it has no tolerance, so it catches any shift given enough data.
+
+    ``pod_spread``: the ratio of *latencies* by which pods of one version are assumed to differ
+    at most, where stable's pods cannot show it; each boundary's null is widened by what that
+    does to stable's share slower than it (``stats.pods.latency_log_h``, the policy's
+    ``podSpread``).
     """
 
     judge_name: ClassVar[str] = "sequential"
@@ -214,10 +242,12 @@ class SequentialLatencyJudge:
         quantiles: tuple[float, ...] = (0.5, 0.99),
         omnibus: bool = False,
         critical: bool = True,
+        pod_spread: float = DEFAULT_LATENCY_SPREAD,
     ) -> None:
         self.metric = metric
         self.alpha = alpha
         self.tolerance = tolerance
+        self.pod_spread = pod_spread
         self.quantiles = tuple(sorted(set(quantiles)))
         self.omnibus = omnibus
         self.critical = critical
@@ -357,6 +387,7 @@ class SequentialLatencyJudge:
         self.hist_c = (np.asarray(self.hist_c) + c).tolist()
         assert self.engine is not None
         if self.pods is not None and self.pods.seen:
+            self._assume()
             _widen(self.engine, self.pods)
         n_s, n_c = s[-1], c[-1]
         rows = len(self.chosen)
@@ -372,6 +403,15 @@ class SequentialLatencyJudge:
         # if nobody looked at that interval.
         combined = float(np.mean(np.exp(np.minimum(self.engine.log_e(), 700.0))))
         self.max_combined = max(self.max_combined, combined)
+
+    def _new_pods(self) -> PodSpread:
+        return PodSpread(len(self.chosen), self._alpha_excess, self.pod_spread, "latency")
+
+    def _assume(self) -> None:
+        """Each boundary's assumed widening, from stable's histogram during the canary."""
+        assert self.pods is not None and self.layout is not None
+        if self.hist_s and self.hist_s[-1] > 0:
+            self.pods.assume(latency_log_h(self.layout, self.hist_s, self.chosen, self.pod_spread))
 
     def _select(self, layout: tuple[float, ...], s: np.ndarray) -> None:
         pend = np.asarray(self.pending_s) + s if self.pending_s else s
@@ -392,7 +432,7 @@ class SequentialLatencyJudge:
         self.layout = layout
         self.chosen = chosen
         self.engine = RateRatioBatch(len(chosen), 1.0 + self.tolerance, self._grid())
-        self.pods = PodSpread(len(chosen), self._alpha_excess)
+        self.pods = self._new_pods()
         if self.omnibus:
             self.omni = RateRatioBatch(len(layout), 1.0)
         self.hist_s = [0.0] * len(layout)
@@ -596,9 +636,10 @@ class SequentialLatencyJudge:
             self.engine = RateRatioBatch(len(state["engine"]), 1.0 + self.tolerance, self._grid())
             for r, rs in enumerate(state["engine"]):
                 self.engine.load_row_state(r, rs)
-            self.pods = PodSpread(len(self.chosen), self._alpha_excess)
+            self.pods = self._new_pods()
             if state.get("pods") is not None:  # absent in state saved before pods were judged
                 self.pods.load_state(state["pods"])
+                self._assume()
         if state["omni"] is not None:
             self.omni = RateRatioBatch(len(state["omni"]), 1.0)
             for r, rs in enumerate(state["omni"]):

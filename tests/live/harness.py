@@ -659,8 +659,11 @@ def policy_yaml(
     alpha: float = 0.001,
 ) -> str:
     """A policy sized for a live run of a few minutes: 10 s windows, two short steps (60 s each:
-    with one pod per version the judges test against a null widened x4, and 40 s let a canary
-    failing 5 % of its requests reach promotion before the errors judge had the evidence)."""
+    with one pod per version the judges test against a null widened by ``podSpread``, x4 for
+    errors, and 40 s let a canary failing 5 % of its requests reach promotion before the errors
+    judge had the evidence). Both versions run the same server on this machine, so the latency
+    metric declares its pods alike (``podSpread: 1.2``, not the default 3, under which only
+    a canary more than 3x slower than stable would be rolled back on one pod)."""
     return f"""\
 apiVersion: canaryd.io/v1alpha1
 kind: CanaryPolicy
@@ -677,7 +680,7 @@ spec:
     metrics:
       - {{name: errors, kind: errors, judge: sequential, maxRelativeIncrease: 0.2}}
       - {{name: latency, kind: latency, judge: sequential, maxRelativeIncrease: 0.1,
-          quantiles: [0.5, 0.9]}}
+          quantiles: [0.5, 0.9], podSpread: 1.2}}
 """
 
 

@@ -12,11 +12,13 @@ import pytest
 
 from canaryd.observation import PodCounts, VersionCounts
 from canaryd.stats.pods import (
+    DEFAULT_LATENCY_SPREAD,
+    DEFAULT_RATE_SPREAD,
     MAX_PODS,
     MIN_POD_EVENTS,
-    WARM_UP_WIDENING,
     PodSpread,
     grid_steps,
+    latency_log_h,
     log_widening,
 )
 from canaryd.stats.ratio import RateRatioBatch
@@ -90,14 +92,14 @@ def test_warm_up_and_too_few_pods() -> None:
     n = np.array([[100.0, 100.0, 100.0, 100.0]])
     few = np.array([[1.0, 2.0, 1.0, 1.0]])
     log_h, _ = log_widening(n, few, np.array([1.25]), 0.0025)
-    assert log_h[0] >= math.log(WARM_UP_WIDENING)
+    assert log_h[0] >= math.log(DEFAULT_RATE_SPREAD)
     log_h, _ = log_widening(n, few, np.array([1.25]), 0.0025, noise_share=1.0)
-    assert log_h[0] == pytest.approx(math.log(WARM_UP_WIDENING))
+    assert log_h[0] == pytest.approx(math.log(DEFAULT_RATE_SPREAD))
     # One or two stable pods: the spread is not estimated, the floor holds for good.
     log_h, tau = log_widening(np.array([[1e5, 0.0]]), np.array([[5e3, 0.0]]), [2.0], 0.0025)
-    assert log_h[0] == pytest.approx(math.log(WARM_UP_WIDENING)) and math.isnan(tau[0])
+    assert log_h[0] == pytest.approx(math.log(DEFAULT_RATE_SPREAD)) and math.isnan(tau[0])
     two = log_widening(np.array([[1e5, 1e5]]), np.array([[5e3, 5e3]]), [1.5], 0.0025)[0]
-    assert two[0] == pytest.approx(math.log(WARM_UP_WIDENING))
+    assert two[0] == pytest.approx(math.log(DEFAULT_RATE_SPREAD))
     with pytest.raises(ValueError, match="beta"):
         log_widening(n, few, np.array([1.0]), 0.0)
 
@@ -190,7 +192,7 @@ def test_errors_judge_in_the_warm_up_fails_only_far_off_canaries() -> None:
     v = near.verdict()
     assert v.status is not Status.FAIL
     assert f"fewer than {MIN_POD_EVENTS:g} events" in v.reason
-    assert v.details["null_widening"] >= WARM_UP_WIDENING
+    assert v.details["null_widening"] >= DEFAULT_RATE_SPREAD
     assert far.verdict().status is Status.FAIL
 
 
@@ -203,7 +205,7 @@ def test_errors_judge_on_too_few_stable_pods_assumes_x4_and_says_so(stable_pods:
         far.update(*_interval([0.01] * stable_pods, 0.1))  # x10
     v = near.verdict()
     assert v.status is not Status.FAIL
-    assert v.details["null_widening"] >= WARM_UP_WIDENING
+    assert v.details["null_widening"] >= DEFAULT_RATE_SPREAD
     assert f"{stable_pods} stable pod(s) with traffic, fewer than 3" in v.details["pods"]
     assert "fewer than 3 stable pods, so how much pods differ cannot be estimated" in v.reason
     assert far.verdict().status is Status.FAIL
@@ -249,3 +251,71 @@ def test_pod_study_strongest_heterogeneity() -> None:
     assert after_err <= 12 and after_lat <= 12  # <= 4 %
     # With 2 h of stable's history seeding the spread (Judge.prime): 0 and 1 of 300.
     assert history_err <= 3 and history_lat <= 3  # <= 1 % = alpha
+
+
+# --- the assumed spread (podSpread) ------------------------------------------------------
+def test_latency_log_h_reads_stable_below_the_scaled_boundary() -> None:
+    cum = (0.0, 200.0, 600.0, 900.0, 990.0, 1000.0)  # cumulative at BOUNDS
+    # The 100 ms boundary (index 2): 400 slower. x2 -> 50 ms: 800 slower; x1: itself.
+    log_h = latency_log_h(BOUNDS, cum, [2], 2.0)
+    assert log_h[0] == pytest.approx(math.log(800.5 / 400.5))
+    assert latency_log_h(BOUNDS, cum, [2], 1.0)[0] == pytest.approx(0.0)
+    # x1.5 -> 66.7 ms, a third into the 50-100 ms bucket: linear within it, as Prometheus.
+    assert latency_log_h(BOUNDS, cum, [2], 1.5)[0] == pytest.approx(
+        math.log((800 * 2 / 3 + 400 / 3 + 0.5) / 400.5)
+    )
+    # Below the first bound every request counts; a boundary stable never exceeded gets a
+    # wide null, not a narrow one.
+    assert latency_log_h(BOUNDS, cum, [0], 2.0)[0] == pytest.approx(math.log(1000.5 / 1000.5))
+    assert latency_log_h(BOUNDS, (0, 0, 10, 10, 10, 10), [3], 2.0)[0] == pytest.approx(0.0)
+    assert latency_log_h(BOUNDS, (0, 0, 5, 10, 10, 10), [3], 5.0)[0] == pytest.approx(
+        math.log(10.5 / 0.5)
+    )
+    with pytest.raises(ValueError, match="at least 1"):
+        latency_log_h(BOUNDS, cum, [2], 0.9)
+
+
+def test_errors_judge_on_one_stable_pod_reads_the_declared_spread() -> None:
+    default = SequentialErrorsJudge("errors", 0.01, 0.0)
+    wide = SequentialErrorsJudge("errors", 0.01, 0.0, pod_spread=16.0)
+    for _ in range(30):
+        for j in (default, wide):
+            j.update(*_interval([0.005], 0.05))  # canary x10, beyond x4 but not x16
+    assert default.verdict().status is Status.FAIL
+    v = wide.verdict()
+    assert v.status is not Status.FAIL
+    assert v.details["null_widening"] >= 16.0
+    assert "less than x16 in error rate (podSpread)" in v.details["pods"]
+    copy = SequentialErrorsJudge("errors", 0.01, 0.0, pod_spread=16.0)
+    copy.load_state(json.loads(json.dumps(wide.state())))
+    assert copy.verdict() == v
+
+
+def test_latency_judge_on_one_stable_pod_assumes_a_latency_ratio() -> None:
+    # Stable: 40 % slower than 100 ms, 80 % slower than 50 ms. The canary: 60 % slower than
+    # 100 ms, a shift a pod 2x slower could show (up to 80 %), and one 1.2x could not.
+    def run(spread: float) -> SequentialLatencyJudge:
+        j = SequentialLatencyJudge("latency", 0.01, 0.0, (0.5,), pod_spread=spread)
+        for _ in range(30):
+            j.update(_hist_vc(_hist_pods("s", [0.4], 2000)), _hist_vc(_hist_pods("c", [0.6], 500)))
+        return j
+
+    default, alike = run(DEFAULT_LATENCY_SPREAD), run(1.2)
+    v = default.verdict()
+    assert v.status is not Status.FAIL
+    assert "less than x3 in latency (podSpread)" in v.details["pods"]
+    assert "assuming pods differ by less than x3 in latency" in v.reason
+    assert alike.verdict().status is Status.FAIL
+    copy = SequentialLatencyJudge("latency", 0.01, 0.0, (0.5,), pod_spread=DEFAULT_LATENCY_SPREAD)
+    copy.load_state(json.loads(json.dumps(default.state())))
+    assert copy.verdict() == v
+
+
+def test_pod_study_one_stable_pod_at_the_strongest_heterogeneity() -> None:
+    # CV 30 %, error rates x1/2..x2, 1 stable pod vs 1 canary pod, 300 rollouts, 2 h history.
+    cell = pod_study.aa_cell(pod_study.Heterogeneity(0.3, 2.0, 1), 300, seed=5, spreads=(1.5,))
+    # Seeded: before 89 and 146 of 300; with the defaults (x4 errors, x3 latency) 0 and 1;
+    # with a latency podSpread of 1.5, too small for these pods, 48.
+    assert cell.errors[0] >= 45 and cell.latency[0] >= 90
+    assert cell.errors[2] <= 3 and cell.latency[2] <= 3  # <= 1 % = alpha
+    assert cell.latency_by_spread[0] >= 15  # >= 5 %: the assumption is what holds it
