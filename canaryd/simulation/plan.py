@@ -40,6 +40,8 @@ from canaryd.policy.model import HISTOGRAM_KINDS, CanaryPolicy, Metric
 from canaryd.simulation.engine import RunResult, simulate
 from canaryd.simulation.scenario import Canary, Latency, LogNormal, Pods, Scenario, Traffic
 from canaryd.stats.bounds import interval_information
+from canaryd.stats.factory import pod_spread_of
+from canaryd.stats.pods import MIN_SPREAD_PODS
 
 POWER = 0.9
 """The detection probability ``plan`` reports effects at."""
@@ -579,6 +581,9 @@ class Plan:
     simulated_runs: int = 0
     elapsed_s: float = 0.0
 
+    assumptions: list[str] = field(default_factory=list)
+    """What the judges assume about pods they cannot measure (fewer than 3 stable pods)."""
+
     @property
     def warnings(self) -> list[str]:
         out = []
@@ -630,6 +635,7 @@ class Plan:
                     f"{'met' if c.met else 'NOT met'} ({c.trial.detected} of {c.trial.runs} runs "
                     f"detected{c.note})"
                 )
+        out.extend(self.assumptions)
         out.extend(self.warnings)
         out.append(
             f"({self.simulations} simulations, {self.simulated_runs} runs, {self.elapsed_s:.1f}s)"
@@ -698,11 +704,34 @@ class Plan:
                 else None,
             },
             "min_detectable_effect": [c.to_dict() for c in self.mde],
+            "pod_assumptions": self.assumptions,
             "warnings": self.warnings,
             "simulations": self.simulations,
             "simulated_runs": self.simulated_runs,
             "elapsed_s": self.elapsed_s,
         }
+
+
+def pod_assumptions(policy: CanaryPolicy, baseline: Baseline) -> list[str]:
+    """One note per pod-aware metric when the baseline has too few stable pods to measure how
+    much pods differ: the ``podSpread`` its judge assumes instead, and what that costs."""
+    pods = baseline.pods
+    if pods is None or pods.stable >= MIN_SPREAD_PODS:
+        return []
+    out = []
+    for m in policy.spec.analysis.metrics:
+        if m.judge != "sequential" or m.kind not in ("errors", "latency"):
+            continue
+        if m.kind == "errors" and not policy.spec.analysis.source.measures_errors:
+            continue
+        measure = "error rate" if m.kind == "errors" else "latency"
+        out.append(
+            f"note: {pods.stable} stable pod{'s' if pods.stable != 1 else ''} cannot show how "
+            f"much pods differ, so {m.name} assumes they differ by less than "
+            f"x{pod_spread_of(m):g} in {measure} (podSpread) and rolls back only a canary "
+            "worse than that; replicas known to be alike can declare less"
+        )
+    return out
 
 
 def _shadow_text(policy: CanaryPolicy) -> str:
@@ -774,6 +803,7 @@ def make_plan(policy: CanaryPolicy, rps: float, baseline: Baseline, runs: int, s
         errors_x2=x2,
         errors_x2_floor_s=pl.error_floor_s(2.0) if errors is not None else math.inf,
         mde=checks,
+        assumptions=pod_assumptions(policy, baseline),
         simulations=len(pl._trials),
         simulated_runs=pl.simulated_runs,
         elapsed_s=time.perf_counter() - started,

@@ -22,6 +22,14 @@ FINISH_REASON_MEANINGS = {
 """vLLM's finish reasons in words (vllm/v1/engine/__init__.py, ``FinishReason``)."""
 
 
+def pod_spread_of(metric: Metric) -> float:
+    """The pod spread the metric's judge assumes where stable's pods cannot show it: its
+    ``podSpread``, else the default of its kind (a ratio of error rates, or of latencies)."""
+    if metric.pod_spread is not None:
+        return metric.pod_spread
+    return DEFAULT_RATE_SPREAD if metric.kind == "errors" else DEFAULT_LATENCY_SPREAD
+
+
 def build_judge(metric: Metric, alpha: float) -> Judge:
     """The judge for one metric at its share of alpha."""
     if metric.judge == "sequential":
@@ -34,7 +42,7 @@ def build_judge(metric: Metric, alpha: float) -> Judge:
                 alpha,
                 metric.tolerance,
                 metric.critical,
-                pod_spread=metric.pod_spread or DEFAULT_RATE_SPREAD,
+                pod_spread=pod_spread_of(metric),
             )
         if metric.kind == "latency":
             return SequentialLatencyJudge(
@@ -44,7 +52,7 @@ def build_judge(metric: Metric, alpha: float) -> Judge:
                 tuple(metric.quantiles),
                 metric.omnibus,
                 metric.critical,
-                pod_spread=metric.pod_spread or DEFAULT_LATENCY_SPREAD,
+                pod_spread=pod_spread_of(metric),
             )
         raise ValueError(f"the sequential judge needs counts; {metric.kind!r} gives none")
     return _classic(metric, alpha)

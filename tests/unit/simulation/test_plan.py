@@ -111,8 +111,16 @@ def test_pods_are_simulated_and_cost_what_the_pod_aware_judges_cost(tmp_path: Pa
     assert one["errors"]["detected_at_power"] >= pooled["errors"]["detected_at_power"]
     # x4 for one stable pod: a canary less than x4 off is never rolled back.
     assert one["errors"]["detected_at_power"] > 4
+    assert len(one["pod_assumptions"]) == 2 and pooled["pod_assumptions"] == []
+    assert "errors assumes they differ by less than x4 in error rate" in one["pod_assumptions"][0]
     text = CliRunner().invoke(main, [*base[:-1], "--pods", "4:2"]).output
     assert "4 stable pods vs 2 canary pods (alike)" in text.splitlines()[0]
+    assert "podSpread" not in text  # four stable pods show their spread
+    one_text = CliRunner().invoke(main, [*base[:-1], "--pods", "1"]).output
+    assert (
+        "note: 1 stable pod cannot show how much pods differ, so latency assumes they differ by "
+        "less than x3 in latency (podSpread)"
+    ) in one_text
 
 
 def test_a_policy_that_cannot_meet_its_own_mde_warns_and_exits_1(tmp_path: Path) -> None:
