@@ -53,6 +53,16 @@ def lint(loaded: LoadedPolicy) -> list[Problem]:
                 "peeking-safe and its false-rollback rate grows with every look (use judge: "
                 "sequential)",
             )
+    src = spec.analysis.source
+    if src.pod_label == "" or (src.preset == "custom" and src.pod_label is None):
+        off = "podLabel is off" if src.pod_label == "" else "preset custom names no podLabel"
+        for i, m in enumerate(spec.analysis.metrics):
+            if m.pod_spread is not None:
+                warn(
+                    f"spec.analysis.metrics[{i}].podSpread",
+                    f"has no effect: {off}, so the source reports no per-pod counts and the "
+                    "judges take requests as exchangeable between versions",
+                )
     steps = spec.steps.resolved()
     for i, s in enumerate(steps):
         if s.min_dwell is not None and s.min_dwell < spec.analysis.interval:

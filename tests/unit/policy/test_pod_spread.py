@@ -50,3 +50,14 @@ def test_pod_spread_where_no_judge_reads_it_is_refused(tmp_path: Path) -> None:
     assert code == 1, out
     assert "podSpread is read by the sequential errors and latency judges only" in out
     assert "'mann-whitney'" in out
+
+
+def test_pod_spread_without_per_pod_counts_is_a_warning(tmp_path: Path) -> None:
+    text = variant(LATENCY, LATENCY + "        podSpread: 1.2\n")
+    text = variant(
+        "    metrics:\n", '    source: {preset: istio, podLabel: ""}\n    metrics:\n', text
+    )
+    f, code, out = _validate(tmp_path, text)
+    assert code == 0, out
+    assert "podSpread" in out and "has no effect: podLabel is off" in out
+    assert f"{f}:25:" in out  # the podSpread line
