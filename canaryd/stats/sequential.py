@@ -407,11 +407,13 @@ class SequentialLatencyJudge:
     def _new_pods(self) -> PodSpread:
         return PodSpread(len(self.chosen), self._alpha_excess, self.pod_spread, "latency")
 
-    def _assume(self) -> None:
-        """Each boundary's assumed widening, from stable's histogram during the canary."""
+    def _assume(self, stable_cumulative: Sequence[float] | None = None) -> None:
+        """Each boundary's assumed widening, from stable's histogram during the canary (or,
+        before it has any, the one the boundaries were chosen from)."""
         assert self.pods is not None and self.layout is not None
-        if self.hist_s and self.hist_s[-1] > 0:
-            self.pods.assume(latency_log_h(self.layout, self.hist_s, self.chosen, self.pod_spread))
+        cum = self.hist_s if stable_cumulative is None else stable_cumulative
+        if len(cum) and cum[-1] > 0:
+            self.pods.assume(latency_log_h(self.layout, cum, self.chosen, self.pod_spread))
 
     def _select(self, layout: tuple[float, ...], s: np.ndarray) -> None:
         pend = np.asarray(self.pending_s) + s if self.pending_s else s
@@ -433,6 +435,7 @@ class SequentialLatencyJudge:
         self.chosen = chosen
         self.engine = RateRatioBatch(len(chosen), 1.0 + self.tolerance, self._grid())
         self.pods = self._new_pods()
+        self._assume(pend.tolist())
         if self.omnibus:
             self.omni = RateRatioBatch(len(layout), 1.0)
         self.hist_s = [0.0] * len(layout)
