@@ -20,6 +20,7 @@ from canaryd.stats.pods import (
     PodSpread,
     grid_steps,
     latency_log_h,
+    scaled_bound,
 )
 from canaryd.stats.ratio import LATENCY_ALT_SCALE, Grid, RateRatioBatch
 from canaryd.stats.verdict import Status, Verdict
@@ -415,6 +416,28 @@ class SequentialLatencyJudge:
         if len(cum) and cum[-1] > 0:
             self.pods.assume(latency_log_h(self.layout, cum, self.chosen, self.pod_spread))
 
+    def _unresolved_spread(self) -> str:
+        """Why the assumed spread is blunt, when it is in use and a tested boundary over
+        ``pod_spread`` falls inside the histogram's first bucket (which says nothing of where
+        below its bound requests lie, so they are taken as spread evenly from 0 ms)."""
+        assert self.pods is not None and self.layout is not None
+        if not self.pods.seen or not (self.pods.too_few or self.pods.warming().any()):
+            return ""
+        low = [
+            self.layout[k]
+            for k in self.chosen
+            if scaled_bound(self.layout, k, self.pod_spread)[0] < 0
+        ]
+        if not low:
+            return ""
+        return (
+            f"the {', '.join(f'{b:g} ms' for b in low)} boundary divided by {self.pod_spread:g} "
+            f"falls in the histogram's first bucket (0-{self.layout[0]:g} ms), where its "
+            "requests are taken as spread evenly from 0 ms: the null is wider than pods of "
+            "that speed need (finer buckets at the low end, or a smaller podSpread for alike "
+            "pods, narrow it)"
+        )
+
     def _select(self, layout: tuple[float, ...], s: np.ndarray) -> None:
         pend = np.asarray(self.pending_s) + s if self.pending_s else s
         self.pending_s = pend.tolist()
@@ -479,6 +502,9 @@ class SequentialLatencyJudge:
         details.update(self._quantiles())
         assert self.pods is not None
         details.update(self.pods.details())
+        unresolved = self._unresolved_spread()
+        if unresolved:
+            details["pods"] = f"{details['pods']}; {unresolved}"
         details["boundaries_chosen_from"] = (
             f"stable's {self.history_requests:.0f} requests before the canary"
             if self.from_history

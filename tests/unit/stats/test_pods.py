@@ -319,3 +319,23 @@ def test_pod_study_one_stable_pod_at_the_strongest_heterogeneity() -> None:
     assert cell.errors[0] >= 45 and cell.latency[0] >= 90
     assert cell.errors[2] <= 3 and cell.latency[2] <= 3  # <= 1 % = alpha
     assert cell.latency_by_spread[0] >= 15  # >= 5 %: the assumption is what holds it
+
+
+def test_latency_judge_says_when_the_assumed_spread_reads_inside_the_first_bucket() -> None:
+    # A fast model: 90 % of requests within the first bucket (0-25 ms), so the tested boundary
+    # is 25 ms and 25 / podSpread lies where the histogram says nothing.
+    def vc(prefix: str, n: float) -> VersionCounts:
+        pods = (PodCounts(f"{prefix}-0", n, 0.0, (0.9 * n, 0.95 * n, n, n, n, n)),)
+        return _hist_vc(pods)
+
+    def run(spread: float) -> SequentialLatencyJudge:
+        j = SequentialLatencyJudge("latency", 0.01, 0.0, (0.5,), pod_spread=spread)
+        for _ in range(3):
+            j.update(vc("s", 2000), vc("c", 500))
+        return j
+
+    text = run(DEFAULT_LATENCY_SPREAD).verdict().details["pods"]
+    assert "the 25 ms boundary divided by 3 falls in the histogram's first bucket (0-25 ms)" in (
+        text
+    )
+    assert "first bucket" not in run(1.0).verdict().details["pods"]
