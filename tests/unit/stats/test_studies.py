@@ -64,6 +64,19 @@ def test_delay_errors_x2_within_twice_the_floor() -> None:
     assert row.ratio <= 2.0, row.ratio
 
 
+def test_finer_interval_keeps_the_floor_and_shortens_the_delay() -> None:
+    # The same traffic judged every 15 s: the floor is a property of the traffic, not of the
+    # looks; the delay over it shrinks (results/power.md, granularity table: 1.10x at seed 301).
+    e = _effect("errors x2")
+    f1 = power.floor_of(e, studylib.weights("steps", 120))
+    f4 = power.floor_of(e, studylib.weights("steps", 480, step_every=4), looks=4)
+    assert abs(f4 - f1) / f1 < 0.01
+    row = power.measure(e, 1000, seed=23, looks=4)
+    assert row.detection >= 0.99
+    assert row.ratio <= 1.3, row.ratio
+    assert row.median_minutes % 0.25 == 0
+
+
 def test_floor_matches_design_example() -> None:
     # DESIGN.md: 20 rps, 5 -> 50 % by 5 per minute, errors 0.5 % -> 1.5 %: about 960.
     row_floor = power.floor_of(_effect("errors x3"), studylib.weights("steps", 120))
