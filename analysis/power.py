@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -216,7 +217,7 @@ def run(rollouts: int, seed: int = SEED) -> list[Row]:
 
 
 def prior_study(rollouts: int, seed: int = SEED + 100) -> list[Row]:
-    es = [e for e in effects() if e.kind in ("errors", "latency") and e.tolerance == 0]
+    es = [e for e in target_effects() if e.kind != "tail"]
     return [measure(e, rollouts, seed + i, s) for i, e in enumerate(es) for s in ALT_SCALES]
 
 
@@ -230,8 +231,23 @@ MIXTURES: tuple[tuple[float, ...], ...] = (
 targets (errors <= 1.3x, latency <= 1.5x the floor)."""
 
 
+def target_effects() -> list[Effect]:
+    """The effects issue #10 item 4 sets delay targets for (tolerance 0)."""
+    return [e for e in effects() if e.kind in ("errors", "latency", "tail") and e.tolerance == 0]
+
+
+def per_effect(rows: list[Row], cell: Callable[[Row], str], floor: bool = False) -> list[list[str]]:
+    """One table row per effect (in ``rows``' order): its name, its floor if ``floor``, then
+    ``cell`` of each of its rows."""
+    out = []
+    for name in dict.fromkeys(r.effect.name for r in rows):
+        sub = [r for r in rows if r.effect.name == name]
+        out.append([name] + ([f"{sub[0].floor:.0f}"] if floor else []) + [cell(r) for r in sub])
+    return out
+
+
 def mixture_study(rollouts: int, seed: int = SEED + 200) -> list[Row]:
-    es = [e for e in effects() if e.kind in ("errors", "latency", "tail") and e.tolerance == 0]
+    es = target_effects()
     return [measure(e, rollouts, seed + i, m) for i, e in enumerate(es) for m in MIXTURES]
 
 
@@ -242,18 +258,14 @@ LOOKS = (1, 2, 4)
 def granularity_study(rollouts: int, seed: int = SEED + 300) -> list[Row]:
     """The delay targets' effects judged at each of ``LOOKS``: how much of the delay over the
     raw floor is the interval (a decision waits for the interval's end) and how much the test."""
-    es = [e for e in effects() if e.kind in ("errors", "latency", "tail") and e.tolerance == 0]
+    es = target_effects()
     return [measure(e, rollouts, seed + i, looks=k) for i, e in enumerate(es) for k in LOOKS]
 
 
 def granularity_text(rows: list[Row], n: int) -> str:
-    tab = []
-    for e_name in dict.fromkeys(r.effect.name for r in rows):
-        sub = [r for r in rows if r.effect.name == e_name]
-        tab.append(
-            [e_name, f"{sub[0].floor:.0f}"]
-            + [f"{r.ratio:.2f} ({r.ratio_end:.2f}), {r.median_minutes:g} min" for r in sub]
-        )
+    tab = per_effect(
+        rows, lambda r: f"{r.ratio:.2f} ({r.ratio_end:.2f}), {r.median_minutes:g} min", floor=True
+    )
     head = ["effect", "floor (canary req.)"] + [f"interval {60 // k} s" for k in LOOKS]
     finest = [r for r in rows if r.looks == max(LOOKS)]
     missed = [
@@ -290,10 +302,7 @@ handful of slow requests.
 
 
 def mixture_text(mix: list[Row], n: int) -> str:
-    tab = []
-    for e_name in dict.fromkeys(r.effect.name for r in mix):
-        sub = [r for r in mix if r.effect.name == e_name]
-        tab.append([e_name] + [f"{r.ratio:.2f} ({r.ratio_end:.2f})" for r in sub])
+    tab = per_effect(mix, lambda r: f"{r.ratio:.2f} ({r.ratio_end:.2f})")
     head = ["effect"] + [f"mixture {'/'.join(f'{x:g}' for x in m)}" for m in MIXTURES]
     return f"""## Mixtures of priors (issue #10 item 4: errors <= 1.3x, latency <= 1.5x the floor)
 
@@ -335,13 +344,7 @@ def write(rows: list[Row], prior: list[Row], rollouts: int, prior_n: int, secs: 
                 f"{r.ratio_end:.2f}",
             ]
         )
-    ptab = []
-    for e_name in dict.fromkeys(r.effect.name for r in prior):
-        sub = [r for r in prior if r.effect.name == e_name]
-        ptab.append(
-            [e_name, f"{sub[0].floor:.0f}"]
-            + [f"{r.ratio:.2f} ({c.pct(r.detection, 1)})" for r in sub]
-        )
+    ptab = per_effect(prior, lambda r: f"{r.ratio:.2f} ({c.pct(r.detection, 1)})", floor=True)
     lat = [r for r in rows if r.effect.kind in ("latency", "tail")]
     lat_txt = "; ".join(
         f"{r.effect.name}: boundary {r.effect.extra['boundary_ms']:g} ms, stable share slower "
