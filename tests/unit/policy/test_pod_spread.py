@@ -61,3 +61,19 @@ def test_pod_spread_without_per_pod_counts_is_a_warning(tmp_path: Path) -> None:
     assert code == 0, out
     assert "podSpread" in out and "has no effect: podLabel is off" in out
     assert f"{f}:25:" in out  # the podSpread line
+
+
+def test_no_history_warns_what_learning_the_spread_during_the_canary_costs(
+    tmp_path: Path,
+) -> None:
+    text = variant("    interval: 1m\n", "    interval: 1m\n    history: 0s\n")
+    f, code, out = _validate(tmp_path, text)
+    assert code == 0, out
+    assert f"{f}:" in out and "spec.analysis.history" in out
+    assert "learned during the canary" in out and "56 min" in out and "1.7 %" in out
+    plain = _validate(tmp_path, BASE)[2]
+    assert "spec.analysis.history" not in plain
+    off = variant(
+        "    metrics:\n", '    source: {preset: istio, podLabel: ""}\n    metrics:\n', text
+    )
+    assert "learned during the canary" not in _validate(tmp_path, off)[2]
