@@ -97,6 +97,10 @@ def test_without_pods_no_pod_counts(tmp_path: Path) -> None:
     a = simulate(sc, default_policy(), base, runs=2, seed=5).to_dict()
     errors = next(v for v in a["last_verdicts"] if v["metric"] == "errors")
     assert "cannot tell pods apart" in errors["details"]["pods"]
+    # Nor does any reason speak of pods it never saw (it once claimed an assumed x4).
+    for v in a["last_verdicts"]:
+        assert "cannot tell pods apart" in v["details"]["pods"]
+        assert "pods differ" not in v["reason"] and "stable pods" not in v["reason"], v
 
 
 def test_pods_are_refused_for_llm_scenarios(tmp_path: Path) -> None:

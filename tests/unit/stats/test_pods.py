@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +158,19 @@ def test_errors_judge_without_pods_behaves_as_before_and_says_so() -> None:
     v = j.verdict()
     assert v.threshold == pytest.approx(100.0)
     assert "cannot tell pods apart" in v.details["pods"]
+    assert "pods" not in v.reason, v.reason  # it once claimed an assumed x4 it never applied
+    assert v.details["null_widening"] == 1.0
+
+
+def test_latency_judge_without_pods_says_nothing_of_pods() -> None:
+    j = SequentialLatencyJudge("latency", 0.01, 0.0, (0.5,))
+    for _ in range(20):
+        stable = _hist_vc(_hist_pods("s", [0.5], 4000))
+        canary = _hist_vc(_hist_pods("c", [0.6], 250))  # a +20 % share: not yet decided
+        j.update(replace(stable, pods=()), replace(canary, pods=()))
+    v = j.verdict()
+    assert "cannot tell pods apart" in v.details["pods"], v.details
+    assert "pods" not in v.reason, v.reason
 
 
 def test_errors_judge_widens_the_null_for_spread_pods_and_round_trips() -> None:
