@@ -303,8 +303,10 @@ class PodSpread:
 
     @property
     def too_few(self) -> bool:
-        """Fewer than ``MIN_SPREAD_PODS`` stable pods with traffic: the spread is assumed."""
-        return self.stable_pods < MIN_SPREAD_PODS
+        """The source reports pods, but fewer than ``MIN_SPREAD_PODS`` stable ones with
+        traffic: the spread is assumed. False where no pods were seen (nothing is assumed
+        then: the test takes requests as exchangeable)."""
+        return self.seen and self.stable_pods < MIN_SPREAD_PODS
 
     def estimate(self) -> tuple[FloatArray, FloatArray]:
         """``(log h, tau)`` per row (``log_widening``); with fewer than two stable pods the

@@ -61,11 +61,8 @@ def _widening(engine: RateRatioBatch, row: int) -> float:
 
 
 def _widened_text(rho0: float, h: float, pods: PodSpread, row: int) -> str:
-    """The reason's note on row ``row``'s null widened to ``rho0 x h`` by ``pods``; none where
-    the source reports no pods (the test then takes requests as exchangeable, as
-    ``details.pods`` says)."""
-    if not pods.seen:
-        return ""
+    """The reason's note on row ``row``'s null widened to ``rho0 x h`` by ``pods`` (none where
+    the source reports no pods)."""
     if pods.too_few:
         return (
             f"; fewer than {MIN_SPREAD_PODS} stable pods, so how much pods differ cannot be "
