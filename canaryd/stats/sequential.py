@@ -127,7 +127,7 @@ class SequentialErrorsJudge:
             self.history_pods = sum(1 for p in stable.pods if p.requests > 0)
 
     def history_note(self) -> str:
-        if not self.history_pods:
+        if self.history_pods < MIN_SPREAD_PODS:  # too few to show a spread: nothing learned
             return ""
         return f"the spread of stable's {self.history_pods} pods from before the canary"
 
@@ -192,11 +192,16 @@ class SequentialErrorsJudge:
                 f"canary error rate shown below {rho0:.3g}x stable's (ratio < {_fmt_ratio(hi)})"
             )
             return Verdict(status=Status.PASS, reason=reason, **base)
-        return Verdict(
-            status=Status.CONTINUE,
-            reason=f"ratio {_fmt_ratio(lo)}..{_fmt_ratio(hi)} still includes {rho0:.3g}{widened}",
-            **base,
-        )
+        h = _widening(e, 0)
+        ratio = f"ratio {_fmt_ratio(lo)}..{_fmt_ratio(hi)}"
+        if lo <= rho0 or h <= 1.0:
+            reason = f"{ratio} still includes {rho0:.3g}{widened}"
+        else:  # above the tolerance, but not beyond what the pods may differ by
+            where = "still includes" if hi >= rho0 * h else "below"
+            reason = (
+                f"{ratio} is above {rho0:.3g} but {where} {rho0 * h:.3g}, the widened null{widened}"
+            )
+        return Verdict(status=Status.CONTINUE, reason=reason, **base)
 
     def state(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"engine": self.engine.row_state(0), "pods": self.pods.state()}
@@ -554,8 +559,10 @@ class SequentialLatencyJudge:
                 status=Status.FAIL,
                 reason=(
                     f"more canary requests are slower than {b_txt} than tolerated "
-                    f"({per[worst]['canary_share_slower']:.3g} vs "
-                    f"{per[worst]['stable_share_slower']:.3g}){q_txt}{w_txt}"
+                    f"(canary {per[worst]['canary_share_slower']:.3g} vs stable "
+                    f"{per[worst]['stable_share_slower']:.3g}, at most "
+                    f"{per[worst]['stable_share_slower'] * (1.0 + self.tolerance):.3g} "
+                    f"tolerated){q_txt}{w_txt}"
                 ),
                 details=details,
                 **base,

@@ -106,6 +106,11 @@ def test_error_history_seeds_the_pod_spread_not_the_test() -> None:
     again = SequentialErrorsJudge("errors", 0.01, 0.0)
     again.load_state(json.loads(json.dumps(warm.state())))
     assert again.verdict() == warm.verdict() and again.history_note() == warm.history_note()
+    # One or two pods show no spread: the history taught nothing about pods, and says nothing.
+    for k in (1, 2):
+        few = SequentialErrorsJudge("errors", 0.01, 0.0)
+        few.prime(_version(_pods("s", [0.002] * k, 100_000)))
+        assert few.history_note() == ""
 
 
 POLICY = {

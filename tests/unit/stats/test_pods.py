@@ -222,6 +222,9 @@ def test_errors_judge_on_too_few_stable_pods_assumes_x4_and_says_so(stable_pods:
     assert v.details["null_widening"] >= DEFAULT_RATE_SPREAD
     assert f"{stable_pods} stable pod(s) with traffic, fewer than 3" in v.details["pods"]
     assert "fewer than 3 stable pods, so how much pods differ cannot be estimated" in v.reason
+    # The interval lies above rho0 = 1: the reason says so, and names the widened null.
+    assert v.interval[0] > 1.0 and "still includes 1" not in v.reason, v.reason
+    assert "is above 1 but below 4.11, the widened null" in v.reason, v.reason
     assert far.verdict().status is Status.FAIL
 
 
