@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
@@ -40,6 +40,20 @@ def _fail(exc: InputError) -> NoReturn:
     for p in exc.problems:
         click.echo(str(p), err=True)
     sys.exit(ExitCode.USAGE)
+
+
+@contextlib.contextmanager
+def _writing(option: str, path: Path) -> Iterator[None]:
+    """An output the user named (``--report``, ``--openmetrics``) that cannot be written is
+    their input error: one line and exit 3 (USAGE), not a traceback and an outcome's exit 1."""
+    try:
+        yield
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        if exc.filename is not None and Path(exc.filename) != path:
+            why += f" ({exc.filename})"
+        click.echo(f"{option} {path}: cannot write: {why}", err=True)
+        sys.exit(ExitCode.USAGE)
 
 
 def policy_for(
@@ -206,31 +220,33 @@ def simulate_cmd(
         from canaryd.simulation.engine import warmup_seconds
 
         warmup = result.runs[0].warmup
-        _write_openmetrics(
-            openmetrics_path,
-            samples,
-            sc.bounds_ms(),
-            policy,
-            sc.start.timestamp(),
-            mirrored,
-            None if warmup is None else (warmup_seconds(sc, policy), warmup),
-        )
+        with _writing("--openmetrics", openmetrics_path):
+            _write_openmetrics(
+                openmetrics_path,
+                samples,
+                sc.bounds_ms(),
+                policy,
+                sc.start.timestamp(),
+                mirrored,
+                None if warmup is None else (warmup_seconds(sc, policy), warmup),
+            )
     if report_path is not None:
         from canaryd.simulation.report import ReportInputs, write_report
 
-        path = write_report(
-            result,
-            report_path,
-            ReportInputs(
-                policy=policy,
-                source=str(scenario),
-                kind="simulation",
-                scenario=sc,
-                scenario_text=scenario.read_text(encoding="utf-8"),
-                seed=seed,
-                chaos_restarts=chaos_restarts,
-            ),
-        )
+        with _writing("--report", report_path):
+            path = write_report(
+                result,
+                report_path,
+                ReportInputs(
+                    policy=policy,
+                    source=str(scenario),
+                    kind="simulation",
+                    scenario=sc,
+                    scenario_text=scenario.read_text(encoding="utf-8"),
+                    seed=seed,
+                    chaos_restarts=chaos_restarts,
+                ),
+            )
         if not as_json:
             click.echo(f"report: {path}", err=True)
     if as_json:
@@ -358,6 +374,7 @@ def _write_openmetrics(
             TickSample(epoch_s + t, "canary", req[1], err[1], bounds, tuple(hc), m_req, m_err)
         )
     preset: Preset = "knative" if policy.spec.analysis.source.preset == "knative" else "istio"
+    path.parent.mkdir(parents=True, exist_ok=True)  # as --report does
     with path.open("w", encoding="utf-8") as out:
         write_openmetrics(
             out,
@@ -433,9 +450,10 @@ def replay_cmd(
         from canaryd.simulation.report import ReportInputs, write_report
 
         shown = replace(result, runs=[_shifted(run, t0)])
-        path = write_report(
-            shown, report_path, ReportInputs(policy=policy, source=str(trace), kind="replay")
-        )
+        with _writing("--report", report_path):
+            path = write_report(
+                shown, report_path, ReportInputs(policy=policy, source=str(trace), kind="replay")
+            )
         if not as_json:
             click.echo(f"report: {path}", err=True)
     absolute = t0 >= EPOCH_TIMES_FROM_S
@@ -450,6 +468,17 @@ def replay_cmd(
     else:
         click.echo(_summary(result, origin_s=t0, absolute=absolute))
     sys.exit(for_outcome(run.outcome))
+
+
+def _check_rps(value: float) -> float:
+    """``--traffic`` within what a scenario may model (``scenario.MAX_RPS``)."""
+    from canaryd.simulation.scenario import MAX_RPS
+
+    if value > MAX_RPS:
+        raise click.BadParameter(
+            f"expected at most {MAX_RPS:,.0f} requests per second, got {value:g}"
+        )
+    return value
 
 
 def _parse_pods(value: str) -> tuple[int, int]:
@@ -476,6 +505,7 @@ def _parse_pods(value: str) -> tuple[int, int]:
     "rps",
     required=True,
     type=click.FloatRange(min=0.0, min_open=True),
+    callback=lambda _ctx, _param, v: _check_rps(v),
     help="Total requests per second to the model (the canary's share follows the steps).",
 )
 @click.option("--name", "policy_name", help="Which policy, when the file holds several.")
