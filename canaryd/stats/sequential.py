@@ -173,7 +173,8 @@ class SequentialErrorsJudge:
         lo, hi = (float(a[0]) for a in e.confidence_sequence(self.alpha))
         est = float(e.estimate()[0])
         base.update(e_value=e_now, interval=(lo, hi), estimate=None if math.isnan(est) else est)
-        widened = _widened_text(rho0, _widening(e, 0), self.pods, 0)
+        h = _widening(e, 0)
+        widened = _widened_text(rho0, h, self.pods, 0)
         if e_max >= 1.0 / self.test_alpha:
             reason = (
                 f"canary error rate is more than {rho0:.3g}x stable's "
@@ -192,7 +193,6 @@ class SequentialErrorsJudge:
                 f"canary error rate shown below {rho0:.3g}x stable's (ratio < {_fmt_ratio(hi)})"
             )
             return Verdict(status=Status.PASS, reason=reason, **base)
-        h = _widening(e, 0)
         ratio = f"ratio {_fmt_ratio(lo)}..{_fmt_ratio(hi)}"
         if lo <= rho0 or h <= 1.0:
             reason = f"{ratio} still includes {rho0:.3g}{widened}"
