@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 import click
 
 from canaryd.durations import format_duration
-from canaryd.errors import InputError
+from canaryd.errors import InputError, Problem
 from canaryd.exitcodes import HELP as EXIT_CODES_HELP
 from canaryd.exitcodes import PLAN_HELP, ExitCode, for_outcome
 
@@ -470,6 +470,15 @@ def replay_cmd(
     sys.exit(for_outcome(run.outcome))
 
 
+def _plan_hint(p: Problem, scenario_path: Path | None) -> str:
+    """What to give ``plan`` when the stable version it made up from flags lacks a field."""
+    if scenario_path is not None:
+        return ""
+    if p.path.startswith("stable.llm"):
+        return " (give a --scenario file that has it, e.g. simulations/llm-vllm.yaml)"
+    return " (give them in a --scenario file)"
+
+
 def _check_rps(value: float) -> float:
     """``--traffic`` within what a scenario may model (``scenario.MAX_RPS``)."""
     from canaryd.simulation.scenario import MAX_RPS
@@ -599,10 +608,11 @@ def plan_cmd(
         except InputError as exc:
             # The simulator names its generated scenario "scenario": name the real input.
             where = str(scenario_path) if scenario_path is not None else str(policy_path)
-            hint = "" if scenario_path is not None else " (give them in a --scenario file)"
             raise InputError(
                 [
-                    replace(p, file=where, message=p.message + hint) if p.file == "scenario" else p
+                    replace(p, file=where, message=p.message + _plan_hint(p, scenario_path))
+                    if p.file == "scenario"
+                    else p
                     for p in exc.problems
                 ]
             ) from None

@@ -38,7 +38,16 @@ from canaryd.durations import format_duration
 from canaryd.errors import InputError, Problem
 from canaryd.policy.model import HISTOGRAM_KINDS, CanaryPolicy, Metric
 from canaryd.simulation.engine import RunResult, simulate
-from canaryd.simulation.scenario import Canary, Latency, LogNormal, Pods, Scenario, Traffic
+from canaryd.simulation.scenario import (
+    Canary,
+    Latency,
+    Llm,
+    LogNormal,
+    Pods,
+    Scenario,
+    Traffic,
+)
+from canaryd.simulation.vllm import INTER_TOKEN_LATENCY_MS, TIME_TO_FIRST_TOKEN_MS
 from canaryd.stats.bounds import interval_information
 from canaryd.stats.factory import pod_spread_of
 from canaryd.stats.pods import MIN_SPREAD_PODS
@@ -58,7 +67,8 @@ class Baseline:
     """The stable version ``plan`` assumes: its error rate, latency and histogram buckets."""
 
     error_rate: float
-    latency: Latency
+    latency: Latency | None
+    """End-to-end latency; None for an LLM, whose latency is derived from ``llm``."""
     buckets: str | list[float]
     base: Path = Path(".")
     """Where a scenario's relative paths are read from."""
@@ -69,18 +79,20 @@ class Baseline:
     """Each version on its own replicas (``--pods``, or the scenario's ``pods``); None: one
     exchangeable pool, as when the metric source cannot tell pods apart. The pod-aware judges'
     delay depends on how many stable pods report (DESIGN-NOTES.md, "Few stable pods")."""
+    llm: Llm | None = None
+    """An LLM served by vLLM (a scenario's ``stable.llm``): its time to first token and time
+    per token are what ``plan`` slows down."""
 
     def describe(self) -> str:
-        lat = self.latency
-        if lat.lognormal is not None:
-            shape = (
-                f"lognormal median {lat.lognormal.median_ms:g} ms, sigma {lat.lognormal.sigma:g}"
+        if self.llm is not None:
+            assert self.llm.ttft is not None and self.llm.time_per_token is not None
+            text = (
+                f"error rate {100 * self.error_rate:g} %, an LLM with time to first token "
+                f"{_shape(self.llm.ttft)} and time per token {_shape(self.llm.time_per_token)}"
             )
-        elif lat.gamma is not None:
-            shape = "gamma"
         else:
-            shape = "pareto"
-        text = f"error rate {100 * self.error_rate:g} %, latency {shape}"
+            assert self.latency is not None
+            text = f"error rate {100 * self.error_rate:g} %, latency {_shape(self.latency)}"
         if self.pods is not None:
             pd = self.pods
             alike = pd.latency_cv == 0 and pd.error_rate_spread == 1
@@ -95,24 +107,54 @@ class Baseline:
             )
         return text
 
-    def scaled(self, factor: float) -> Latency:
-        """The latency distribution with every request ``factor`` times slower."""
-        lat = self.latency
-        if lat.lognormal is not None:
-            ln = lat.lognormal
-            return Latency(lognormal=LogNormal(median_ms=ln.median_ms * factor, sigma=ln.sigma))
-        if lat.gamma is not None:
-            g = lat.gamma
-            upd = (
-                {"scale_ms": g.scale_ms * factor}
-                if g.scale_ms is not None
-                else {"mean_ms": (g.mean_ms or 0.0) * factor}
+    def distribution(self, kind: str) -> Latency | None:
+        """What a latency-like metric of ``kind`` reads, per request: end-to-end latency, or
+        an LLM's time to first token or time per token (None: not modelled here)."""
+        if self.llm is None:
+            return self.latency if kind == "latency" else None
+        return {"ttft": self.llm.ttft, "inter-token": self.llm.time_per_token}.get(kind)
+
+    def slower(self, factor: float) -> Canary:
+        """A canary ``factor`` times slower: every request's latency, or an LLM's time to
+        first token and time per token (so its end-to-end latency too)."""
+        if self.llm is not None:
+            assert self.llm.ttft is not None and self.llm.time_per_token is not None
+            return Canary(
+                llm=Llm(
+                    ttft=_scaled(self.llm.ttft, factor),
+                    time_per_token=_scaled(self.llm.time_per_token, factor),
+                )
             )
-            return Latency(gamma=g.model_copy(update=upd))
-        assert lat.pareto is not None
-        return Latency(
-            pareto=lat.pareto.model_copy(update={"scale_ms": lat.pareto.scale_ms * factor})
+        assert self.latency is not None
+        return Canary(latency=_scaled(self.latency, factor))
+
+    def scaled(self, factor: float) -> Latency:
+        """The end-to-end latency distribution with every request ``factor`` times slower."""
+        assert self.latency is not None
+        return _scaled(self.latency, factor)
+
+
+def _shape(lat: Latency) -> str:
+    if lat.lognormal is not None:
+        return f"lognormal median {lat.lognormal.median_ms:g} ms, sigma {lat.lognormal.sigma:g}"
+    return "gamma" if lat.gamma is not None else "pareto"
+
+
+def _scaled(lat: Latency, factor: float) -> Latency:
+    """``lat`` with every draw ``factor`` times larger."""
+    if lat.lognormal is not None:
+        ln = lat.lognormal
+        return Latency(lognormal=LogNormal(median_ms=ln.median_ms * factor, sigma=ln.sigma))
+    if lat.gamma is not None:
+        g = lat.gamma
+        upd = (
+            {"scale_ms": g.scale_ms * factor}
+            if g.scale_ms is not None
+            else {"mean_ms": (g.mean_ms or 0.0) * factor}
         )
+        return Latency(gamma=g.model_copy(update=upd))
+    assert lat.pareto is not None
+    return Latency(pareto=lat.pareto.model_copy(update={"scale_ms": lat.pareto.scale_ms * factor}))
 
 
 def baseline_from_flags(error_rate: float, median_ms: float, sigma: float, preset: str) -> Baseline:
@@ -125,35 +167,40 @@ def baseline_from_flags(error_rate: float, median_ms: float, sigma: float, prese
 
 
 def baseline_from_scenario(sc: Scenario, path: Path) -> Baseline:
-    """The stable version of a scenario file; ``InputError`` when ``plan`` cannot shift it."""
+    """The stable version of a scenario file; ``InputError`` when ``plan`` cannot shift it.
+
+    An LLM (``stable.llm``) is slowed through its time to first token and time per token, the
+    distributions its ``ttft`` and ``inter-token`` histograms are drawn from."""
+
+    def problem(where: str, message: str) -> InputError:
+        return InputError([Problem(str(path), None, None, where, message)])
+
+    llm = sc.stable.llm
     lat = sc.stable.latency
-    if sc.stable.llm is not None or lat is None:
-        raise InputError(
-            [
-                Problem(
-                    str(path),
-                    None,
-                    None,
-                    "stable",
-                    "plan needs stable.latency (an llm's derived latency is not supported)",
-                )
-            ]
-        )
-    if lat.empirical_csv is not None:
-        raise InputError(
-            [
-                Problem(
-                    str(path),
-                    None,
-                    None,
-                    "stable.latency",
-                    "plan scales the stable latency to shift it: expected lognormal, gamma or "
-                    "pareto, got empiricalCsv",
-                )
-            ]
-        )
+    if llm is not None:
+        scaled = {"stable.llm.ttft": llm.ttft, "stable.llm.timePerToken": llm.time_per_token}
+    elif lat is not None:
+        scaled = {"stable.latency": lat}
+    else:
+        raise problem("stable", "plan needs stable.latency, or stable.llm for an LLM")
+    for where, dist in scaled.items():
+        assert dist is not None  # the scenario model requires both of an llm's
+        if dist.empirical_csv is not None:
+            raise problem(
+                where,
+                "plan scales the stable latency to shift it: expected lognormal, gamma or "
+                "pareto, got empiricalCsv",
+            )
     assert sc.stable.error_rate is not None  # the scenario model requires it
-    return Baseline(sc.stable.error_rate, lat, sc.buckets, path.parent, sc, sc.pods)
+    return Baseline(
+        sc.stable.error_rate,
+        None if llm is not None else lat,
+        sc.buckets,
+        path.parent,
+        sc,
+        sc.pods,
+        llm,
+    )
 
 
 # --- the deterministic schedule and the floors ------------------------------------------------
@@ -284,6 +331,21 @@ def _critical(policy: CanaryPolicy, kind: Kind) -> Metric | None:
     return next((m for m in policy.spec.analysis.metrics if m.kind == kind and m.critical), None)
 
 
+LATENCY_KINDS = ("latency", "ttft", "inter-token")
+"""Metric kinds a latency shift is planned for, in the order one is chosen."""
+
+
+def latency_metric(policy: CanaryPolicy, baseline: Baseline) -> Metric | None:
+    """The critical latency-like metric the latency shift is planned for: end-to-end
+    latency, else (an LLM) time to first token, else time per token; None if none is modelled
+    by ``baseline``."""
+    for kind in LATENCY_KINDS:
+        for m in policy.spec.analysis.metrics:
+            if m.kind == kind and m.critical and baseline.distribution(kind) is not None:
+                return m
+    return None
+
+
 def latency_events(
     metric: Metric, baseline: Baseline, bounds: Sequence[float], factor: float
 ) -> list[tuple[float, float]]:
@@ -295,7 +357,8 @@ def latency_events(
     import numpy as np
 
     finite = np.asarray([b for b in bounds if math.isfinite(b)], dtype=float)
-    lat = baseline.latency
+    lat = baseline.distribution(metric.kind)
+    assert lat is not None, metric.kind
     out = []
     for q in metric.quantiles:
         at_q = float(lat.ppf(np.asarray([q]), baseline.base)[0])
@@ -407,14 +470,17 @@ class Planner:
         if kind == "errors":
             canary = Canary(error_rate=min(1.0, b.error_rate * effect))
         elif kind == "latency":
-            canary = Canary(latency=b.scaled(effect))
+            canary = b.slower(effect)
+        assert b.template is not None or b.latency is not None
         template = b.template or Scenario.model_validate(
             {
                 "duration": f"{interval:.0f}s",
                 "tick": f"{interval:.0f}s",
                 "traffic": {"rps": self.rps},
                 "buckets": b.buckets,
-                "stable": {"errorRate": b.error_rate, "latency": b.latency.model_dump()},
+                "stable": {"errorRate": b.error_rate, "latency": b.latency.model_dump()}
+                if b.latency is not None
+                else {},
             }
         )
         return template.model_copy(
@@ -464,11 +530,11 @@ class Planner:
         return floor_time(self.sched, self.rps, p, ratio, 1.0 + m.tolerance, alpha)
 
     def latency_floor_s(self, shift_pct: float) -> float:
-        m = _critical(self.policy, "latency")
+        m = latency_metric(self.policy, self.baseline)
         if m is None:
             return math.inf
         alpha = self.policy.spec.analysis.alpha_for(m)
-        bounds = self._bounds()
+        bounds = self._bounds(m.kind)
         best = math.inf
         for p_s, p_c in latency_events(m, self.baseline, bounds, 1.0 + shift_pct / 100.0):
             if p_s <= 0:
@@ -477,7 +543,12 @@ class Planner:
             best = min(best, t)
         return best
 
-    def _bounds(self) -> tuple[float, ...]:
+    def _bounds(self, kind: str) -> tuple[float, ...]:
+        """The histogram buckets a metric of ``kind`` is judged on."""
+        if kind == "ttft":
+            return (*TIME_TO_FIRST_TOKEN_MS, math.inf)
+        if kind == "inter-token":
+            return (*INTER_TOKEN_LATENCY_MS, math.inf)
         return self.scenario("healthy", 1.0, self.sched.interval_s).bounds_ms()
 
     # -- search ----------------------------------------------------------------------------
@@ -522,7 +593,9 @@ class Planner:
         import numpy as np
 
         q = max(metric.quantiles)
-        lat = self.baseline.latency
+        lat = self.baseline.distribution(metric.kind)
+        if lat is None:
+            return None
         target = 1.0 - mde * (1.0 - q)
         if target <= 0:
             return None
@@ -574,6 +647,10 @@ class Plan:
     healthy_other: str
     errors: Search | None
     latency: Search | None
+    latency_metric: str | None
+    """The metric the latency shift is planned for (``latency_metric``)."""
+    latency_shift_is: str
+    """What the shift slows: the whole distribution, or an LLM's times per token."""
     errors_x2: Trial | None
     errors_x2_floor_s: float
     mde: list[MdeCheck]
@@ -609,9 +686,11 @@ class Plan:
         ]
         out.append(self._healthy_line())
         out.append(self._effect_line("errors", self.errors, lambda e: f"x{e:g}", "error ratio"))
-        out.append(
-            self._effect_line("latency", self.latency, lambda e: f"+{e:g} %", "median shift")
-        )
+        if self.latency_metric is None or self.latency_shift_is == "the whole distribution":
+            label, what = "latency", "median shift"
+        else:
+            label, what = self.latency_metric, f"shift of {self.latency_shift_is}"
+        out.append(self._effect_line(label, self.latency, lambda e: f"+{e:g} %", what))
         if self.errors_x2 is not None:
             t = self.errors_x2
             fl = (
@@ -695,6 +774,8 @@ class Plan:
             },
             "errors": None if self.errors is None else self.errors.to_dict(),
             "latency_shift_pct": None if self.latency is None else self.latency.to_dict(),
+            "latency_metric": self.latency_metric,
+            "latency_shift_is": self.latency_shift_is,
             "errors_x2": None
             if self.errors_x2 is None
             else {
@@ -764,14 +845,15 @@ def make_plan(policy: CanaryPolicy, rps: float, baseline: Baseline, runs: int, s
         other = f"run 0 {run0.outcome}{when}" + ("" if last is None else f": {last.reason}")
     measured = policy.spec.analysis.source.measures_errors
     errors = pl.smallest("errors") if _critical(policy, "errors") and measured else None
-    latency = pl.smallest("latency") if _critical(policy, "latency") else None
+    lat_metric = latency_metric(policy, baseline)
+    latency = pl.smallest("latency") if lat_metric is not None else None
     x2 = pl.trial("errors", 2.0) if errors is not None else None
     checks: list[MdeCheck] = []
     for name, mde in policy.spec.promotion.min_detectable_effect.items():
         metric = next(m for m in policy.spec.analysis.metrics if m.name == name)
         if metric.kind == "errors":
             checks.append(MdeCheck(name, mde, pl.trial("errors", mde)))
-        elif metric.kind == "latency":
+        elif metric.kind in LATENCY_KINDS:
             factor = pl.mde_shift(metric, mde)
             if factor is None:
                 checks.append(MdeCheck(name, mde, None, "not checked: outside the distribution"))
@@ -800,6 +882,12 @@ def make_plan(policy: CanaryPolicy, rps: float, baseline: Baseline, runs: int, s
         healthy_other=other,
         errors=errors,
         latency=latency,
+        latency_metric=None if lat_metric is None else lat_metric.name,
+        latency_shift_is=(
+            "time to first token and time per token"
+            if baseline.llm is not None
+            else "the whole distribution"
+        ),
         errors_x2=x2,
         errors_x2_floor_s=pl.error_floor_s(2.0) if errors is not None else math.inf,
         mde=checks,

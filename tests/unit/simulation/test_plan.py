@@ -276,3 +276,26 @@ def test_a_shadow_phase_comes_first_in_the_schedule_and_the_steps_line() -> None
     assert res.output.splitlines()[1].startswith("steps shadow 10m (10% mirrored) -> 10% -> 50%")
     s = schedule_of(load_policy(policy, None), 10, baseline_from_flags(0.005, 80, 0.5, "istio"))
     assert s.canary_share[0] == 0.1 and s.stable_share[0] == 1.0  # mirrored copies, no user
+
+
+def test_an_llm_policy_plans_from_its_scenario_by_slowing_its_tokens() -> None:
+    # The shipped vLLM policy could not be planned at all: without a scenario plan asked for
+    # one, and with the shipped scenario it refused stable.llm's derived latency.
+    policy = ROOT / "policies" / "llm-vllm.yaml"
+    res = CliRunner().invoke(main, ["plan", str(policy), "--traffic", "8"])
+    assert res.exit_code == ExitCode.USAGE and "Traceback" not in res.output
+    assert "e.g. simulations/llm-vllm.yaml)" in res.output
+    sc = ROOT / "simulations" / "llm-vllm.yaml"
+    args = ["plan", str(policy), "--traffic", "8", "--runs", "10", "--scenario", str(sc)]
+    res = CliRunner().invoke(main, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    plan = json.loads(res.output)
+    assert plan["latency_metric"] == "ttft"
+    assert plan["latency_shift_is"] == "time to first token and time per token"
+    assert "an LLM with time to first token lognormal median 350 ms" in plan["baseline"]
+    # A +x % shift slows the first token and every next one: its floor is the ttft
+    # histogram's, and the simulated ttft judge detects it (seeded: +10 % in 10 of 10).
+    found = plan["latency_shift_pct"]["detected_at_power"]
+    assert found is not None and found <= 25
+    text = CliRunner().invoke(main, args).output
+    assert "ttft: smallest shift of time to first token and time per token detected" in text
