@@ -347,9 +347,11 @@ def latency_metric(policy: CanaryPolicy, baseline: Baseline) -> Metric | None:
 
 
 def latency_events(
-    metric: Metric, baseline: Baseline, bounds: Sequence[float], factor: float
-) -> list[tuple[float, float]]:
-    """``(stable, canary)`` shares slower than each tested boundary, latency ``factor`` x slower.
+    metric: Metric, baseline: Baseline, bounds: Sequence[float], factor: float, spread: float = 1.0
+) -> list[tuple[float, float, float]]:
+    """``(stable, canary, widened)`` shares slower than each tested boundary ``b``, the canary
+    ``factor`` x slower; ``widened`` is stable's share slower than ``b / spread``, what a pod
+    ``spread`` x slower than stable may show (``stats.pods.latency_log_h``).
 
     Each of the metric's quantiles is tested at the finite bucket boundary nearest stable's
     quantile (buckets are all Prometheus keeps).
@@ -365,7 +367,8 @@ def latency_events(
         b = float(finite[np.argmin(np.abs(finite - at_q))])
         p_s = 1.0 - float(lat.cdf(np.asarray([b]), baseline.base)[0])
         p_c = 1.0 - float(lat.cdf(np.asarray([b / factor]), baseline.base)[0])
-        out.append((p_s, p_c))
+        p_w = 1.0 - float(lat.cdf(np.asarray([b / spread]), baseline.base)[0])
+        out.append((p_s, p_c, p_w))
     return out
 
 
@@ -527,7 +530,17 @@ class Planner:
             return math.inf
         alpha = self.policy.spec.analysis.alpha_for(m)
         p = self.baseline.error_rate
-        return floor_time(self.sched, self.rps, p, ratio, 1.0 + m.tolerance, alpha)
+        rho0 = (1.0 + m.tolerance) * self.assumed_spread(m)
+        return floor_time(self.sched, self.rps, p, ratio, rho0, alpha)
+
+    def assumed_spread(self, metric: Metric) -> float:
+        """The ``podSpread`` the metric's judge widens its null by for the whole rollout, on
+        fewer than ``MIN_SPREAD_PODS`` stable pods (1 otherwise: more pods' spread is
+        estimated, and the floor is that of alike pods)."""
+        pods = self.baseline.pods
+        if pods is None or pods.stable >= MIN_SPREAD_PODS or metric.judge != "sequential":
+            return 1.0
+        return pod_spread_of(metric)
 
     def latency_floor_s(self, shift_pct: float) -> float:
         m = latency_metric(self.policy, self.baseline)
@@ -536,10 +549,14 @@ class Planner:
         alpha = self.policy.spec.analysis.alpha_for(m)
         bounds = self._bounds(m.kind)
         best = math.inf
-        for p_s, p_c in latency_events(m, self.baseline, bounds, 1.0 + shift_pct / 100.0):
+        factor, spread = 1.0 + shift_pct / 100.0, self.assumed_spread(m)
+        for p_s, p_c, p_w in latency_events(m, self.baseline, bounds, factor, spread):
             if p_s <= 0:
                 continue
-            t = floor_time(self.sched, self.rps, p_s, p_c / p_s, 1.0 + m.tolerance, alpha)
+            # The judge's null: a share of up to stable's slower than b / podSpread, that is
+            # rho0 x p_w / p_s (1 with alike pods, or with 3 or more stable pods).
+            rho0 = (1.0 + m.tolerance) * max(1.0, p_w / p_s)
+            t = floor_time(self.sched, self.rps, p_s, p_c / p_s, rho0, alpha)
             best = min(best, t)
         return best
 

@@ -70,6 +70,26 @@ def test_the_floor_falls_as_the_effect_grows_and_is_never_met_inside_the_toleran
     assert all(a >= b for a, b in itertools.pairwise(lat)) and lat[-1] < lat[0]
 
 
+def test_on_too_few_stable_pods_the_floor_is_that_of_the_widened_null() -> None:
+    # One stable pod: the judges test against rho0 x podSpread for the whole rollout, so no
+    # test they run detects errors x2 or a +10 % median, and the floor (which picks what plan
+    # tries) says so instead of quoting alike-pods floors the judges cannot reach.
+    from dataclasses import replace
+
+    from canaryd.simulation.scenario import Pods
+
+    policy = load_policy(EDGE, None)
+    flat = baseline_from_flags(0.005, 80, 0.5, "knative")
+    pl = Planner(policy, 0.2, flat, 10, 0)
+    one = Planner(policy, 0.2, replace(flat, pods=Pods(stable=1, canary=1)), 10, 0)
+    three = Planner(policy, 0.2, replace(flat, pods=Pods(stable=3, canary=1)), 10, 0)
+    assert math.isfinite(pl.error_floor_s(3)) and one.error_floor_s(3) == math.inf
+    assert math.isfinite(one.error_floor_s(10)) and one.error_floor_s(10) > pl.error_floor_s(10)
+    assert three.error_floor_s(3) == pl.error_floor_s(3)  # estimated, not assumed
+    assert one.latency_floor_s(50) > pl.latency_floor_s(50)
+    assert one.latency_floor_s(100) == math.inf  # x2 slower: within the assumed x3
+
+
 def test_plan_reports_every_line_and_exits_0(tmp_path: Path) -> None:
     res = CliRunner().invoke(
         main, ["plan", str(small(tmp_path)), "--traffic", "50", "--runs", "10"]
