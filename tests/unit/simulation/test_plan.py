@@ -224,6 +224,7 @@ def test_a_scaled_baseline_is_that_many_times_slower() -> None:
     assert isinstance(b, Baseline)
     q = np.asarray([0.5, 0.9])
     slow = b.scaled(1.25).ppf(q, Path("."))
+    assert b.latency is not None
     assert np.allclose(slow, 1.25 * b.latency.ppf(q, Path(".")))
 
 
