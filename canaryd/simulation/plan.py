@@ -128,11 +128,6 @@ class Baseline:
         assert self.latency is not None
         return Canary(latency=_scaled(self.latency, factor))
 
-    def scaled(self, factor: float) -> Latency:
-        """The end-to-end latency distribution with every request ``factor`` times slower."""
-        assert self.latency is not None
-        return _scaled(self.latency, factor)
-
 
 def _shape(lat: Latency) -> str:
     if lat.lognormal is not None:
@@ -331,6 +326,9 @@ def _critical(policy: CanaryPolicy, kind: Kind) -> Metric | None:
     return next((m for m in policy.spec.analysis.metrics if m.kind == kind and m.critical), None)
 
 
+WHOLE_DISTRIBUTION = "the whole distribution"
+"""``Plan.latency_shift_is`` for a baseline without an LLM: every request is slower."""
+
 LATENCY_KINDS = ("latency", "ttft", "inter-token")
 """Metric kinds a latency shift is planned for, in the order one is chosen."""
 
@@ -365,9 +363,9 @@ def latency_events(
     for q in metric.quantiles:
         at_q = float(lat.ppf(np.asarray([q]), baseline.base)[0])
         b = float(finite[np.argmin(np.abs(finite - at_q))])
-        p_s = 1.0 - float(lat.cdf(np.asarray([b]), baseline.base)[0])
-        p_c = 1.0 - float(lat.cdf(np.asarray([b / factor]), baseline.base)[0])
-        p_w = 1.0 - float(lat.cdf(np.asarray([b / spread]), baseline.base)[0])
+        p_s, p_c, p_w = (
+            1.0 - lat.cdf(np.asarray([b, b / factor, b / spread]), baseline.base)
+        ).tolist()
         out.append((p_s, p_c, p_w))
     return out
 
@@ -474,18 +472,18 @@ class Planner:
             canary = Canary(error_rate=min(1.0, b.error_rate * effect))
         elif kind == "latency":
             canary = b.slower(effect)
-        assert b.template is not None or b.latency is not None
-        template = b.template or Scenario.model_validate(
-            {
-                "duration": f"{interval:.0f}s",
-                "tick": f"{interval:.0f}s",
-                "traffic": {"rps": self.rps},
-                "buckets": b.buckets,
-                "stable": {"errorRate": b.error_rate, "latency": b.latency.model_dump()}
-                if b.latency is not None
-                else {},
-            }
-        )
+        template = b.template
+        if template is None:  # flags: an LLM comes only from a scenario
+            assert b.latency is not None
+            template = Scenario.model_validate(
+                {
+                    "duration": f"{interval:.0f}s",
+                    "tick": f"{interval:.0f}s",
+                    "traffic": {"rps": self.rps},
+                    "buckets": b.buckets,
+                    "stable": {"errorRate": b.error_rate, "latency": b.latency.model_dump()},
+                }
+            )
         return template.model_copy(
             update={
                 "name": f"plan-{kind}-{effect:g}",
@@ -703,7 +701,7 @@ class Plan:
         ]
         out.append(self._healthy_line())
         out.append(self._effect_line("errors", self.errors, lambda e: f"x{e:g}", "error ratio"))
-        if self.latency_metric is None or self.latency_shift_is == "the whole distribution":
+        if self.latency_metric is None or self.latency_shift_is == WHOLE_DISTRIBUTION:
             label, what = "latency", "median shift"
         else:
             label, what = self.latency_metric, f"shift of {self.latency_shift_is}"
@@ -903,7 +901,7 @@ def make_plan(policy: CanaryPolicy, rps: float, baseline: Baseline, runs: int, s
         latency_shift_is=(
             "time to first token and time per token"
             if baseline.llm is not None
-            else "the whole distribution"
+            else WHOLE_DISTRIBUTION
         ),
         errors_x2=x2,
         errors_x2_floor_s=pl.error_floor_s(2.0) if errors is not None else math.inf,

@@ -223,8 +223,9 @@ def test_a_scaled_baseline_is_that_many_times_slower() -> None:
     b = baseline_from_flags(0.01, 80, 0.5, "istio")
     assert isinstance(b, Baseline)
     q = np.asarray([0.5, 0.9])
-    slow = b.scaled(1.25).ppf(q, Path("."))
-    assert b.latency is not None
+    canary = b.slower(1.25)
+    assert canary.latency is not None and b.latency is not None
+    slow = canary.latency.ppf(q, Path("."))
     assert np.allclose(slow, 1.25 * b.latency.ppf(q, Path(".")))
 
 
