@@ -46,6 +46,7 @@ from canaryd.stats.pods import (
     EXACT_BELOW_PODS,
     MIN_SPREAD_PODS,
     POD_ALPHA_SHARE,
+    ROUGH_BELOW_PODS,
     grid_steps,
     log_widening,
     scaled_bound,
@@ -481,7 +482,8 @@ def main() -> None:
         "the test that assumes requests exchangeable between versions; 'after' widens the null "
         f"by stable's between-pod spread and spends {POD_ALPHA_SHARE:g} of alpha on it (with "
         f"fewer than {EXACT_BELOW_PODS} stable pods or {EXACT_BELOW_EVENTS:g} events per pod, the "
-        "exact t bound on their raw spread). "
+        "exact t bound on their raw spread; with fewer than "
+        f"{ROUGH_BELOW_PODS}, never wider than the assumed podSpread). "
         "Each figure: false-rollback rate (one-sided 95 % Clopper-Pearson upper bound).",
         "",
         c.md_table(

@@ -36,7 +36,14 @@ own per-pod counts (DESIGN-NOTES.md, "Canary on its own pods"):
    (one pod has none, and two give a t quantile with one degree of freedom, 127 at
    ``beta = 0.0025``), so ``h`` is the assumed widening for the whole rollout: the guarantee
    then rests on the assumption, stated in the verdict, that pods of one version differ by
-   less than the metric's ``podSpread``.
+   less than the metric's ``podSpread``;
+7. with fewer than ``ROUGH_BELOW_PODS`` (4), i.e. three, the t quantile has two degrees of
+   freedom (14.1 at ``beta = 0.0025``): the bound is valid but, on the binomial noise of a
+   few dozen events per pod, often wider than the grid (x60), and the metric could not roll
+   back at all, where on one pod it could. So ``h`` is the *smaller* of the estimate and the
+   assumed widening. ``P(min < rho_AA) <= P(estimate < rho_AA) + P(assumed < rho_AA)``, so
+   the guarantee is the same as on fewer pods: it holds at ``beta`` while pods differ by
+   less than ``podSpread``, and without that assumption wherever the estimate is the smaller.
 
 The assumption is the policy's per-metric ``podSpread``: for a rate (errors) a ratio of rates,
 ``log h = log podSpread`` (default ``DEFAULT_RATE_SPREAD``, x4); for latency a ratio of
@@ -90,6 +97,9 @@ MIN_SPREAD_PODS = 3
 the assumed one throughout (an assumption the verdict states)."""
 EXACT_BELOW_PODS = 4
 """With fewer stable pods than this, no binomial noise is subtracted (the exact t bound)."""
+ROUGH_BELOW_PODS = 4
+"""With fewer stable pods than this (and at least ``MIN_SPREAD_PODS``) the estimated widening
+is capped at the assumed one (point 7 above)."""
 EXACT_BELOW_EVENTS = 150.0
 """Nor below this many events per stable pod on average; chosen on the study
 (``analysis/pods.py``: without history, 4 stable pods, up to 1.9 % -> 0.9 % per judge)."""
@@ -115,7 +125,7 @@ def log_widening(
     ``assumed``: ``log h`` per row (or one for all) where the spread is not known (None:
     ``log DEFAULT_RATE_SPREAD``). Rows with fewer than ``MIN_SPREAD_PODS`` stable pods get
     it (``tau`` is reported, NaN below two pods), rows still in the warm-up (``in_warm_up``)
-    at least that.
+    at least that, rows with fewer than ``ROUGH_BELOW_PODS`` at most that.
     """
     # scipy.special is imported here, not with the module: it costs 14 MB of resident memory,
     # and a daemon whose rollouts have no per-pod counts never needs it.
@@ -155,6 +165,8 @@ def log_widening(
         log_h.shape,
     )
     log_h = np.where(in_warm_up(n, x), np.maximum(log_h, floor), log_h)
+    # Three pods' two-degree-of-freedom bound is never allowed wider than the assumption.
+    log_h = np.where(k < ROUGH_BELOW_PODS, np.minimum(log_h, floor), log_h)
     return np.where(k < MIN_SPREAD_PODS, floor, log_h), tau
 
 
@@ -248,6 +260,9 @@ class PodSpread:
         self.seen = False
         """True once the source has reported pods for either version."""
         self.ignored = 0
+        self._estimated: tuple[FloatArray, FloatArray] | None = None
+        """``estimate``'s answer for the current state (None: to be computed); every method
+        that changes the state clears it."""
         """Pod names beyond ``MAX_PODS`` (left out of the estimate)."""
 
     def assume(self, log_h: Sequence[float] | FloatArray) -> None:
@@ -256,6 +271,7 @@ class PodSpread:
         if a.shape != (self.rows,) or (a < 0).any():
             raise ValueError(f"expected {self.rows} non-negative log widenings, got {a!r}")
         self.assumed = a
+        self._estimated = None
 
     @property
     def beta(self) -> float:
@@ -267,6 +283,7 @@ class PodSpread:
         """One interval: stable ``(pod, requests, events per row)`` and the canary's pods."""
         if stable or canary:
             self.seen = True
+        self._estimated = None
         for name, req, ev in stable:
             if len(ev) != self.rows:
                 raise ValueError(f"pod {name!r}: expected {self.rows} event counts, got {len(ev)}")
@@ -308,16 +325,35 @@ class PodSpread:
         then: the test takes requests as exchangeable)."""
         return self.seen and self.stable_pods < MIN_SPREAD_PODS
 
+    def assumed_rows(self) -> npt.NDArray[np.bool_]:
+        """Per row, True where the widening in force is the assumed one (``podSpread``): too
+        few stable pods, their warm-up, or three pods whose estimate is wider than the
+        assumption (point 7 of the module's docstring). False where no pods were seen."""
+        if not self.seen:
+            return np.zeros(self.rows, dtype=bool)
+        if self.too_few:
+            return np.ones(self.rows, dtype=bool)
+        log_h, _ = self.estimate()
+        capped = self.stable_pods < ROUGH_BELOW_PODS
+        return np.asarray(self.warming() | (capped & (log_h >= self.assumed - 1e-12)), dtype=bool)
+
     def estimate(self) -> tuple[FloatArray, FloatArray]:
         """``(log h, tau)`` per row (``log_widening``); with fewer than two stable pods the
-        assumed ``log h`` and NaN."""
-        if self.stable_pods < 2:
-            return self.assumed.copy(), np.full(self.rows, np.nan)
-        acc = np.array(list(self.stable.values()))  # (pods, 1 + rows)
-        n = np.broadcast_to(acc[:, 0], (self.rows, acc.shape[0]))
-        x = acc[:, 1:].T
-        shares = np.full(self.rows, self._shares_sq())
-        return log_widening(n, x, shares, self.beta, assumed=self.assumed)
+        assumed ``log h`` and NaN. Computed once per state (the judge's update, its verdict's
+        reason and details all ask), and read-only."""
+        if self._estimated is None:
+            if self.stable_pods < 2:
+                log_h, tau = self.assumed.copy(), np.full(self.rows, np.nan)
+            else:
+                acc = np.array(list(self.stable.values()))  # (pods, 1 + rows)
+                n = np.broadcast_to(acc[:, 0], (self.rows, acc.shape[0]))
+                x = acc[:, 1:].T
+                shares = np.full(self.rows, self._shares_sq())
+                log_h, tau = log_widening(n, x, shares, self.beta, assumed=self.assumed)
+            log_h.setflags(write=False)
+            tau.setflags(write=False)
+            self._estimated = (log_h, tau)
+        return self._estimated
 
     def warming(self) -> npt.NDArray[np.bool_]:
         """Per row, True while stable's pods are in the warm-up."""
@@ -353,6 +389,13 @@ class PodSpread:
                 f"differ is not known yet, so the test assumes they differ by less than "
                 f"x{self.spread:g} in {self.measure} (podSpread) until they have"
             )
+        elif self.assumed_rows().any():
+            out["pods"] = (
+                f"{self.stable_pods} stable pods bound how much pods differ only roughly (a t "
+                f"bound with {self.stable_pods - 1} degrees of freedom), here wider than "
+                f"podSpread: the test assumes they differ by less than x{self.spread:g} in "
+                f"{self.measure} (podSpread)"
+            )
         if self.ignored:
             out["pods_ignored"] = self.ignored
         return out
@@ -373,3 +416,4 @@ class PodSpread:
         self.canary = {str(k): float(v) for k, v in state["canary"].items()}
         self.seen = bool(state["seen"])
         self.ignored = int(state["ignored"])
+        self._estimated = None

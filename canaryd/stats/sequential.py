@@ -60,26 +60,39 @@ def _widening(engine: RateRatioBatch, row: int) -> float:
     return math.exp(int(engine.shift[row]) * engine.step)
 
 
-def _widened_text(rho0: float, h: float, pods: PodSpread, row: int) -> str:
-    """The reason's note on row ``row``'s null widened to ``rho0 x h`` by ``pods`` (none where
-    the source reports no pods)."""
+def _widened_text(engine: RateRatioBatch, pods: PodSpread, row: int) -> str:
+    """The reason's note on row ``row``'s null, ``rho0 x h``, widened by ``pods`` (none where
+    the source reports no pods), saying whether ``h`` is assumed, estimated, or the widest the
+    grid holds."""
+    rho0, h = engine.grid.rho0, _widening(engine, row)
+    tested = f"tested against {rho0:.3g}x{h:.3g}"
+    assuming = f"assuming pods differ by less than x{pods.spread:g} in {pods.measure}"
     if pods.too_few:
         return (
             f"; fewer than {MIN_SPREAD_PODS} stable pods, so how much pods differ cannot be "
-            f"estimated: tested against {rho0:.3g}x{h:.3g}, assuming pods differ by less than "
-            f"x{pods.spread:g} in {pods.measure}"
+            f"estimated: {tested}, {assuming}"
         )
     if pods.warming()[row]:
         return (
             f"; stable's pods have fewer than {MIN_POD_EVENTS:g} events each, so how much pods "
-            f"differ is not known yet: tested against {rho0:.3g}x{h:.3g} until they have, "
-            f"assuming pods differ by less than x{pods.spread:g} in {pods.measure}"
+            f"differ is not known yet: {tested} until they have, {assuming}"
+        )
+    if pods.assumed_rows()[row]:
+        return (
+            f"; {pods.stable_pods} stable pods bound how much pods differ only roughly, wider "
+            f"than podSpread: {tested}, {assuming}"
         )
     if h <= 1.0:
         return ""
+    if int(engine.shift[row]) >= engine.max_shift:
+        return (
+            f"; stable's pods differ so much, or have so few events, that the null is the "
+            f"widest the test holds ({tested}): this metric cannot roll back until they show "
+            "less spread"
+        )
     return (
         f"; stable's pods differ, so the canary's may by up to x{h:.3g} on a healthy canary: "
-        f"tested against {rho0:.3g}x{h:.3g}"
+        f"{tested}"
     )
 
 
@@ -174,7 +187,7 @@ class SequentialErrorsJudge:
         est = float(e.estimate()[0])
         base.update(e_value=e_now, interval=(lo, hi), estimate=None if math.isnan(est) else est)
         h = _widening(e, 0)
-        widened = _widened_text(rho0, h, self.pods, 0)
+        widened = _widened_text(e, self.pods, 0)
         if e_max >= 1.0 / self.test_alpha:
             reason = (
                 f"canary error rate is more than {rho0:.3g}x stable's "
@@ -427,7 +440,7 @@ class SequentialLatencyJudge:
         ``pod_spread`` falls inside the histogram's first bucket (which says nothing of where
         below its bound requests lie, so they are taken as spread evenly from 0 ms)."""
         assert self.pods is not None and self.layout is not None
-        if not self.pods.seen or not (self.pods.too_few or self.pods.warming().any()):
+        if not self.pods.assumed_rows().any():
             return ""
         low = [
             self.layout[k]
@@ -552,7 +565,7 @@ class SequentialLatencyJudge:
         )
         q_txt = self._quantile_text(details)
         assert self.pods is not None
-        w_txt = _widened_text(1.0 + self.tolerance, _widening(e, worst), self.pods, worst)
+        w_txt = _widened_text(e, self.pods, worst)
         b_txt = _boundary_text(b_ms, per[worst]["stable_share_slower"])
         if self.max_combined >= 1.0 / self._alpha_test:
             return Verdict(

@@ -228,6 +228,54 @@ def test_errors_judge_on_too_few_stable_pods_assumes_x4_and_says_so(stable_pods:
     assert far.verdict().status is Status.FAIL
 
 
+def test_three_stable_pods_never_widen_beyond_the_assumption() -> None:
+    # Three pods a few dozen events each: the two-degree-of-freedom t bound on their noise
+    # alone was x20 and more (the grid's edge), so a metric that could roll back x10 on one
+    # stable pod could not on three. The bound is now capped at the assumption (podSpread).
+    rng = np.random.default_rng(11)
+    n, x = _draw(rng, 2000, 3, 0.0, 4000.0, p=0.01)  # ~40 events per pod
+    raw, _ = log_widening(n, x, np.full(2000, 1 + 1 / 3), 0.0025, assumed=math.log(1e6))
+    log_h, _ = log_widening(n, x, np.full(2000, 1 + 1 / 3), 0.0025)
+    assert np.median(np.exp(raw)) > DEFAULT_RATE_SPREAD  # what it was: seeded median x7
+    assert np.all(log_h <= math.log(DEFAULT_RATE_SPREAD) + 1e-12)
+    assert np.array_equal(log_h, np.minimum(raw, math.log(DEFAULT_RATE_SPREAD)))
+    # Four pods are not capped: the t bound then has three degrees of freedom.
+    n4, x4 = _draw(rng, 2000, 4, 0.0, 4000.0, p=0.01)
+    log_h4, _ = log_widening(n4, x4, np.full(2000, 1.25), 0.0025)
+    assert np.any(log_h4 > math.log(DEFAULT_RATE_SPREAD))
+
+
+def test_errors_judge_on_three_rough_stable_pods_rolls_back_what_one_pod_would() -> None:
+    rates = [0.008, 0.012, 0.010]  # 64, 96 and 80 events after 4 intervals: past the warm-up
+    near = SequentialErrorsJudge("errors", 0.01, 0.0)
+    far = SequentialErrorsJudge("errors", 0.01, 0.0)
+    for _ in range(4):
+        near.update(*_interval(rates, 0.03))  # x3: within what pods may differ by
+        far.update(*_interval(rates, 0.15))  # x15: it was not rolled back before the cap
+    v = near.verdict()
+    assert v.status is not Status.FAIL
+    assert v.details["null_widening"] == pytest.approx(DEFAULT_RATE_SPREAD, rel=0.05)
+    assert "3 stable pods bound how much pods differ only roughly, wider than" in v.reason
+    assert "only roughly (a t bound with 2 degrees of freedom)" in v.details["pods"]
+    f = far.verdict()
+    assert f.status is Status.FAIL, f.reason
+    assert "assuming pods differ by less than x4 in error rate" in f.reason
+
+
+def test_a_null_at_the_grids_edge_says_the_metric_cannot_roll_back() -> None:
+    # Four stable pods whose error rates differ x50: the estimated widening is beyond what
+    # the grid holds, and the reason says the metric cannot roll back rather than quoting
+    # the grid's edge as a measured spread.
+    j = SequentialErrorsJudge("errors", 0.01, 0.0)
+    for _ in range(10):
+        j.update(*_interval([0.002, 0.1, 0.002, 0.1], 0.5))
+    v = j.verdict()
+    assert v.status is not Status.FAIL
+    assert j.engine.shift[0] == j.engine.max_shift
+    assert "the widest the test holds" in v.reason, v.reason
+    assert "cannot roll back until they show less spread" in v.reason
+
+
 def _hist_pods(prefix: str, slow: list[float], n: float) -> tuple[PodCounts, ...]:
     # cumulative at BOUNDS; a share `s` of each pod's requests is slower than 100 ms
     return tuple(
