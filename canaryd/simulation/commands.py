@@ -97,10 +97,7 @@ def _summary(result: SimulationResult, origin_s: float = 0.0, absolute: bool = F
     lines.append("outcomes: " + ", ".join(f"{k} {n}" for k, n in result.outcomes.items() if n))
     run = result.runs[0]
     when = "" if run.decided_at_s is None else f" at {when_of(run.decided_at_s)}"
-    lines.append(
-        f"run 0: {run.outcome}{when}; {run.canary_requests:.0f} canary requests, "
-        f"{run.canary_errors:.0f} errors, final weight {run.final_weight}%"
-    )
+    lines.append(f"run 0: {run.outcome}{when}; {run.counts_text()}")
     lines.append(f"  {run.impact.summary()}")
     if run.history_note:
         lines.append(f"  history: {run.history_note}")

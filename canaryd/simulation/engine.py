@@ -104,11 +104,34 @@ class RunResult:
             warmup=warmup,
         )
 
+    @property
+    def decided_requests(self) -> float | None:
+        """Canary requests (user and mirrored) up to the decision of ``decided_at_s``, as its
+        ``impact`` counted them; None without one. A paused run goes on serving the canary
+        at its weight, so ``canary_requests`` (at the scenario's end) is then larger."""
+        d = next((d for d in reversed(self.decisions) if d.t == self.decided_at_s), None)
+        if self.decided_at_s is None or d is None:
+            return None
+        return d.impact.user_requests + d.impact.shadow_requests
+
+    def counts_text(self) -> str:
+        """ "1200 canary requests, 3 errors, final weight 50%", saying how many of the
+        requests came before the decision where the run went on after it (a pause)."""
+        total = (
+            f"{self.canary_requests:.0f} canary requests, {self.canary_errors:.0f} errors, "
+            f"final weight {self.final_weight}%"
+        )
+        then = self.decided_requests
+        if then is None or self.canary_requests - then < 0.5:
+            return total
+        return f"{then:.0f} canary requests by then; by the end {total}"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "seed": self.seed,
             "outcome": self.outcome,
             "decided_at_s": self.decided_at_s,
+            "decided_canary_requests": self.decided_requests,
             "canary_requests": self.canary_requests,
             "canary_errors": self.canary_errors,
             "final_weight": self.final_weight,

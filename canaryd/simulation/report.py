@@ -664,8 +664,8 @@ def render_report(result: SimulationResult, inputs: ReportInputs) -> str:
         + "</h2>"
     )
     parts.append(
-        f"<p>{run.canary_requests:.0f} canary requests, {run.canary_errors:.0f} canary errors, "
-        f"final weight {run.final_weight}%. <b>{_e(run.impact.summary().capitalize())}.</b></p>"
+        f"<p>{_e(run.counts_text().capitalize())}. "
+        f"<b>{_e(run.impact.summary().capitalize())}.</b></p>"
     )
     parts.append(f"<p class='note'>{_e(marks.legend_note())}</p>")
     if run.steps:

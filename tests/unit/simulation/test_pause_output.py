@@ -105,3 +105,16 @@ def test_replay_of_a_relative_trace_keeps_durations(tmp_path: Path) -> None:
         CliRunner().invoke(main, ["replay", str(trace), "--policy", str(policy), "--json"]).output
     )
     assert "decided_at" not in doc and "time" not in doc["steps"][0]
+
+
+def test_a_paused_run_counts_the_canary_at_the_pause_and_at_the_end() -> None:
+    # A paused rollout goes on serving the canary at its weight: the run's line once gave the
+    # end-of-scenario count as if it were the pause's ("paused at 6h; 3619 canary requests").
+    res = CliRunner().invoke(main, ["simulate", str(LOW)])
+    line = res.output.splitlines()[2]
+    m = re.match(r"run 0: paused at 6h; (\d+) canary requests by then; by the end (\d+) ", line)
+    assert m is not None and int(m[1]) < int(m[2]), line
+    doc = json.loads(CliRunner().invoke(main, ["simulate", str(LOW), "--json"]).output)
+    run = doc["results"][0]
+    assert round(run["decided_canary_requests"]) == int(m[1])
+    assert round(run["canary_requests"]) == int(m[2])
