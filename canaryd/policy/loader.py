@@ -37,6 +37,9 @@ from canaryd.policy.model import LOC_MARK, CanaryPolicy
 
 M = TypeVar("M", bound=BaseModel)
 
+POLICY_README = "policies/README.md"
+"""Where a policy's fields are described (an unknown field's error points there)."""
+
 YAML_SUFFIXES = (".yaml", ".yml")
 
 DocumentCheck = Callable[[yaml.Node, str], list[Problem]]
@@ -222,6 +225,14 @@ def _locate(root: yaml.Node, loc: Iterable[int | str]) -> tuple[yaml.Node, bool]
     return node, True
 
 
+def problem_at(file: str, root: yaml.Node, path: str, message: str) -> Problem:
+    """A problem at the field ``path`` (``pods``, ``stable.llm``) of the document ``root`` read
+    from ``file``: at its line and column, or its nearest ancestor's when it is not spelled
+    out (a problem found after loading, e.g. against the policy it is run with)."""
+    node, _ = _locate(root, parse_path(path))
+    return _problem(file, node, path, message)
+
+
 def _key_node(root: yaml.Node, loc: list[int | str]) -> yaml.Node | None:
     """For an unknown-field error, the key itself is the place to point at."""
     if not loc:
@@ -256,8 +267,9 @@ def _clean_loc(loc: tuple[int | str, ...]) -> list[int | str]:
     return [p for p in loc if isinstance(p, int) or not _PYDANTIC_STEP.match(p)]
 
 
-def _message(err: dict[str, Any]) -> tuple[list[str], str]:
-    """(extra path parts, message) for one pydantic error, in canaryd's wording."""
+def _message(err: dict[str, Any], readme: str = POLICY_README) -> tuple[list[str], str]:
+    """(extra path parts, message) for one pydantic error, in canaryd's wording; an unknown
+    field's message points to ``readme``, where the document's fields are described."""
     kind = err["type"]
     msg: str = err["msg"]
     given = err.get("input")
@@ -279,7 +291,7 @@ def _message(err: dict[str, Any]) -> tuple[list[str], str]:
         options = [o.strip().strip("'") for o in expected.replace(" or ", ", ").split(",")]
         return [], f"expected one of {', '.join(options)}, got {given!r}"
     if kind == "extra_forbidden":
-        return [], "unknown field (check the spelling; see policies/README.md)"
+        return [], f"unknown field (check the spelling; see {readme})"
     if kind == "missing":
         return [], "required field is missing"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
@@ -289,13 +301,17 @@ def _message(err: dict[str, Any]) -> tuple[list[str], str]:
 
 
 def validation_problems(
-    exc: ValidationError, root: yaml.Node, file: str, prefix: list[int | str] | None = None
+    exc: ValidationError,
+    root: yaml.Node,
+    file: str,
+    prefix: list[int | str] | None = None,
+    readme: str = POLICY_README,
 ) -> list[Problem]:
-    """Turn a pydantic ValidationError into located problems."""
+    """Turn a pydantic ValidationError into located problems (``readme``: see ``_message``)."""
     problems: list[Problem] = []
     for err in exc.errors():
         loc = _clean_loc(err["loc"])
-        extra, message = _message(dict(err))
+        extra, message = _message(dict(err), readme)
         for part in extra:
             loc.append(int(part) if part.isdigit() else part)
         full = list(prefix or []) + loc
@@ -438,11 +454,12 @@ def _consequence(err: dict[str, Any], removed: list[list[int | str]]) -> bool:
     return False
 
 
-def load_model(model: type[M], node: yaml.Node, file: str) -> M:
+def load_model(model: type[M], node: yaml.Node, file: str, readme: str = POLICY_README) -> M:
     """Validate one YAML node as ``model``; raise InputError with located problems.
 
     Every problem the document has is reported at once where it can be: see the module
-    docstring (fields in error are removed and the rest validated again)."""
+    docstring (fields in error are removed and the rest validated again). ``readme`` is where
+    the model's fields are described: an unknown field's problem points there."""
     try:
         data = construct(node)
     except yaml.YAMLError as exc:
@@ -464,14 +481,16 @@ def load_model(model: type[M], node: yaml.Node, file: str) -> M:
     try:
         data = copy.deepcopy(data)
     except RecursionError:
-        raise InputError(validation_problems(first, node, file)) from None
+        raise InputError(validation_problems(first, node, file, readme=readme)) from None
     exc_: ValidationError | None = first
     for _ in range(MAX_VALIDATION_ROUNDS):
         if exc_ is None:
             break
         new = False
         blocked: list[dict[str, Any]] = []
-        located = zip(exc_.errors(), validation_problems(exc_, node, file), strict=True)
+        located = zip(
+            exc_.errors(), validation_problems(exc_, node, file, readme=readme), strict=True
+        )
         for err, problem in located:
             loc = _full_loc(dict(err))
             if err["type"] == "missing" and strings.get(tuple(loc)) is not None:

@@ -485,10 +485,7 @@ def simulate(
     if abs(per - round(per)) > 1e-9 or round(per) < 1:
         raise ScenarioError(
             [
-                Problem(
-                    "scenario",
-                    None,
-                    None,
+                scenario.problem(
                     "tick",
                     f"the analysis interval ({interval:g}s) must be a whole "
                     f"number of ticks ({tick:g}s)",
@@ -506,12 +503,11 @@ def simulate(
         if policy.spec.steps.shadow is not None:
             raise ScenarioError(
                 [
-                    Problem(
-                        "scenario",
-                        None,
-                        None,
+                    scenario.problem(
                         "pods",
-                        "pods are not modelled with a shadow phase (mirrored copies)",
+                        f"pods are not modelled with a shadow phase (mirrored copies), and "
+                        f"policy {policy.name!r} has one (spec.steps.shadow): expected a "
+                        "scenario without pods, or a policy without shadow",
                     )
                 ]
             )

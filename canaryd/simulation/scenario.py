@@ -10,12 +10,13 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from scipy import stats
 
 from canaryd.errors import InputError, Problem, ScenarioError
-from canaryd.policy.loader import compose_documents, load_model, read_document
+from canaryd.policy.loader import compose_documents, load_model, problem_at, read_document
 from canaryd.policy.model import Duration, at
 from canaryd.simulation.vllm import REQUEST_LATENCY_MS
 
@@ -353,7 +354,30 @@ class Pods(_Model):
     )
 
 
+class _Origin:
+    """Where a scenario was read from (its file and YAML node; none when built in code), so a
+    problem found after loading can name its line and column. Not part of what the scenario
+    is: any two compare equal, and copies share it."""
+
+    __slots__ = ("file", "node")
+
+    def __init__(self, file: str = "scenario", node: yaml.Node | None = None) -> None:
+        self.file = file
+        self.node = node
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Origin)
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Origin:
+        return self
+
+
 class Scenario(_Model):
+    _origin: _Origin = PrivateAttr(default_factory=_Origin)
+
     name: str | None = None
     description: str | None = None
     duration: Duration
@@ -471,6 +495,15 @@ class Scenario(_Model):
         ]
         return [(w, c) for w, c in out if c is not None]
 
+    def problem(self, path: str, message: str) -> Problem:
+        """A problem found with this scenario after loading (against the policy it is run
+        with), at the field ``path`` (``pods``, ``stable.llm``) of the file it was read from,
+        or its nearest ancestor's; in "scenario", unlocated, for a scenario built in code."""
+        o = self._origin
+        if o.node is None:
+            return Problem(o.file, None, None, path, message)
+        return problem_at(o.file, o.node, path, message)
+
     def bounds_ms(self) -> tuple[float, ...]:
         if self.buckets == "istio":
             finite: tuple[float, ...] = ISTIO_BUCKETS_MS
@@ -481,6 +514,10 @@ class Scenario(_Model):
         else:
             finite = tuple(float(b) for b in self.buckets)
         return (*finite, math.inf)
+
+
+SCENARIO_README = "simulations/README.md"
+"""Where a scenario's fields are described (an unknown field's error points there)."""
 
 
 def load_scenario(path: str | Path) -> tuple[Scenario, Path]:
@@ -497,7 +534,9 @@ def load_scenario(path: str | Path) -> tuple[Scenario, Path]:
                     )
                 ]
             )
-        return load_model(Scenario, nodes[0], str(p)), p.parent
+        sc = load_model(Scenario, nodes[0], str(p), readme=SCENARIO_README)
+        sc._origin = _Origin(str(p), nodes[0])
+        return sc, p.parent
     except ScenarioError:
         raise
     except InputError as exc:

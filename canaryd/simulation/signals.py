@@ -145,7 +145,7 @@ class MlSignals:
         problems: list[Problem] = []
 
         def need(path: str, message: str) -> None:
-            problems.append(Problem("scenario", None, None, path, message))
+            problems.append(sc.problem(path, message))
 
         for m in metrics:
             if m.kind in LLM_KINDS and sc.stable.llm is None:

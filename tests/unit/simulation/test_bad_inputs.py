@@ -96,6 +96,30 @@ def test_simulate_refuses_an_absurd_rate_with_its_line(
     assert result.stderr == f"{sc}:2:16: {message}\n"
 
 
+def test_a_misspelled_scenario_field_points_to_the_scenario_readme(tmp_path: Path) -> None:
+    sc = tmp_path / "sc.yaml"
+    sc.write_text(SCENARIO.format(rps=5).replace("  errorRate:", "  errorRat:"))
+    result = run("simulate", sc, "--policy", POLICY)
+    assert result.exit_code == 3
+    assert (
+        f"{sc}:4:3: stable.errorRat: unknown field (check the spelling; see "
+        "simulations/README.md)\n"
+    ) in result.stderr
+    assert "policies/README.md" not in result.stderr and "Traceback" not in result.output
+
+
+def test_scenario_pods_with_a_shadow_policy_name_the_pods_line(tmp_path: Path) -> None:
+    sc = tmp_path / "sc.yaml"
+    sc.write_text(SCENARIO.format(rps=5) + "pods: {stable: 4, canary: 1}\n")
+    result = run("simulate", sc, "--policy", ROOT / "policies" / "shadow-istio.yaml")
+    assert result.exit_code == 3
+    assert result.stderr.startswith(
+        f"{sc}:6:7: pods: pods are not modelled with a shadow phase (mirrored copies), and "
+        "policy 'sentiment-shadow' has one (spec.steps.shadow): expected a scenario without "
+        "pods, or a policy without shadow\n"
+    ), result.stderr
+
+
 def test_simulate_of_a_binary_scenario_is_a_located_error(tmp_path: Path) -> None:
     sc = tmp_path / "sc.yaml"
     sc.write_bytes(b"duration: 10m\n\xff\xfe\n")
