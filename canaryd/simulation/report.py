@@ -578,7 +578,9 @@ def _when(t: float | None) -> str:
 
 
 def policy_yaml(policy: CanaryPolicy) -> str:
-    """The policy as run: every field, defaults filled in, durations in seconds."""
+    """The policy as run: every field, defaults filled in (``podSpread`` only where the policy
+    sets it: its default depends on the metric's kind), durations as a policy writes them
+    (``5m``), so the text loads back as the same policy."""
     import yaml
 
     doc = policy.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -692,7 +694,8 @@ def render_report(result: SimulationResult, inputs: ReportInputs) -> str:
     )
     parts.append(
         "<h2>Inputs</h2><details open><summary>Policy as run "
-        f"(<code>{_e(policy.name)}</code>; every default filled in, durations in seconds)"
+        f"(<code>{_e(policy.name)}</code>; every default filled in, and podSpread where "
+        "the policy sets it; durations as a policy writes them, e.g. 5m)"
         f"</summary><pre class='input' id='policy'>{_e(policy_yaml(policy))}</pre></details>"
     )
     if inputs.scenario_text is not None:

@@ -134,6 +134,26 @@ def test_changes_steps_and_inputs_are_in_the_page() -> None:
         assert html.escape(s["reason"]) in page
 
 
+def test_the_policy_section_says_how_durations_are_written_and_shows_pod_spread() -> None:
+    doc = yaml.safe_load(yaml.safe_dump(DEFAULT_POLICY_DOC))
+    doc["spec"]["analysis"]["metrics"][1]["podSpread"] = 1.5
+    policy = CanaryPolicy.model_validate(doc)
+    page, _ = _report("error-regression", policy)
+    head = re.search(r"<summary>Policy as run (.*?)</summary>", page, re.S)
+    assert head is not None
+    assert "durations in seconds" not in head.group(1)
+    assert "durations as a policy writes them, e.g. 5m" in head.group(1)
+    assert "podSpread where the policy sets it" in head.group(1)
+    pre = re.search(r"<pre class='input' id='policy'>(.*?)</pre>", page, re.S)
+    assert pre is not None
+    import html
+
+    shown = yaml.safe_load(html.unescape(pre.group(1)))
+    assert shown["spec"]["steps"]["minDwell"] == "5m"
+    metrics = shown["spec"]["analysis"]["metrics"]
+    assert [m.get("podSpread") for m in metrics] == [None, 1.5]
+
+
 def test_several_runs_show_the_spread_times_and_samples() -> None:
     page, result = _report("error-regression", _policy([0.5, 0.99]), runs=8)
     figs = _figures(page)
