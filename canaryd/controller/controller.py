@@ -30,7 +30,7 @@ from canaryd.policy.model import HISTOGRAM_KINDS, CanaryPolicy, Metric, Step
 from canaryd.reasons import Reason
 from canaryd.stats.bounds import interval_information
 from canaryd.stats.panel import Assessment, JudgePanel, assess
-from canaryd.stats.verdict import Verdict
+from canaryd.stats.verdict import Status, Verdict
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,21 @@ def _window_closed(state: RolloutState) -> str:
     if state.history and state.history[-1].reason.startswith(WINDOW_CLOSED):
         return state.history[-1].reason
     return ""
+
+
+def _standing(a: Assessment) -> tuple[str, str]:
+    """How the critical metrics stand when a phase's minimums (not their evidence) move the
+    rollout on; failing and inconclusive ones have stopped it before. Returns the claim and
+    the metrics still undecided (``continue``: "not yet shown either way" in their verdicts),
+    counted and named ("" when none is), so a reason never claims more than its verdicts."""
+    critical = [v for v in a.verdicts if v.critical]
+    undecided = [v.metric for v in critical if v.status is Status.CONTINUE]
+    if not undecided:
+        return "no failing or inconclusive critical metric", ""
+    return (
+        "no critical metric failing or short of data",
+        f"{len(undecided)} of {len(critical)} not yet shown either way ({', '.join(undecided)})",
+    )
 
 
 class RolloutWindow:
@@ -581,11 +596,13 @@ class RolloutController:
             return Decision(
                 Action.HOLD, short, now, event=Reason.ANALYSIS_INCONCLUSIVE, verdicts=v
             ), state
-        reason = (
-            "every critical metric shown no worse than tolerated"
-            if early and not met
-            else "all steps completed with no failing or inconclusive critical metric"
-        )
+        if early and not met:
+            reason = "every critical metric shown no worse than tolerated"
+        else:
+            standing, undecided = _standing(a)
+            reason = f"all steps completed with {standing}"
+            if undecided:
+                reason += f"; {undecided}, which promotion.criterion afterSteps does not wait for"
         return self._promote(state, now, reason, v)
 
     def _promote(
@@ -633,10 +650,11 @@ class RolloutController:
             ), state
         w = self.steps[0].weight
         rev = f" (revision {state.canary_revision})" if state.canary_revision else ""
+        standing, undecided = _standing(a)
         reason = (
             f"shadow passed ({format_duration(dwell)}, {state.step_canary_requests:.0f} "
-            f"mirrored canary requests, no failing or inconclusive critical metric); mirroring "
-            f"off, started the canary at {w}%{rev}"
+            f"mirrored canary requests, {standing}{', ' + undecided if undecided else ''}); "
+            f"mirroring off, started the canary at {w}%{rev}"
         )
         new = state.with_(
             phase=Phase.PROGRESSING,

@@ -59,6 +59,30 @@ def test_starts_steps_and_promotes_after_steps() -> None:
     assert [h.weight for h in st.history] == [10, 50, 100]
 
 
+def test_the_promotion_reason_counts_metrics_not_yet_shown_either_way() -> None:
+    # Equal error rates: after the steps the errors verdict is still "continue", and the
+    # promotion reason says so instead of claiming nothing is inconclusive.
+    ctrl = RolloutController(policy())
+    _, st = ctrl.step(ctrl.new_state("s", "c"), 0.0)
+    decisions, st = run(ctrl, st, 600)
+    last = decisions[-1]
+    assert last.action is Action.PROMOTE
+    assert [v.status.value for v in last.verdicts] == ["continue"]
+    assert "no failing or inconclusive" not in last.reason
+    assert last.reason == (
+        "all steps completed with no critical metric failing or short of data; 1 of 1 not yet "
+        "shown either way (errors), which promotion.criterion afterSteps does not wait for"
+    )
+    # A canary whose every critical metric has passed keeps the short claim.
+    ctrl = RolloutController(policy())
+    _, st = ctrl.step(ctrl.new_state("s", "c"), 0.0)
+    decisions, st = run(ctrl, st, 600, c_err=0)
+    assert [v.status.value for v in decisions[-1].verdicts] == ["pass"]
+    assert decisions[-1].reason == (
+        "all steps completed with no failing or inconclusive critical metric"
+    )
+
+
 def test_rolls_back_at_once_on_critical_failure() -> None:
     ctrl = RolloutController(policy())
     _, st = ctrl.step(ctrl.new_state(), 0.0)

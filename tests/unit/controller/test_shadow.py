@@ -95,6 +95,10 @@ def test_starts_in_shadow_passes_then_steps() -> None:
         "CanaryStarted",
     )
     assert passed.reason.startswith("shadow passed (3m, 600 mirrored canary requests")
+    # Its errors verdict is still "continue": the reason counts it, claiming no more.
+    assert [v.status.value for v in passed.verdicts] == ["continue"]
+    assert "1 of 1 not yet shown either way (errors)" in passed.reason
+    assert "no failing or inconclusive" not in passed.reason
     assert "started the canary at 10% (revision c)" in passed.reason
     assert st.phase is Phase.PROGRESSING and st.step == 0 and st.step_canary_requests == 0
     # Shadow traffic counts zero: no user request reached the canary so far.
