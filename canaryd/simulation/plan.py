@@ -16,7 +16,8 @@ Two sources answer the question, and the answer is the second:
 The floors' horizon is the time a regressed canary can still be stopped: the end of the steps
 when the policy would promote then, else ``maxDuration`` (a ``minDetectableEffect`` shortfall
 holds or pauses the rollout at its last step, and a failing metric still rolls back a paused
-rollout; ``criterion: nonInferiority`` never promotes a regressed canary). The simulation needs
+rollout; ``criterion: nonInferiority`` never promotes a regressed canary), and ``maxDuration``
+whenever it ends the rollout first; ``Schedule.horizon_why`` names the bound. The simulation needs
 no such rule: each run is judged until it is promoted (the regression got through), rolled
 back, or ``maxDuration``. A rollout ``window`` is honoured by the simulation (its clock starts
 at the scenario's ``start``), not by the floors. Stable's error rate and latency come from flags
@@ -248,8 +249,20 @@ def schedule_of(policy: CanaryPolicy, rps: float, baseline: Baseline) -> Schedul
     steps_end = len(canary) * interval
     max_s = spec.promotion.max_duration
     last = steps[-1].weight / 100.0
+    # The reason names the bound reached first: the end of the steps (or of a
+    # minDetectableEffect hold), or maxDuration, which ends every rollout.
     if spec.promotion.criterion == "nonInferiority":
-        horizon, why = max_s, "criterion nonInferiority: a worse canary is never promoted"
+        horizon = max_s
+        why = (
+            "criterion nonInferiority: a worse canary is never promoted, so it is judged until "
+            "maxDuration"
+        )
+    elif steps_end > max_s:
+        horizon = max_s
+        why = (
+            "maxDuration, which ends the rollout before the end of the steps "
+            f"({format_duration(steps_end)})"
+        )
     else:
         horizon, why = steps_end, "the end of the steps, when a healthy canary is promoted"
         for name, mde in spec.promotion.min_detectable_effect.items():
@@ -259,19 +272,24 @@ def schedule_of(policy: CanaryPolicy, rps: float, baseline: Baseline) -> Schedul
                 continue  # a metric plan does not model (its line says so)
             need = mde_requests(policy, metric, mde, steps[-1].weight, p_s)
             if seen < need:
-                horizon = max_s
                 what = (
                     "labelled canary predictions" if metric.kind == "quality" else "canary requests"
                 )
                 why = (
                     f"minDetectableEffect {name} x{mde:g} needs about {need:.0f} {what}, "
                     f"{seen:.0f} by the end of the steps: the rollout "
-                    f"{'pauses' if spec.promotion.on_insufficient_evidence == 'pause' else 'holds'}"
-                    " at its last step"
                 )
                 if spec.promotion.on_insufficient_evidence == "hold":
                     more = math.ceil((need - seen) / (rps * last) / interval - 1e-9) * interval
-                    horizon = min(max_s, steps_end + more)
+                    horizon = steps_end + more
+                    why += (
+                        "holds at its last step, and maxDuration ends it before it has them"
+                        if horizon > max_s
+                        else "holds at its last step until it has them"
+                    )
+                else:
+                    horizon = max_s
+                    why += "pauses at its last step until maxDuration"
                 break
     horizon = min(horizon, max_s)
     n = max(1, math.ceil(horizon / interval - 1e-9))
@@ -821,12 +839,22 @@ def pod_assumptions(policy: CanaryPolicy, baseline: Baseline) -> list[str]:
         if m.kind == "errors" and not policy.spec.analysis.source.measures_errors:
             continue
         measure = "error rate" if m.kind == "errors" else "latency"
-        out.append(
+        spread = pod_spread_of(m)
+        head = (
             f"note: {pods.stable} stable pod{'s' if pods.stable != 1 else ''} cannot show how "
-            f"much pods differ, so {m.name} assumes they differ by less than "
-            f"x{pod_spread_of(m):g} in {measure} (podSpread) and rolls back only a canary "
-            "worse than that; replicas known to be alike can declare less"
+            f"much pods differ, so {m.name} assumes"
         )
+        if spread <= 1.0:  # podSpread 1: no ratio "less than x1" exists; alike is the claim
+            out.append(
+                f"{head} pods of one version are alike in {measure} (podSpread 1): its "
+                "false-rollback guarantee rests on that"
+            )
+        else:
+            out.append(
+                f"{head} they differ by less than x{spread:g} in {measure} (podSpread) and "
+                "rolls back only a canary worse than that; replicas known to be alike can "
+                "declare less"
+            )
     return out
 
 

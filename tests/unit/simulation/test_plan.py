@@ -60,6 +60,25 @@ def test_the_schedule_follows_the_steps_and_a_shortfall_extends_the_horizon() ->
     assert len(s.canary_share) * s.interval_s == s.horizon_s
 
 
+def test_the_horizon_names_maxduration_when_it_ends_the_rollout_first(tmp_path: Path) -> None:
+    flat = baseline_from_flags(0.005, 80, 0.5, "knative")
+    # At 50 rps both 5m steps are met by 10m; a 6m maxDuration ends the rollout before that.
+    s = schedule_of(load_policy(small(tmp_path, "6m"), None), 50, flat)
+    assert (s.steps_end_s, s.horizon_s) == (600, 360)
+    assert s.horizon_why == "maxDuration, which ends the rollout before the end of the steps (10m)"
+    s = schedule_of(load_policy(small(tmp_path, "1h"), None), 50, flat)
+    assert s.horizon_s == 600 and s.horizon_why.startswith("the end of the steps")
+    # A minDetectableEffect hold that maxDuration cuts short says so; one it does not, not.
+    hold = "    minDetectableEffect: {errors: 1.5}\n    onInsufficientEvidence: hold"
+    s = schedule_of(load_policy(small(tmp_path, "20m", hold), None), 50, flat)
+    assert s.horizon_s == 1200
+    assert s.horizon_why.endswith(
+        "holds at its last step, and maxDuration ends it before it has them"
+    )
+    s = schedule_of(load_policy(small(tmp_path, "1h", hold), None), 50, flat)
+    assert s.horizon_s < 3600 and s.horizon_why.endswith("holds at its last step until it has them")
+
+
 def test_the_floor_falls_as_the_effect_grows_and_is_never_met_inside_the_tolerance() -> None:
     policy = load_policy(EDGE, None)
     pl = Planner(policy, 0.2, baseline_from_flags(0.005, 80, 0.5, "knative"), 10, 0)
@@ -88,6 +107,24 @@ def test_on_too_few_stable_pods_the_floor_is_that_of_the_widened_null() -> None:
     assert three.error_floor_s(3) == pl.error_floor_s(3)  # estimated, not assumed
     assert one.latency_floor_s(50) > pl.latency_floor_s(50)
     assert one.latency_floor_s(100) == math.inf  # x2 slower: within the assumed x3
+
+
+def test_a_pod_spread_of_1_is_said_as_pods_alike_not_less_than_x1(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from canaryd.simulation.plan import pod_assumptions
+    from canaryd.simulation.scenario import Pods
+
+    errors = "kind: errors, judge: sequential, maxRelativeIncrease: 0.2"
+    text = small(tmp_path).read_text().replace(errors + "}", errors + ", podSpread: 1}")
+    assert "podSpread: 1" in text
+    (tmp_path / "one.yaml").write_text(text)
+    policy = load_policy(tmp_path / "one.yaml", None)
+    flat = baseline_from_flags(0.005, 80, 0.5, "knative")
+    notes = pod_assumptions(policy, replace(flat, pods=Pods(stable=1, canary=1)))
+    assert len(notes) == 2 and "less than x1" not in notes[0]
+    assert "errors assumes pods of one version are alike in error rate (podSpread 1)" in notes[0]
+    assert "latency assumes they differ by less than x3 in latency (podSpread)" in notes[1]
 
 
 def test_plan_reports_every_line_and_exits_0(tmp_path: Path) -> None:
