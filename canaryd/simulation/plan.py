@@ -51,7 +51,7 @@ from canaryd.simulation.scenario import (
 from canaryd.simulation.vllm import INTER_TOKEN_LATENCY_MS, TIME_TO_FIRST_TOKEN_MS
 from canaryd.stats.bounds import interval_information
 from canaryd.stats.factory import pod_spread_of
-from canaryd.stats.pods import MIN_SPREAD_PODS
+from canaryd.stats.pods import MIN_SPREAD_PODS, assumed_spread_text
 
 POWER = 0.9
 """The detection probability ``plan`` reports effects at."""
@@ -844,17 +844,13 @@ def pod_assumptions(policy: CanaryPolicy, baseline: Baseline) -> list[str]:
             f"note: {pods.stable} stable pod{'s' if pods.stable != 1 else ''} cannot show how "
             f"much pods differ, so {m.name} assumes"
         )
-        if spread <= 1.0:  # podSpread 1: no ratio "less than x1" exists; alike is the claim
-            out.append(
-                f"{head} pods of one version are alike in {measure} (podSpread 1): its "
-                "false-rollback guarantee rests on that"
-            )
-        else:
-            out.append(
-                f"{head} they differ by less than x{spread:g} in {measure} (podSpread) and "
-                "rolls back only a canary worse than that; replicas known to be alike can "
-                "declare less"
-            )
+        tail = (
+            ": its false-rollback guarantee rests on that"
+            if spread <= 1.0
+            else " and rolls back only a canary worse than that; replicas known to be alike "
+            "can declare less"
+        )
+        out.append(f"{head} {assumed_spread_text(spread, measure)}{tail}")
     return out
 
 

@@ -108,6 +108,15 @@ MIN_POD_EVENTS = 30.0
 least the assumed widening; chosen on the study (``analysis/pods.py``)."""
 
 
+def assumed_spread_text(spread: float, measure: str) -> str:
+    """A ``podSpread`` assumption in the words every verdict and plan uses: "pods differ by
+    less than x3 in latency (podSpread)", or, for ``podSpread: 1``, where no ratio below x1
+    exists, "pods of one version are alike in latency (podSpread 1)"."""
+    if spread <= 1.0:
+        return f"pods of one version are alike in {measure} (podSpread 1)"
+    return f"pods differ by less than x{spread:g} in {measure} (podSpread)"
+
+
 def log_widening(
     n: FloatArray,
     x: FloatArray,
@@ -362,6 +371,11 @@ class PodSpread:
         acc = np.array(list(self.stable.values()))
         return in_warm_up(np.broadcast_to(acc[:, 0], (self.rows, acc.shape[0])), acc[:, 1:].T)
 
+    def assumption(self) -> str:
+        """What the test assumes where stable's pods cannot show how much pods differ
+        (``assumed_spread_text``)."""
+        return assumed_spread_text(self.spread, self.measure)
+
     def details(self) -> dict[str, Any]:
         """What the verdict shows about the pods."""
         if not self.seen:
@@ -379,22 +393,20 @@ class PodSpread:
         if self.too_few:
             out["pods"] = (
                 f"{self.stable_pods} stable pod(s) with traffic, fewer than {MIN_SPREAD_PODS}: "
-                "how much pods differ cannot be estimated, so the test assumes they differ by "
-                f"less than x{self.spread:g} in {self.measure} (podSpread) and widens the null "
-                "by that"
+                f"how much pods differ cannot be estimated, so the test assumes "
+                f"{self.assumption()} and widens the null by that"
             )
         elif self.warming().any():
             out["pods"] = (
                 f"stable's pods have fewer than {MIN_POD_EVENTS:g} events each: how much pods "
-                f"differ is not known yet, so the test assumes they differ by less than "
-                f"x{self.spread:g} in {self.measure} (podSpread) until they have"
+                f"differ is not known yet, so the test assumes {self.assumption()} until "
+                "they have"
             )
         elif self.assumed_rows().any():
             out["pods"] = (
                 f"{self.stable_pods} stable pods bound how much pods differ only roughly (a t "
                 f"bound with {self.stable_pods - 1} degrees of freedom), here wider than "
-                f"podSpread: the test assumes they differ by less than x{self.spread:g} in "
-                f"{self.measure} (podSpread)"
+                f"podSpread: the test assumes {self.assumption()}"
             )
         if self.ignored:
             out["pods_ignored"] = self.ignored

@@ -66,7 +66,7 @@ def _widened_text(engine: RateRatioBatch, pods: PodSpread, row: int) -> str:
     grid holds."""
     rho0, h = engine.grid.rho0, _widening(engine, row)
     tested = f"tested against {rho0:.3g}x{h:.3g}"
-    assuming = f"assuming pods differ by less than x{pods.spread:g} in {pods.measure}"
+    assuming = f"assuming {pods.assumption()}"
     if pods.too_few:
         return (
             f"; fewer than {MIN_SPREAD_PODS} stable pods, so how much pods differ cannot be "

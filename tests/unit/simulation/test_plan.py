@@ -124,7 +124,7 @@ def test_a_pod_spread_of_1_is_said_as_pods_alike_not_less_than_x1(tmp_path: Path
     notes = pod_assumptions(policy, replace(flat, pods=Pods(stable=1, canary=1)))
     assert len(notes) == 2 and "less than x1" not in notes[0]
     assert "errors assumes pods of one version are alike in error rate (podSpread 1)" in notes[0]
-    assert "latency assumes they differ by less than x3 in latency (podSpread)" in notes[1]
+    assert "latency assumes pods differ by less than x3 in latency (podSpread)" in notes[1]
 
 
 def test_plan_reports_every_line_and_exits_0(tmp_path: Path) -> None:
@@ -169,13 +169,13 @@ def test_pods_are_simulated_and_cost_what_the_pod_aware_judges_cost(tmp_path: Pa
     # x4 for one stable pod: a canary less than x4 off is never rolled back.
     assert one["errors"]["detected_at_power"] > 4
     assert len(one["pod_assumptions"]) == 2 and pooled["pod_assumptions"] == []
-    assert "errors assumes they differ by less than x4 in error rate" in one["pod_assumptions"][0]
+    assert "errors assumes pods differ by less than x4 in error rate" in one["pod_assumptions"][0]
     text = CliRunner().invoke(main, [*base[:-1], "--pods", "4:2"]).output
     assert "4 stable pods vs 2 canary pods (alike)" in text.splitlines()[0]
     assert "podSpread" not in text  # four stable pods show their spread
     one_text = CliRunner().invoke(main, [*base[:-1], "--pods", "1"]).output
     assert (
-        "note: 1 stable pod cannot show how much pods differ, so latency assumes they differ by "
+        "note: 1 stable pod cannot show how much pods differ, so latency assumes pods differ by "
         "less than x3 in latency (podSpread)"
     ) in one_text
 

@@ -376,6 +376,16 @@ def test_latency_judge_on_one_stable_pod_assumes_a_latency_ratio() -> None:
     assert copy.verdict() == v
 
 
+def test_pod_spread_one_is_worded_as_alike_pods_not_a_ratio_below_x1() -> None:
+    j = SequentialLatencyJudge("latency", 0.01, 0.0, (0.5,), pod_spread=1.0)
+    for _ in range(30):
+        j.update(_hist_vc(_hist_pods("s", [0.4], 2000)), _hist_vc(_hist_pods("c", [0.41], 500)))
+    v = j.verdict()
+    for text in (v.reason, v.details["pods"]):
+        assert "less than x1 " not in text
+        assert "pods of one version are alike in latency (podSpread 1)" in text, text
+
+
 def test_pod_study_one_stable_pod_at_the_strongest_heterogeneity() -> None:
     # CV 30 %, error rates x1/2..x2, 1 stable pod vs 1 canary pod, 300 rollouts, 2 h history.
     cell = pod_study.aa_cell(pod_study.Heterogeneity(0.3, 2.0, 1), 300, seed=5, spreads=(1.5,))
