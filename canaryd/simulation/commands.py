@@ -599,6 +599,12 @@ def plan_cmd(
         if pods_arg is not None:
             from canaryd.simulation.scenario import Pods
 
+            if policy.spec.steps.shadow is not None:
+                raise click.BadParameter(
+                    f"policy {policy.name!r} starts with a shadow phase (spec.steps.shadow), "
+                    "and pods are not modelled with mirrored copies: plan it without --pods",
+                    param_hint="'--pods'",
+                )
             baseline = replace(baseline, pods=Pods(stable=pods_arg[0], canary=pods_arg[1]))
         try:
             plan = make_plan(policy, rps, baseline, runs, seed)

@@ -156,6 +156,17 @@ def test_plan_json_is_the_same_plan(tmp_path: Path) -> None:
     assert doc["warnings"] == []
 
 
+def test_pods_with_a_shadow_policy_is_a_usage_error_on_the_flag() -> None:
+    policy = str(ROOT / "policies" / "shadow-istio.yaml")
+    res = CliRunner().invoke(main, ["plan", policy, "--traffic", "20", "--pods", "4"])
+    assert res.exit_code == ExitCode.USAGE, res.output
+    assert "Invalid value for '--pods': policy 'sentiment-shadow' starts with a shadow phase" in (
+        res.output
+    )
+    assert "plan it without --pods" in res.output
+    assert "--scenario" not in res.output and "Traceback" not in res.output
+
+
 def test_pods_are_simulated_and_cost_what_the_pod_aware_judges_cost(tmp_path: Path) -> None:
     # The same policy and traffic, with each version on its own alike replicas: the judges
     # then widen their null by stable's spread, so the smallest detectable ratio can only grow.
