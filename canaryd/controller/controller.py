@@ -103,6 +103,24 @@ def _standing(a: Assessment) -> tuple[str, str]:
     )
 
 
+ASSUMED_EVENT_RATE = 1e-3
+"""Stable's event rate the evidence check assumes before stable has been seen: a rare event,
+which asks for more evidence rather than less."""
+
+
+def evidence_requests(
+    policy: CanaryPolicy, metric: Metric, mde: float, weight: int, p_s: float
+) -> float:
+    """Canary requests (or labelled predictions) needed to detect ``metric`` x``mde`` at the
+    final split ``weight``: the two-sample floor at stable's event rate ``p_s`` (clipped so
+    that the canary's ``p_s * mde`` stays a rate), against ``1 + tolerance`` at the metric's
+    alpha. The controller's evidence check and ``canaryd plan`` both ask this."""
+    if p_s * mde >= 1.0:
+        p_s = 0.99 / mde
+    alpha = policy.spec.analysis.alpha_for(metric)
+    return constant_split_floor(p_s, mde, 1.0 + metric.tolerance, weight, alpha)
+
+
 class RolloutWindow:
     """Minutes in which a rollout may advance, from an APScheduler crontab expression."""
 
@@ -692,35 +710,51 @@ class RolloutController:
             if metric.kind == "quality":
                 # Evidence about quality is the labelled predictions, which trail the requests.
                 seen = verdict.canary_samples if verdict is not None else 0.0
+                rate = self.event_rate_text(metric, verdict)
                 if seen < need:
                     return (
                         f"not enough evidence: detecting {name} x{mde:g} needs about "
-                        f"{need:.0f} labelled canary predictions, seen {seen:.0f}"
+                        f"{need:.0f} labelled canary predictions, seen {seen:.0f}{rate}"
                     )
                 continue
             if state.canary_requests < need:
                 return (
                     f"not enough evidence: detecting {name} x{mde:g} needs about "
                     f"{need:.0f} canary requests, seen {state.canary_requests:.0f}"
+                    f"{self.event_rate_text(metric, verdict)}"
                 )
         return ""
 
     def required_requests(
         self, metric: Metric, mde: float, verdict: Verdict | None, weight: int
     ) -> float:
-        """Canary requests needed to detect ``mde`` (the two-sample floor at the final split)."""
-        p_s = self._stable_event_rate(metric, verdict)
-        rho0 = 1.0 + metric.tolerance
-        if p_s * mde >= 1.0:
-            p_s = 0.99 / mde
-        alpha = self.policy.spec.analysis.alpha_for(metric)
-        return constant_split_floor(p_s, mde, rho0, weight, alpha)
+        """Canary requests needed to detect ``mde`` (the two-sample floor at the final split),
+        at the stable event rate ``stable_event_rate`` reads off ``verdict``."""
+        p_s = self.stable_event_rate(metric, verdict)
+        return evidence_requests(self.policy, metric, mde, weight, p_s)
 
     @staticmethod
-    def _stable_event_rate(metric: Metric, verdict: Verdict | None) -> float:
+    def stable_event_rate(metric: Metric, verdict: Verdict | None) -> float:
+        """Stable's event rate the evidence check assumes: a latency boundary's share (one
+        minus the highest quantile), else stable's rate so far with half an event added, or
+        ``ASSUMED_EVENT_RATE`` before stable has been seen."""
         if metric.kind in HISTOGRAM_KINDS:
             return 1.0 - max(metric.quantiles)
         if verdict is None:
-            return 1e-3  # nothing seen yet: assume a rare event, which asks for more evidence
+            return ASSUMED_EVENT_RATE
         errors = verdict.stable_events or 0.0
         return (errors + 0.5) / (verdict.stable_samples + 1.0)
+
+    @staticmethod
+    def event_rate_text(metric: Metric, verdict: Verdict | None) -> str:
+        """The rate behind ``required_requests``, for a reason (" (stable's error rate so far
+        0.093 %)"); "" for a latency boundary, whose share is fixed by its quantile. A run
+        whose stable shows fewer events than expected is asked for more requests, so the
+        figure is only comparable with ``plan``'s beside the rate it used."""
+        if metric.kind in HISTOGRAM_KINDS:
+            return ""
+        rate = 100.0 * RolloutController.stable_event_rate(metric, verdict)
+        if verdict is None:
+            return f" (assuming an event rate of {rate:.3g} % until stable is seen)"
+        noun = "error rate" if metric.kind == "errors" else "event rate"
+        return f" (stable's {noun} so far {rate:.2g} %)"

@@ -131,7 +131,8 @@ def conclude(
                 return Conclusion(
                     "inconclusive",
                     f"not enough evidence: detecting {name} x{mde:g} needs about {need:.0f} "
-                    f"canary requests, seen {canary_requests:.0f} (promotion.minDetectableEffect)",
+                    f"canary requests, seen {canary_requests:.0f}"
+                    f"{ctrl.event_rate_text(metric, verdict)} (promotion.minDetectableEffect)",
                 )
     if a.all_pass:
         return Conclusion("no_worse", "every critical metric is shown no worse than tolerated")

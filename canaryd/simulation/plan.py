@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from canaryd.controller import Action, RolloutController
-from canaryd.controller.controller import constant_split_floor
+from canaryd.controller.controller import evidence_requests
 from canaryd.durations import format_duration
 from canaryd.errors import InputError, Problem
 from canaryd.policy.model import HISTOGRAM_KINDS, CanaryPolicy, Metric
@@ -270,13 +270,18 @@ def schedule_of(policy: CanaryPolicy, rps: float, baseline: Baseline) -> Schedul
             p_s = event_rate(metric, baseline)
             if p_s is None:
                 continue  # a metric plan does not model (its line says so)
-            need = mde_requests(policy, metric, mde, steps[-1].weight, p_s)
+            need = evidence_requests(policy, metric, mde, steps[-1].weight, p_s)
             if seen < need:
                 what = (
                     "labelled canary predictions" if metric.kind == "quality" else "canary requests"
                 )
+                rate = (
+                    ""
+                    if metric.kind in HISTOGRAM_KINDS
+                    else f" at stable's planned {100 * p_s:.2g} %"
+                )
                 why = (
-                    f"minDetectableEffect {name} x{mde:g} needs about {need:.0f} {what}, "
+                    f"minDetectableEffect {name} x{mde:g} needs about {need:.0f} {what}{rate}, "
                     f"{seen:.0f} by the end of the steps: the rollout "
                 )
                 if spec.promotion.on_insufficient_evidence == "hold":
@@ -310,17 +315,6 @@ def event_rate(metric: Metric, baseline: Baseline) -> float | None:
     if metric.kind == "quality" and accuracy is not None:
         return 1.0 - accuracy
     return None
-
-
-def mde_requests(
-    policy: CanaryPolicy, metric: Metric, mde: float, weight: int, p_s: float
-) -> float:
-    """The canary requests (or labelled predictions) the controller's evidence check asks
-    for, stable's event rate ``p_s`` known (``RolloutController.required_requests``)."""
-    if p_s * mde >= 1.0:
-        p_s = 0.99 / mde
-    alpha = policy.spec.analysis.alpha_for(metric)
-    return constant_split_floor(p_s, mde, 1.0 + metric.tolerance, weight, alpha)
 
 
 def floor_time(

@@ -36,7 +36,8 @@ def test_not_enough_evidence_is_a_paused_event_in_history_and_status() -> None:
     # 200 canary requests a minute at stable's 1 % errors: three steps bring 600.
     assert (
         reason
-        == "not enough evidence: detecting errors x3 needs about 1276 canary requests, seen 600"
+        == "not enough evidence: detecting errors x3 needs about 1276 canary requests, seen 600 "
+        "(stable's error rate so far 1 %)"
     )
     history = w.doc()["state"]["history"]
     assert history[-1]["reason"] == f"paused: {reason}" and history[-1]["weight"] == 50

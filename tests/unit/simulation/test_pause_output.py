@@ -45,7 +45,10 @@ def test_simulate_shows_the_pause_and_its_reason_in_text_json_and_report(
     assert text.exit_code == 2
     paused = [line for line in text.output.splitlines() if EVIDENCE in line]
     assert len(paused) == 1 and paused[0].split()[:2] == ["6h", "50%"], text.output
-    assert re.search(r"needs about \d+ canary requests, seen \d+$", paused[0]), paused[0]
+    assert re.search(
+        r"needs about \d+ canary requests, seen \d+ \(stable's error rate so far [\d.]+ %\)$",
+        paused[0],
+    ), paused[0]
     doc = json.loads(runner.invoke(main, ["simulate", str(LOW), "--json"]).output)
     step = doc["results"][0]["steps"][-1]
     assert step["t"] == 6 * 3600 and step["reason"].startswith(EVIDENCE)
