@@ -48,7 +48,7 @@ from canaryd.simulation.scenario import (
     Scenario,
     Traffic,
 )
-from canaryd.simulation.vllm import INTER_TOKEN_LATENCY_MS, TIME_TO_FIRST_TOKEN_MS
+from canaryd.simulation.vllm import LLM_LATENCY_BOUNDS_MS
 from canaryd.stats.bounds import interval_information
 from canaryd.stats.factory import pod_spread_of
 from canaryd.stats.pods import MIN_SPREAD_PODS, assumed_spread_text
@@ -572,10 +572,8 @@ class Planner:
 
     def _bounds(self, kind: str) -> tuple[float, ...]:
         """The histogram buckets a metric of ``kind`` is judged on."""
-        if kind == "ttft":
-            return (*TIME_TO_FIRST_TOKEN_MS, math.inf)
-        if kind == "inter-token":
-            return (*INTER_TOKEN_LATENCY_MS, math.inf)
+        if kind in LLM_LATENCY_BOUNDS_MS:
+            return LLM_LATENCY_BOUNDS_MS[kind]
         return self.scenario("healthy", 1.0, self.sched.interval_s).bounds_ms()
 
     # -- search ----------------------------------------------------------------------------

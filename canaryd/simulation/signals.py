@@ -36,11 +36,7 @@ from canaryd.metrics.presets import VLLM_SERIES
 from canaryd.observation import Histogram, LabelCounts, Signal
 from canaryd.policy.model import LLM_KINDS, CanaryPolicy
 from canaryd.simulation.scenario import Latency, Llm, Scenario, Tokens
-from canaryd.simulation.vllm import (
-    INTER_TOKEN_LATENCY_MS,
-    TIME_TO_FIRST_TOKEN_MS,
-    request_token_buckets,
-)
+from canaryd.simulation.vllm import LLM_LATENCY_BOUNDS_MS, request_token_buckets
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -106,8 +102,8 @@ class MlSignals:
         stable_llm = sc.stable.llm
         mml = (stable_llm.max_model_len if stable_llm else None) or DEFAULT_MAX_MODEL_LEN
         self.bounds: dict[Signal, tuple[float, ...]] = {
-            "ttft": (*TIME_TO_FIRST_TOKEN_MS, math.inf),
-            "inter_token": (*INTER_TOKEN_LATENCY_MS, math.inf),
+            "ttft": LLM_LATENCY_BOUNDS_MS["ttft"],
+            "inter_token": LLM_LATENCY_BOUNDS_MS["inter-token"],
             "generation_tokens": (*request_token_buckets(mml), math.inf),
             "prompt_tokens": (*request_token_buckets(mml), math.inf),
         }

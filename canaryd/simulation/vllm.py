@@ -8,6 +8,8 @@ LLM histograms over these, so a simulated vLLM looks to the judges as a real one
 
 from __future__ import annotations
 
+import math
+
 
 def _ms(seconds: tuple[float, ...]) -> tuple[float, ...]:
     return tuple(float(f"{1000.0 * s:.12g}") for s in seconds)
@@ -28,6 +30,13 @@ INTER_TOKEN_LATENCY_MS = _ms(
      10.0, 20.0, 40.0, 80.0)
 )  # fmt: skip
 """``vllm:inter_token_latency_seconds`` and ``vllm:request_time_per_output_token_seconds``."""
+
+
+LLM_LATENCY_BOUNDS_MS: dict[str, tuple[float, ...]] = {
+    "ttft": (*TIME_TO_FIRST_TOKEN_MS, math.inf),
+    "inter-token": (*INTER_TOKEN_LATENCY_MS, math.inf),
+}
+"""The buckets (+Inf last) a metric of each LLM latency kind is exported and judged on."""
 
 
 def request_token_buckets(max_model_len: int) -> tuple[float, ...]:
