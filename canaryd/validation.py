@@ -12,6 +12,7 @@ import yaml
 
 from canaryd.errors import MetricsError, Problem
 from canaryd.metrics.presets import check_label_name, render_template
+from canaryd.policy.loader import node_problem
 
 _METRIC_TEMPLATES = ("query", "correctQuery", "labelledQuery")
 _SOURCE_TEMPLATES = ("requests", "errors", "latencyBuckets")
@@ -24,10 +25,6 @@ def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:
             if isinstance(k, yaml.ScalarNode) and k.value == key:
                 return v
     return None
-
-
-def _at(file: str, node: yaml.Node, path: str, message: str) -> Problem:
-    return Problem(file, node.start_mark.line + 1, node.start_mark.column + 1, path, message)
 
 
 def template_problems(node: yaml.Node, file: str) -> list[Problem]:
@@ -43,7 +40,7 @@ def template_problems(node: yaml.Node, file: str) -> list[Problem]:
         try:
             check_label_name(label.value)
         except MetricsError as exc:
-            out.append(_at(file, label, "spec.analysis.source.versionLabel", str(exc)))
+            out.append(node_problem(file, label, "spec.analysis.source.versionLabel", str(exc)))
     templates: list[tuple[str, yaml.Node]] = []
     metrics = _child(analysis, "metrics")
     if isinstance(metrics, yaml.SequenceNode):
@@ -69,5 +66,5 @@ def template_problems(node: yaml.Node, file: str) -> list[Problem]:
                 version_label="revision",
             )
         except MetricsError as exc:
-            out.append(_at(file, tnode, path, str(exc)))
+            out.append(node_problem(file, tnode, path, str(exc)))
     return out

@@ -118,11 +118,11 @@ def _check_expansion(root: yaml.Node, file: str) -> Problem | None:
         children = _children(node)
         if not leaving:
             if key in on_path:
-                return _problem(file, node, "", "a YAML alias refers to its own ancestor")
+                return node_problem(file, node, "", "a YAML alias refers to its own ancestor")
             if key in sizes:
                 aliases += 1
                 if aliases > MAX_ALIASES:
-                    return _problem(
+                    return node_problem(
                         file,
                         node,
                         "",
@@ -137,7 +137,7 @@ def _check_expansion(root: yaml.Node, file: str) -> Problem | None:
         size = 1 + sum(sizes[id(c)] for c in children)
         sizes[key] = size
         if size > MAX_EXPANDED_NODES:
-            return _problem(
+            return node_problem(
                 file,
                 node,
                 "",
@@ -170,12 +170,12 @@ def _check_duplicates(
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
-                problems.append(_problem(file, key_node, path, NON_SCALAR_KEY))
+                problems.append(node_problem(file, key_node, path, NON_SCALAR_KEY))
                 continue
             key = key_node.value
             if key in seen:
                 problems.append(
-                    _problem(
+                    node_problem(
                         file,
                         key_node,
                         _join(path, str(key)),
@@ -198,7 +198,8 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _problem(file: str, node: yaml.Node | None, path: str, message: str) -> Problem:
+def node_problem(file: str, node: yaml.Node | None, path: str, message: str) -> Problem:
+    """A problem at ``node``'s line and column of ``file`` (unlocated without a node)."""
     if node is None:
         return Problem(file, None, None, path, message)
     return Problem(file, node.start_mark.line + 1, node.start_mark.column + 1, path, message)
@@ -230,7 +231,7 @@ def problem_at(file: str, root: yaml.Node, path: str, message: str) -> Problem:
     from ``file``: at its line and column, or its nearest ancestor's when it is not spelled
     out (a problem found after loading, e.g. against the policy it is run with)."""
     node, _ = _locate(root, parse_path(path))
-    return _problem(file, node, path, message)
+    return node_problem(file, node, path, message)
 
 
 def _key_node(root: yaml.Node, loc: list[int | str]) -> yaml.Node | None:
@@ -321,7 +322,7 @@ def validation_problems(
             node, found = _locate(root, loc)
             if not found and err["type"] == "missing":
                 message = f"required field {loc[-1]!r} is missing"
-        problems.append(_problem(file, node, _format_path(full), message))
+        problems.append(node_problem(file, node, _format_path(full), message))
     return problems
 
 
@@ -465,10 +466,12 @@ def load_model(model: type[M], node: yaml.Node, file: str, readme: str = POLICY_
     except yaml.YAMLError as exc:
         raise InputError([_yaml_problem(file, exc)]) from None
     except RecursionError:
-        raise InputError([_problem(file, node, "", "invalid YAML: nested too deeply")]) from None
+        raise InputError(
+            [node_problem(file, node, "", "invalid YAML: nested too deeply")]
+        ) from None
     if not isinstance(data, dict):
         raise InputError(
-            [_problem(file, node, "", f"expected a mapping, got {type(data).__name__}")]
+            [node_problem(file, node, "", f"expected a mapping, got {type(data).__name__}")]
         )
     try:
         return model.model_validate(data)
