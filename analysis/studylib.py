@@ -218,6 +218,38 @@ def first_crossing(
     return out
 
 
+BoundaryPrior = tuple[tuple[float, ...], float]
+"""A latency boundary's own rollback prior: (half-normal scales, weight of its e-value)."""
+
+
+def split_prior_crossing(
+    n_s: FloatArray,
+    x_s: Sequence[FloatArray],
+    n_c: FloatArray,
+    x_c: Sequence[FloatArray],
+    rho0: float,
+    alpha: float,
+    priors: Sequence[BoundaryPrior],
+) -> IntArray:
+    """``first_crossing`` with a prior and a weight per boundary: the weighted mean of the
+    boundaries' e-values, each under its own equal-weight mixture of half-normals. A study
+    variant (``analysis/power.py``, "Per-boundary priors"), not what the judges run: any fixed
+    weights summing to 1 and any priors give an e-value, so validity is the same."""
+    if len(priors) != len(x_s) or abs(sum(w for _, w in priors) - 1.0) > 1e-9:
+        raise ValueError("one prior per boundary, weights summing to 1")
+    t_n, rows = n_s.shape
+    batches = [RateRatioBatch(rows, rho0, Grid.make(rho0, alt_scale=sc)) for sc, _ in priors]
+    log_w = np.log([w for _, w in priors])[:, None]
+    out = np.full(rows, NEVER, dtype=np.int64)
+    threshold = math.log(1.0 / alpha)
+    for t in range(t_n):
+        for k, b in enumerate(batches):
+            b.update(n_s[t], x_s[k][t], n_c[t], x_c[k][t])
+        comb = np.logaddexp.reduce(np.array([b.log_e() for b in batches]) + log_w, axis=0)
+        out = np.where((out == NEVER) & (comb >= threshold), t, out)
+    return out
+
+
 def exceedances(h: npt.NDArray[np.int32], k: int) -> FloatArray:
     """Requests slower than boundary ``k`` (bucket counts are per bucket, not cumulative)."""
     return h[..., k + 1 :].sum(axis=-1).astype(float)
@@ -236,10 +268,15 @@ def latency_crossing(
     rho0: float,
     alpha: float,
     alt_scale: float | tuple[float, ...] | None = None,
+    priors: Sequence[BoundaryPrior] | None = None,
 ) -> IntArray:
+    """Interval of each rollout's first latency rollback; ``priors``: one per boundary
+    (``split_prior_crossing``) instead of the judge's shared mixture."""
     assert tr.h_s is not None and tr.h_c is not None
     xs = [exceedances(tr.h_s, k) for k in ks]
     xc = [exceedances(tr.h_c, k) for k in ks]
+    if priors is not None:
+        return split_prior_crossing(tr.n_s, xs, tr.n_c, xc, rho0, alpha, priors)
     scale = LATENCY_ALT_SCALE if alt_scale is None else alt_scale  # as SequentialLatencyJudge
     return first_crossing(tr.n_s, xs, tr.n_c, xc, rho0, alpha, scale)
 
