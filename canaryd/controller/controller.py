@@ -710,11 +710,11 @@ class RolloutController:
             if metric.kind == "quality":
                 # Evidence about quality is the labelled predictions, which trail the requests.
                 seen = verdict.canary_samples if verdict is not None else 0.0
-                rate = self.event_rate_text(metric, verdict)
                 if seen < need:
                     return (
                         f"not enough evidence: detecting {name} x{mde:g} needs about "
-                        f"{need:.0f} labelled canary predictions, seen {seen:.0f}{rate}"
+                        f"{need:.0f} labelled canary predictions, seen {seen:.0f}"
+                        f"{self.event_rate_text(metric, verdict)}"
                     )
                 continue
             if state.canary_requests < need:

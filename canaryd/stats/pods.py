@@ -269,10 +269,10 @@ class PodSpread:
         self.seen = False
         """True once the source has reported pods for either version."""
         self.ignored = 0
+        """Pod names beyond ``MAX_PODS`` (left out of the estimate)."""
         self._estimated: tuple[FloatArray, FloatArray] | None = None
         """``estimate``'s answer for the current state (None: to be computed); every method
         that changes the state clears it."""
-        """Pod names beyond ``MAX_PODS`` (left out of the estimate)."""
 
     def assume(self, log_h: Sequence[float] | FloatArray) -> None:
         """Set the assumed ``log h`` per row (the latency judge's, from ``latency_log_h``)."""
