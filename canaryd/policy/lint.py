@@ -74,8 +74,8 @@ def lint(loaded: LoadedPolicy) -> list[Problem]:
             "0s: how much stable's pods differ is then learned during the canary, and the "
             "latency boundaries are chosen from stable's first requests. In the pod study "
             "(analysis/results/pods.md) this made errors x2 on 4 alike stable pods take a "
-            "median 56 min to roll back instead of 19, and let false rollbacks on pods that "
-            "differ reach 0.8 % (95 % upper bound 1.07 %) at alpha 1 %, against at most 0.38 % "
+            "median 75 min to roll back instead of 19, and let false rollbacks on pods that "
+            "differ reach 0.55 % (95 % upper bound 0.78 %) at alpha 1 %, against at most 0.38 % "
             "(upper bound 0.58 %) with the default 2h",
         )
     steps = spec.steps.resolved()

@@ -42,9 +42,10 @@ def _draw(rng: np.random.Generator, rows: int, k: int, tau: float, n: float, p: 
 
 # --- the estimator ---------------------------------------------------------------------
 def test_homogeneous_pods_mostly_cost_nothing() -> None:
-    n, x = _draw(np.random.default_rng(7), 400, 4, 0.0, 1e4)
+    # 400 events per pod: past EXACT_BELOW_EVENTS, so the binomial noise is subtracted.
+    n, x = _draw(np.random.default_rng(7), 400, 4, 0.0, 2e4)
     log_h, tau = log_widening(n, x, np.full(400, 1.25), 0.0025)
-    # ~62 % of looks give exactly h = 1 (Q below its mean); the seeded value is 0.62.
+    # ~62 % of looks give exactly h = 1 (Q below its mean); the seeded value is 0.63.
     assert np.mean(log_h == 0.0) >= 0.5
     assert np.median(tau) == 0.0
     assert np.quantile(np.exp(log_h), 0.95) < 3.0
