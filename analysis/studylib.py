@@ -33,7 +33,12 @@ if str(ROOT) not in sys.path:
 
 from canaryd.simulation.scenario import ISTIO_BUCKETS_MS, KNATIVE_BUCKETS_MS  # noqa: E402
 from canaryd.stats.histogram import nearest_boundary  # noqa: E402
-from canaryd.stats.ratio import LATENCY_ALT_SCALE, Grid, RateRatioBatch  # noqa: E402
+from canaryd.stats.ratio import (  # noqa: E402
+    LATENCY_ALT_SCALE,
+    Grid,
+    RateRatioBatch,
+    loglik_increment,
+)
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -247,6 +252,34 @@ def split_prior_crossing(
             b.update(n_s[t], x_s[k][t], n_c[t], x_c[k][t])
         comb = np.logaddexp.reduce(np.array([b.log_e() for b in batches]) + log_w, axis=0)
         out = np.where((out == NEVER) & (comb >= threshold), t, out)
+    return out
+
+
+def oracle_crossing(
+    n_s: FloatArray,
+    x_s: FloatArray,
+    n_c: FloatArray,
+    x_c: FloatArray,
+    rho0: float,
+    rho1: float,
+    alpha: float,
+) -> IntArray:
+    """``first_crossing`` of the test that *knows* the effect: one event kind (``(T, rows)``
+    arrays) and the likelihood ratio of the true ``rho1`` against ``rho0``, a point prior. It
+    is an e-process under ``rho <= rho0`` for the same reason the judges' mixtures are
+    (monotone likelihood ratio), and the one whose expected log grows fastest at ``rho1``
+    (Kelly): a reference for how early any anytime-valid test of those counts can decide,
+    not a test a judge could run (it would have to know the regression in advance)."""
+    if not rho1 > rho0 > 0:
+        raise ValueError(f"need rho1 > rho0 > 0, got {rho1} and {rho0}")
+    log_rho = np.log(np.array([rho0, rho1]))
+    llr = np.zeros(n_s.shape[1])
+    out = np.full(n_s.shape[1], NEVER, dtype=np.int64)
+    threshold = math.log(1.0 / alpha)
+    for t in range(n_s.shape[0]):
+        inc = loglik_increment(log_rho, n_s[t], x_s[t], n_c[t], x_c[t])
+        llr += inc[:, 1] - inc[:, 0]
+        out = np.where((out == NEVER) & (llr >= threshold), t, out)
     return out
 
 
