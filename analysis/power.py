@@ -435,7 +435,8 @@ def granularity_text(rows: list[Row], n: int) -> str:
         f"{what} {60 // k} s" for k in LOOKS for what in ("interval", "knowing the effect,")
     ]
     finest = [r for r in rows if r.looks == max(LOOKS) and not r.oracle]
-    missed = [f"{r.effect.name} {r.ratio:.2f}x" for r in finest if r.ratio > target_of(r.effect)]
+    over = [r for r in finest if r.ratio > target_of(r.effect)]
+    missed = [f"{r.effect.name} {r.ratio:.2f}x" for r in over]
     verdict = (
         "every effect is within its target (errors 1.3x, latency 1.5x)"
         if not missed
@@ -444,8 +445,7 @@ def granularity_text(rows: list[Row], n: int) -> str:
     known = {r.effect.name: r for r in rows if r.looks == max(LOOKS) and r.oracle}
     gaps = ", ".join(
         f"{r.effect.name} {known[r.effect.name].ratio:.2f}x of the {target_of(r.effect):g}x"
-        for r in finest
-        if r.ratio > target_of(r.effect)
+        for r in over
     )
     tail_floor = ", ".join(
         f"{r.floor:.0f} canary requests, of which some "

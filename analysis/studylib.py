@@ -268,8 +268,9 @@ def oracle_crossing(
     arrays) and the likelihood ratio of the true ``rho1`` against ``rho0``, a point prior. It
     is an e-process under ``rho <= rho0`` for the same reason the judges' mixtures are
     (monotone likelihood ratio), and the one whose expected log grows fastest at ``rho1``
-    (Kelly): a reference for how early any anytime-valid test of those counts can decide,
-    not a test a judge could run (it would have to know the regression in advance)."""
+    (Kelly): a reference for what knowing the effect buys, not a bound every test obeys on
+    every seed, and not a test a judge could run (it would have to know the regression in
+    advance)."""
     if not rho1 > rho0 > 0:
         raise ValueError(f"need rho1 > rho0 > 0, got {rho1} and {rho0}")
     log_rho = np.log(np.array([rho0, rho1]))
