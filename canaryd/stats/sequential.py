@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from canaryd.errors import HistogramLayoutError
-from canaryd.jsonnum import decode_float, encode_float
+from canaryd.jsonnum import decode_float, encode_float, unpack_f64
 from canaryd.observation import PodCounts, VersionCounts
 from canaryd.stats.histogram import common_bounds, histogram_quantile, nearest_boundary, rebucket
 from canaryd.stats.pods import (
@@ -23,6 +23,7 @@ from canaryd.stats.pods import (
     scaled_bound,
 )
 from canaryd.stats.ratio import LATENCY_ALT_SCALE, Grid, RateRatioBatch
+from canaryd.stats.score import ScoreBatch, step_scores
 from canaryd.stats.verdict import Status, Verdict
 
 MIN_SELECTION_REQUESTS = 30
@@ -32,6 +33,16 @@ SELECTION_TAIL_EVENTS = 10
 chosen from 30 requests is a guess (all of them are below it), so wait for ~10/(1-q)."""
 MAX_SELECTION_REQUESTS = 1000
 REPORT_QUANTILES = (0.5, 0.9, 0.99)
+BODY_MAX_QUANTILE = 0.9
+"""Policy quantiles up to this one are the distribution's *body*: their boundaries are tested
+together by the score test (``stats.score``); those above it, the *tail*, one by one with the
+rate-ratio test, whose Poisson model suits rare events."""
+BODY_WEIGHT = 0.2
+"""The score test's share of the latency judge's averaged e-value when the policy asks for both
+body and tail quantiles (the tail boundaries share the rest equally). Chosen on the power study
+(analysis/results/power.md, "The body and the tail"): the score test needs a fraction of the
+p50 boundary's rate-ratio evidence, so most of the weight goes where evidence is scarce, the
+tail. Validity does not depend on it: fixed weights summing to 1 give an e-value."""
 
 
 def _stable_quantile(stable_share_slower: float) -> str:
@@ -47,6 +58,33 @@ def _boundary_text(le_ms: float, stable_share_slower: float) -> str:
 
 def _fmt_ratio(x: float) -> str:
     return "inf" if math.isinf(x) else f"{x:.3g}"
+
+
+def latency_log_e(
+    log_e_rows: np.ndarray, log_e_score: np.ndarray | None, body_rows: Sequence[int]
+) -> np.ndarray:
+    """The latency judge's rollback log e-value, for ``n`` rollouts at once.
+
+    ``log_e_rows``: the boundaries' rate-ratio log e-values, ``(rows, n)``; ``log_e_score``:
+    the body's score test's, ``(n,)`` (None without a body); ``body_rows``: the rows in the
+    body. The body's e-value is the mean of the score test's and of the body rows'; the
+    result is ``BODY_WEIGHT`` of it plus the rest over the tail rows, equally (without a body
+    the mean of all rows, without a tail the body's). ``SequentialLatencyJudge`` and the
+    studies (``analysis/``) both read it here, so they compute the same numbers.
+    """
+    rows = np.asarray(log_e_rows, dtype=np.float64)
+    if log_e_score is None or not len(body_rows):
+        return np.asarray(np.logaddexp.reduce(rows, axis=0) - math.log(rows.shape[0]))
+    body = list(body_rows)
+    tail = [r for r in range(rows.shape[0]) if r not in body]
+    rate_body = np.logaddexp.reduce(rows[body], axis=0) - math.log(len(body))
+    log_body = np.logaddexp(np.asarray(log_e_score), rate_body) - math.log(2.0)
+    if not tail:
+        return np.asarray(log_body)
+    log_tail = np.logaddexp.reduce(rows[tail], axis=0) - math.log(len(tail))
+    return np.asarray(
+        np.logaddexp(log_body + math.log(BODY_WEIGHT), log_tail + math.log(1.0 - BODY_WEIGHT))
+    )
 
 
 def _widen(engine: RateRatioBatch, pods: PodSpread) -> None:
@@ -237,8 +275,12 @@ class SequentialLatencyJudge:
     share is nearest q is chosen once, from stable data only, after ``selection_requests``
     stable requests (enough for ~10 to be slower than the highest quantile, at most 1000); testing starts with the *next* interval, so the choice never peeks at the
     canary. "Slower than b" is a count, tested with the rate-ratio e-process against
-    ``rho0 = 1 + tolerance``. The e-values of the boundaries are averaged (an average of
-    e-values is an e-value: no Bonferroni penalty).
+    ``rho0 = 1 + tolerance``; these give each boundary's ratio, confidence sequence and the
+    pass. The rollback e-value is a weighted average of e-values (an average of e-values is an
+    e-value: no Bonferroni penalty): the *body* boundaries (policy quantiles up to
+    ``BODY_MAX_QUANTILE``) are tested together by the score test (``stats.score``), which keeps
+    the information the Poisson model discards where half the requests are slower, and weighs
+    ``BODY_WEIGHT``; the *tail* boundaries share the rest, each with its rate-ratio e-value.
 
     With ``omnibus``, half of alpha goes to a test of equality of the whole bucket distribution:
     the product over buckets of two-sided per-bucket rate-ratio mixtures (each request updates
@@ -273,7 +315,13 @@ class SequentialLatencyJudge:
         self.critical = critical
         self.layout: tuple[float, ...] | None = None
         self.chosen: list[int] = []  # indices into layout, one per distinct boundary
+        self.body_rows: list[int] = []
+        """Rows of ``chosen`` in the body (every quantile they stand for <= BODY_MAX_QUANTILE)."""
         self.engine: RateRatioBatch | None = None
+        self.score: ScoreBatch | None = None
+        """The body's score test (None without body rows)."""
+        self.score_rho0 = 1.0
+        """The null ratio the score test was last updated against (tolerance x pod widening)."""
         self.omni: RateRatioBatch | None = None
         self.hist_s: list[float] = []
         self.hist_c: list[float] = []
@@ -364,6 +412,8 @@ class SequentialLatencyJudge:
             )
         self.chosen = [shared.index(b) for b in picked]
         self.layout = shared
+        if self.score is not None:
+            self.score = ScoreBatch(1, self._body_scores(), self.score.centre[0])
         self.hist_s = [0.0] * len(shared)
         self.hist_c = [0.0] * len(shared)
         if self.omni is not None:
@@ -395,6 +445,9 @@ class SequentialLatencyJudge:
                 layout = self._fit_layout(canary.bounds_ms)
             s = np.asarray(rebucket(stable.bounds_ms, stable.bucket_counts, layout))
             c = np.asarray(rebucket(canary.bounds_ms, canary.bucket_counts, layout))
+            # The score test's null is fixed before this interval's data: the widening in
+            # force so far (or, the first time pods show, the assumed one).
+            rho0_score = self._score_rho0(bool(stable.pods or canary.pods))
             if self.pods is not None and (stable.pods or canary.pods):
                 self._add_pods(stable, canary.pods)
         except HistogramLayoutError as exc:
@@ -414,15 +467,79 @@ class SequentialLatencyJudge:
         x_s = np.array([n_s - s[k] for k in self.chosen])
         x_c = np.array([n_c - c[k] for k in self.chosen])
         self.engine.update(np.full(rows, n_s), x_s, np.full(rows, n_c), x_c)
+        bs = np.diff(np.concatenate([[0.0], s]))
+        bc = np.diff(np.concatenate([[0.0], c]))
+        if self.score is not None:
+            self.score_rho0 = rho0_score
+            self.score.update(n_s, n_c, bc[None, :], (bs + bc)[None, :], rho0_score)
         if self.omni is not None:
-            bs = np.diff(np.concatenate([[0.0], s]))
-            bc = np.diff(np.concatenate([[0.0], c]))
             k = len(bs)
             self.omni.update(np.full(k, n_s), bs, np.full(k, n_c), bc)
         # Track the running maximum here, not when a verdict is read: a crossing counts even
         # if nobody looked at that interval.
-        combined = float(np.mean(np.exp(np.minimum(self.engine.log_e(), 700.0))))
-        self.max_combined = max(self.max_combined, combined)
+        self.max_combined = max(self.max_combined, self._combined())
+
+    def _score_rho0(self, pods_now: bool) -> float:
+        """The score test's null ratio for the next interval: ``1 + tolerance`` times the
+        widest widening of its body boundaries (stable's pod spread so far; the assumed one
+        when pods show for the first time; none while the source reports no pods)."""
+        rho0 = 1.0 + self.tolerance
+        if self.pods is None or not self.body_rows:
+            return rho0
+        if self.pods.seen:
+            log_h = self.pods.estimate()[0]
+        elif pods_now:
+            log_h = self.pods.assumed
+        else:
+            return rho0
+        return rho0 * math.exp(max(float(log_h[r]) for r in self.body_rows))
+
+    def _body_leads(self) -> bool:
+        """Whether the body's weighted e-value is the larger part of the average now."""
+        if self.score is None or self.engine is None:
+            return False
+        tail = self._tail_rows()
+        if not tail:
+            return True
+        log_e = self.engine.log_e()
+        return bool(
+            self._log_body(log_e) + math.log(BODY_WEIGHT)
+            >= latency_log_e(log_e[tail][:, None], None, ())[0] + math.log(1.0 - BODY_WEIGHT)
+        )
+
+    def _tail_rows(self) -> list[int]:
+        return [r for r in range(len(self.chosen)) if r not in self.body_rows]
+
+    def _log_body(self, log_e: np.ndarray) -> float:
+        """log of the body's e-value (``latency_log_e`` without a tail)."""
+        assert self.score is not None
+        return float(
+            latency_log_e(
+                log_e[self.body_rows][:, None], self.score.log_e(), range(len(self.body_rows))
+            )[0]
+        )
+
+    def _combined(self) -> float:
+        """The rollback e-value now (``latency_log_e``)."""
+        assert self.engine is not None
+        score = None if self.score is None else self.score.log_e()
+        log_e = latency_log_e(self.engine.log_e()[:, None], score, self.body_rows)
+        return math.exp(min(float(log_e[0]), 700.0))
+
+    def _body_centre(self) -> float:
+        """Stable's mean score: its shares slower than the body boundaries, averaged (from
+        stable's histogram during the canary; 1/2 before it has any)."""
+        assert self.layout is not None
+        total = self.hist_s[-1] if self.hist_s else 0.0
+        if total <= 0:
+            return 0.5
+        return float(
+            np.mean([(total - self.hist_s[self.chosen[r]]) / total for r in self.body_rows])
+        )
+
+    def _body_scores(self) -> np.ndarray:
+        assert self.layout is not None
+        return step_scores(len(self.layout), [self.chosen[r] for r in self.body_rows])
 
     def _new_pods(self) -> PodSpread:
         return PodSpread(len(self.chosen), self._alpha_excess, self.pod_spread, "latency")
@@ -467,15 +584,25 @@ class SequentialLatencyJudge:
     def _choose(self, layout: tuple[float, ...], pend: np.ndarray) -> None:
         """Fix the boundaries nearest the policy's quantiles in stable's histogram ``pend``."""
         chosen: list[int] = []
+        top: dict[int, float] = {}  # boundary -> the highest quantile it stands for
         for q in self.quantiles:
             k = nearest_boundary(layout, pend.tolist(), q)
-            if k is not None and k not in chosen:
+            if k is None:
+                continue
+            if k not in chosen:
                 chosen.append(k)
+            top[k] = max(top.get(k, 0.0), q)
         if not chosen:
             return
         self.layout = layout
         self.chosen = chosen
+        self.body_rows = [r for r, k in enumerate(chosen) if top[k] <= BODY_MAX_QUANTILE]
         self.engine = RateRatioBatch(len(chosen), 1.0 + self.tolerance, self._grid())
+        self.score = None
+        if self.body_rows:
+            total = float(pend[-1])
+            shares = [(total - float(pend[chosen[r]])) / total for r in self.body_rows]
+            self.score = ScoreBatch(1, self._body_scores(), float(np.mean(shares)))
         self.pods = self._new_pods()
         self._assume(pend.tolist())
         if self.omnibus:
@@ -538,7 +665,7 @@ class SequentialLatencyJudge:
                 **base,
             )
         log_e = e.log_e()
-        combined_now = float(np.mean(np.exp(np.minimum(log_e, 700.0))))
+        combined_now = self._combined()
         lo, hi = e.confidence_sequence(self.alpha)
         est = e.estimate()
         per: list[dict[str, Any]] = []
@@ -555,7 +682,18 @@ class SequentialLatencyJudge:
                 }
             )
         details["boundaries"] = per
-        worst = int(np.argmax(log_e))
+        by_body = self._body_leads()
+        if self.score is not None:
+            details["body"] = {
+                "boundaries_ms": [self.layout[self.chosen[r]] for r in self.body_rows],
+                "score_e_value": math.exp(min(float(self.score.log_e()[0]), 700.0)),
+                "e_value": math.exp(min(self._log_body(log_e), 700.0)),
+                "weight": BODY_WEIGHT if self._tail_rows() else 1.0,
+                "null_ratio": self.score_rho0,
+            }
+        # The boundary the reason names: among those whose evidence leads the average.
+        rows = self.body_rows if by_body else (self._tail_rows() or list(range(len(per))))
+        worst = max(rows, key=lambda r: float(log_e[r]))
         b_ms = self.layout[self.chosen[worst]]
         est_w = float(est[worst])
         base.update(
@@ -568,6 +706,9 @@ class SequentialLatencyJudge:
         w_txt = _widened_text(e, self.pods, worst)
         b_txt = _boundary_text(b_ms, per[worst]["stable_share_slower"])
         if self.max_combined >= 1.0 / self._alpha_test:
+            details["decided_by"] = (
+                "the score test of the body boundaries" if by_body else "the tail boundaries"
+            )
             return Verdict(
                 status=Status.FAIL,
                 reason=(
@@ -665,6 +806,9 @@ class SequentialLatencyJudge:
             "skipped": dict(self.skipped),
             "max_combined": self.max_combined,
             "pods": None if self.pods is None else self.pods.state(),
+            "body_rows": list(self.body_rows),
+            "score": None if self.score is None else self.score.row_state(0),
+            "score_rho0": self.score_rho0,
             "history_requests": self.history_requests,
             "from_history": self.from_history,
         }
@@ -694,3 +838,15 @@ class SequentialLatencyJudge:
             self.omni = RateRatioBatch(len(state["omni"]), 1.0)
             for r, rs in enumerate(state["omni"]):
                 self.omni.load_row_state(r, rs)
+        self.score = None
+        self.score_rho0 = float(state.get("score_rho0", 1.0 + self.tolerance))
+        # State saved before the body had its score test keeps the judge it was started with
+        # (the mean of the boundaries' e-values): no rows in the body.
+        self.body_rows = [int(r) for r in state.get("body_rows", [])]
+        if self.body_rows and self.layout is not None:
+            stored = state.get("score")
+            if stored is not None:
+                self.score = ScoreBatch(1, unpack_f64(stored["scores"]), stored["centre"])
+                self.score.load_row_state(0, stored)
+            else:
+                self.score = ScoreBatch(1, self._body_scores(), self._body_centre())
