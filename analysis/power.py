@@ -3,13 +3,11 @@
 Run: ``.venv/bin/python analysis/power.py [--quick]``. Writes ``analysis/results/power.md``
 and ``.png``. Also tables of the rollback prior's scale (``Grid.make(alt_scale)``) and of
 mixtures of scales; of the analysis interval, beside the test that knows the effect (what the
-counts themselves allow); and of per-boundary latency priors, with a search for one that
-meets issue #10 item 4's targets at 15 s.
+counts themselves allow); and of the latency judge before and after the body's score test.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import sys
 import time
@@ -25,6 +23,7 @@ import studylib as c
 
 from canaryd.stats.bounds import interval_information, two_sample_floor
 from canaryd.stats.ratio import ALT_SCALE, LATENCY_ALT_SCALE
+from canaryd.stats.sequential import BODY_WEIGHT
 
 ALPHA = 0.01
 RPS = 20.0
@@ -129,7 +128,7 @@ def crossing(
     e: Effect,
     tr: c.Traffic,
     alt_scale: float | tuple[float, ...] | None = None,
-    priors: tuple[c.BoundaryPrior, ...] | None = None,
+    before: bool = False,
     oracle: bool = False,
 ) -> np.ndarray:
     """The judge's first failing interval per rollout; ``oracle``: that of the test that knows
@@ -150,7 +149,11 @@ def crossing(
     if e.kind in ("errors", "creep"):
         return c.errors_crossing(tr, 1 + e.tolerance, ALPHA, alt_scale)
     ks = STABLE_LAT.boundaries()
-    return c.latency_crossing(tr, ks, 1 + e.tolerance, ALPHA, alt_scale, priors)
+    if before:
+        scale = BEFORE_ALT_SCALE if alt_scale is None else alt_scale
+        return c.latency_crossing(tr, ks, 1 + e.tolerance, ALPHA, scale, body_rows=None)
+    centre = 1.0 - float(STABLE_LAT.cdf()[ks[0]])  # the judge centres on stable's share slower
+    return c.latency_crossing(tr, ks, 1 + e.tolerance, ALPHA, alt_scale, centre=centre)
 
 
 @dataclass
@@ -206,7 +209,7 @@ def measure(
     alt_scale: float | tuple[float, ...] | None = None,
     horizon: int | None = None,
     looks: int = 1,
-    priors: tuple[c.BoundaryPrior, ...] | None = None,
+    before: bool = False,
     oracle: bool = False,
 ) -> Row:
     """Detection and delay of ``e`` over ``rollouts`` seeded rollouts.
@@ -219,7 +222,7 @@ def measure(
     horizon = horizon_for(e) if horizon is None else horizon
     w = c.weights("steps", horizon * looks, step_every=looks)
     tr = traffic(e, rollouts, w, seed, looks)
-    when = crossing(e, tr, alt_scale, priors, oracle)
+    when = crossing(e, tr, alt_scale, before, oracle)
     req = c.canary_at(tr, when)
     det = req[~np.isnan(req)]
     mins = (when[when >= 0] + 1) / looks
@@ -313,112 +316,42 @@ def target_of(e: Effect) -> float:
     return 1.3 if e.kind == "errors" else 1.5
 
 
-SPLIT_PRIORS: tuple[tuple[str, tuple[c.BoundaryPrior, ...]], ...] = (
-    ("shipped: both 0.05/0.2/1, weights 1/2", (((0.05, 0.2, 1.0), 0.5), ((0.05, 0.2, 1.0), 0.5))),
-    ("p50 0.05/0.2, p99 0.5/1.5, weights 1/2", (((0.05, 0.2), 0.5), ((0.5, 1.5), 0.5))),
-    ("p50 0.05/0.2, p99 0.5/1.5, weights 0.7/0.3", (((0.05, 0.2), 0.7), ((0.5, 1.5), 0.3))),
-)
-"""Latency rollback priors per boundary, tried at the finest and the coarsest interval."""
+BEFORE_ALT_SCALE: tuple[float, ...] = (0.05, 0.2, 1.0)
+"""The latency rollback prior before the body's score test (ratio.py's LATENCY_ALT_SCALE then)."""
 
 
-def split_prior_study(rollouts: int, seed: int = SEED + 400) -> list[Row]:
-    """The latency targets' effects under each of ``SPLIT_PRIORS`` at 60 s and 15 s."""
+def body_study(rollouts: int, seed: int = SEED + 400) -> list[Row]:
+    """The latency targets' effects judged as before the score test (the boundaries'
+    rate-ratio e-values alone, averaged, under ``BEFORE_ALT_SCALE``) and as shipped, on the
+    same seeded traffic, at 60 s and at 15 s."""
     es = [e for e in target_effects() if e.kind != "errors"]
     return [
-        measure(e, rollouts, seed + 10 * i + k, looks=k, priors=p)
+        measure(e, rollouts, seed + 10 * i + k, looks=k, before=before)
         for i, e in enumerate(es)
         for k in (1, max(LOOKS))
-        for _, p in SPLIT_PRIORS
+        for before in (True, False)
     ]
 
 
-SEARCH_P50: tuple[tuple[float, ...], ...] = ((0.1,), (0.15,), (0.2,), (0.3,), (0.1, 0.3))
-SEARCH_P99: tuple[tuple[float, ...], ...] = ((1.5,), (2.0,), (3.0,), (1.0, 3.0))
-SEARCH_WEIGHTS = (0.2, 0.25, 0.3, 0.4, 0.5)
-"""The grid of per-boundary priors searched at 15 s for one that meets all four latency
-targets: p50's half-normal scales x p99's x p50's weight (p99 gets the rest)."""
-
-
-def prior_search(rollouts: int, seed: int = SEED + 500) -> list[tuple[str, list[Row]]]:
-    """The latency targets' effects at 15 s under every prior of the search grid and the
-    shipped one, on the same seeded traffic for every prior: ``(name, rows)`` per prior."""
-    es = [e for e in target_effects() if e.kind != "errors"]
-    looks = max(LOOKS)
-    grid: list[tuple[str, tuple[c.BoundaryPrior, ...]]] = [SPLIT_PRIORS[0]]
-    for p50, p99, w in itertools.product(SEARCH_P50, SEARCH_P99, SEARCH_WEIGHTS):
-        name = f"p50 {slashed(p50)}, p99 {slashed(p99)}, weights {w:g}/{1 - w:g}"
-        grid.append((name, ((p50, w), (p99, 1 - w))))
-    return [
-        (name, [measure(e, rollouts, seed + i, looks=looks, priors=p) for i, e in enumerate(es)])
-        for name, p in grid
-    ]
-
-
-def prior_search_text(
-    found: list[tuple[str, list[Row]]], granularity: list[Row], n: int, shown: int = 10
-) -> str:
-    """The search's table; ``granularity``: the granularity study's rows, whose 15 s test that
-    knows the effect the text quotes."""
-
-    def worst(rows: list[Row]) -> float:
-        return max(r.ratio / target_of(r.effect) for r in rows)
-
-    ranked = sorted(found[1:], key=lambda f: worst(f[1]))
-    meets = [name for name, rows in found if worst(rows) <= 1.0]
-    best_name, best_rows = ranked[0]
-    effects_ = [r.effect.name for r in best_rows]
-    tab = [
-        [name] + [f"{r.ratio:.2f}" for r in rows] + [f"{max(r.ratio for r in rows):.2f}"]
-        for name, rows in [found[0], *ranked[:shown]]
-    ]
-    knowing = ", ".join(
-        f"{r.effect.name} {r.ratio:.2f}x"
-        for r in granularity
-        if r.oracle and r.looks == max(LOOKS) and r.effect.kind in ("latency", "tail")
-    )
-    verdict = (
-        f"{len(meets)} of them meet all four: " + "; ".join(meets)
-        if meets
-        else f"none of them meets all four: the best, {best_name}, is at worst "
-        f"{max(r.ratio for r in best_rows):.2f}x"
-    )
-    return f"""## Searching per-boundary priors at 15 s (issue #10 item 4)
-
-Median delay / raw floor at a 15 s interval, {n} rollouts per cell, the same seeded traffic
-for every prior; the grid: p50's half-normal scales {", ".join(map(slashed, SEARCH_P50))}
-x p99's {", ".join(map(slashed, SEARCH_P99))} x p50's weight
-{", ".join(f"{w:g}" for w in SEARCH_WEIGHTS)} (p99 gets the rest): {len(found) - 1} priors, of which
-{verdict}. Below: the shipped prior, then the {shown} whose worst effect is nearest its target.
-Mass at p99's large ratios buys the tail change what it takes from the median shifts at p50.
-The counts allow more: the test that knows the effect reaches {knowing} on the granularity
-section's traffic. What is lost is the price of not knowing it, paid twice: for which boundary
-moved (the mean of two e-values needs 2/alpha from the one that moved) and for how far (a
-prior spread over ratios), and the tail's floor is a handful of slow requests, where each of
-them is a large step in the evidence.
-
-{c.md_table(["prior", *effects_, "worst"], tab)}
-"""
-
-
-def split_prior_text(rows: list[Row], n: int) -> str:
+def body_text(rows: list[Row], n: int) -> str:
     head = ["effect"] + [
-        f"{name}, {60 // k} s" for k in (1, max(LOOKS)) for name, _ in SPLIT_PRIORS
+        f"{'before' if before else 'shipped'}, {60 // k} s"
+        for k in (1, max(LOOKS))
+        for before in (True, False)
     ]
     tab = per_effect(rows, lambda r: f"{r.ratio:.2f}")
-    return f"""## Per-boundary priors (issue #10 item 4; a study, not what the judges run)
+    return f"""## The body and the tail (issue #10 item 4)
 
-Median delay / raw floor, {n} rollouts per cell (seeds differ from the tables above, so the
-shipped column moves by a fraction of an interval against them). The judges' one latency mixture
-serves both boundaries, yet a median shift is a small ratio at p50 (at most x2 there: stable's
-share is 0.5) and a large one at p99, so a third of each boundary's prior sits where its
-effects are not. Giving each boundary its own mixture (p50 the small scales, p99 the large) and
-weighting p50's e-value more moves median +5 % and +10 % under 1.5x at 15 s; +25 % stays at
-1.5-1.6x and the tail-only change at 1.8-2.0x, and at 60 s nothing but +5 % comes under 1.5x (a
-decision waits for the minute's end; the tail's is one from a handful of slow requests: see the
-section above). Validity is untouched (fixed weights summing to 1 and
-any priors give an e-value), but the judge would need a rule for any policy quantiles, e.g. a
-prior on the latency scale mapped to each boundary through stable's histogram as `podSpread`
-is, and every A/A and power figure re-measured: not built.
+Median delay / raw floor, {n} rollouts per cell, the same seeded traffic for both judges.
+"Before": the latency judge as it was, the mean of the p50 and p99 boundaries' rate-ratio
+e-values under the mixture {slashed(BEFORE_ALT_SCALE)}. "Shipped": the body (the p50 boundary)
+also tested by the score test (`canaryd/stats/score.py`), which conditions on each interval's
+request counts instead of its events, so the requests *not* slower than the boundary count too
+(at stable's median they carry as much information as those slower, which the Poisson model of
+the rate-ratio test, and its two-sample floor, discard); the body's e-value is the mean of the
+score test's and the p50 rate-ratio's, weighted {BODY_WEIGHT:g} against the p99 boundary's
+(rate-ratio prior LATENCY_ALT_SCALE = {slashed(LATENCY_ALT_SCALE)}). The floor is the
+rate-ratio test's, so a test that uses what it leaves out can come in under 1x.
 
 {c.md_table(head, tab)}
 """
@@ -442,14 +375,21 @@ def granularity_text(rows: list[Row], n: int) -> str:
         if not missed
         else "these are outside their targets (errors 1.3x, latency 1.5x): " + ", ".join(missed)
     )
-    known = {r.effect.name: r for r in rows if r.looks == max(LOOKS) and r.oracle}
-    gaps = ", ".join(
-        f"{r.effect.name} {known[r.effect.name].ratio:.2f}x of the {target_of(r.effect):g}x"
-        for r in over
+    coarse = [r for r in rows if r.looks == min(LOOKS) and not r.oracle]
+    coarse_over = ", ".join(
+        f"{r.effect.name} {r.ratio:.2f}x" for r in coarse if r.ratio > target_of(r.effect)
+    )
+    knew = {(r.effect.name, r.looks): r for r in rows if r.oracle}
+    beyond_counts = ", ".join(
+        f"{r.effect.name} {knew[(r.effect.name, r.looks)].ratio:.2f}x"
+        for r in coarse
+        if knew[(r.effect.name, r.looks)].ratio > target_of(r.effect)
     )
     tail_floor = ", ".join(
         f"{r.floor:.0f} canary requests, of which some "
-        f"{r.floor * r.effect.extra['p_stable'] * r.effect.extra['rho1']:.1f} are expected slower than stable's p99"
+        f"{r.floor * r.effect.extra['p_stable'] * r.effect.extra['rho1']:.1f} are expected "
+        f"slower than stable's p99, and the end of its {60 // max(LOOKS)} s interval holds "
+        f"{r.ratio / r.ratio_end:.2f}x the floor"
         for r in finest
         if r.effect.kind == "tail"
     )
@@ -460,19 +400,20 @@ minutes to rollback; {n} rollouts per cell, the same traffic and steps (every mi
 judge run at the end of every 60 s, 30 s or 15 s interval. At one look a minute the median
 delay is a whole number of minutes, so a ratio moves by the canary requests of one minute
 between seeds (the table above and this one use different seeds). At {60 // max(LOOKS)} s,
-against the raw floor, {verdict}. What remains at the finest interval is the test's, not the
-interval's: the price of a rollback prior that must cover effects it does not know (for
-latency an equal-weight mixture of three scales; no prior in the tables above brings median
-+10 % under 1.5x), and for the tail-only change a floor of {tail_floor}: a decision from a
-handful of slow requests.
+against the raw floor, {verdict}. At {60 // min(LOOKS)} s these are not: {coarse_over or "none"}.
+The tail-only change is the one at its target's edge: a floor of {tail_floor}, so the judge
+must decide in the floor's own interval in most rollouts, from a handful of slow requests.
 
 "Knowing the effect": on the same seeded traffic, the test that knows the regression in
 advance - the likelihood ratio of the true ratio against no change, at the floor's boundary
 alone (the errors, or the exceedances at p50 / p99), at the full alpha, decided at the same
 interval ends (`studylib.oracle_crossing`). It is an e-process as the judges' mixtures are, and
-the one whose evidence grows fastest at that effect; no judge can run it, because it would
-have to know the regression before it happens. It shows how much of the target the counts
-themselves leave: at {60 // max(LOOKS)} s it alone needs, of the effects above, {gaps or "none"}.
+the one whose evidence grows fastest *on those counts*; no judge can run it, because it would
+have to know the regression before it happens. At {60 // min(LOOKS)} s it too misses
+{beyond_counts or "nothing"}: there no per-interval test on those counts meets the target, the
+interval is the limit. For median shifts the shipped judge beats it: its score test uses the
+requests not slower than the p50 boundary too, which these counts (and the floor) leave out
+(last section).
 
 {c.md_table(head, tab)}
 """
@@ -491,9 +432,10 @@ do not move with the prior here, because at one look a minute their floor is a f
 interval (brackets: against the floor at that interval's end). Shorter intervals (the
 granularity section below) show what is left once the interval is not the limit. The judges
 use ALT_SCALE {ALT_SCALE:g}
-for errors (its single half-normal is the best error column) and the mixture
-{slashed(LATENCY_ALT_SCALE)} for latency (LATENCY_ALT_SCALE), the best
-latency column that keeps the tail change at ~1.0x its interval-end floor.
+for errors (its single half-normal is the best error column). For latency the prior is that of
+the boundaries' rate-ratio tests only, beside the body's score test (last section), so here it
+moves the tail change most; the judges use {slashed(LATENCY_ALT_SCALE)} (LATENCY_ALT_SCALE),
+chosen on the tail change at 15 s (1.57x against 1.94x for 0.05/0.2/1, 1,000 rollouts).
 
 {c.md_table(head, tab)}
 """
@@ -536,11 +478,12 @@ interval), canary weight 5 % -> 50 % by 5 points per interval then 50 %, horizon
 alpha = {ALPHA}, judge evaluated after every interval. Errors: stable 0.5 %, canary 0.5 % x ratio
 (tolerance 0 tests rho0 = 1; tolerance 0.2 tests rho0 = 1.2 with ratios >= 2x the tolerance,
 i.e. >= 1.4). Latency: stable {STABLE_LAT.name} over knative buckets, canary as named; the latency
-judge averages the e-values at the boundaries nearest stable's p50 and p99 (80 ms and 250 ms, from the
-known stable CDF). Slow creep: the canary's error ratio grows linearly from 1 to {CREEP_END:g} over the
+judge tests the boundaries nearest stable's p50 and p99 (80 ms and 250 ms, from the known stable
+CDF): the p50 boundary (the body) with the score test and its rate-ratio test, averaged, weighted
+{BODY_WEIGHT:g} against the p99 boundary's rate-ratio test (`latency_log_e`). Slow creep: the canary's error ratio grows linearly from 1 to {CREEP_END:g} over the
 horizon (per interval). Rollback prior: half-normal on log(rho/rho0), scale ALT_SCALE = {ALT_SCALE:g}
-for errors; for latency LATENCY_ALT_SCALE = {slashed(LATENCY_ALT_SCALE)}, an
-equal-weight mixture of half-normals with those scales (ratio.py defaults).
+for errors; for latency LATENCY_ALT_SCALE = {slashed(LATENCY_ALT_SCALE)} (ratio.py defaults); the
+score test's prior is log-uniform over its tilts (score.py).
 
 **Floor** = `two_sample_floor` along the same expected schedule at the same alpha (and rho0): the
 canary requests at which the expected conditional information reaches log(1/alpha). For latency
@@ -631,8 +574,7 @@ def main() -> None:
     prior = prior_study(prior_n)
     mix = mixture_study(prior_n)
     fine = granularity_study(prior_n)
-    split = split_prior_study(prior_n)
-    search = prior_search(prior_n)
+    body = body_study(prior_n)
     secs = time.perf_counter() - t0
     c.RESULTS.mkdir(exist_ok=True)
     name = "power-quick" if quick else "power"
@@ -643,9 +585,7 @@ def main() -> None:
         + "\n"
         + granularity_text(fine, prior_n)
         + "\n"
-        + split_prior_text(split, prior_n)
-        + "\n"
-        + prior_search_text(search, fine, prior_n),
+        + body_text(body, prior_n),
         encoding="utf-8",
     )
     plot(rows, prior, c.RESULTS / f"{name}.png")

@@ -39,6 +39,8 @@ from canaryd.stats.ratio import (  # noqa: E402
     RateRatioBatch,
     loglik_increment,
 )
+from canaryd.stats.score import ScoreBatch, step_scores  # noqa: E402
+from canaryd.stats.sequential import latency_log_e  # noqa: E402
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -223,38 +225,6 @@ def first_crossing(
     return out
 
 
-BoundaryPrior = tuple[tuple[float, ...], float]
-"""A latency boundary's own rollback prior: (half-normal scales, weight of its e-value)."""
-
-
-def split_prior_crossing(
-    n_s: FloatArray,
-    x_s: Sequence[FloatArray],
-    n_c: FloatArray,
-    x_c: Sequence[FloatArray],
-    rho0: float,
-    alpha: float,
-    priors: Sequence[BoundaryPrior],
-) -> IntArray:
-    """``first_crossing`` with a prior and a weight per boundary: the weighted mean of the
-    boundaries' e-values, each under its own equal-weight mixture of half-normals. A study
-    variant (``analysis/power.py``, "Per-boundary priors"), not what the judges run: any fixed
-    weights summing to 1 and any priors give an e-value, so validity is the same."""
-    if len(priors) != len(x_s) or abs(sum(w for _, w in priors) - 1.0) > 1e-9:
-        raise ValueError("one prior per boundary, weights summing to 1")
-    t_n, rows = n_s.shape
-    batches = [RateRatioBatch(rows, rho0, Grid.make(rho0, alt_scale=sc)) for sc, _ in priors]
-    log_w = np.log([w for _, w in priors])[:, None]
-    out = np.full(rows, NEVER, dtype=np.int64)
-    threshold = math.log(1.0 / alpha)
-    for t in range(t_n):
-        for k, b in enumerate(batches):
-            b.update(n_s[t], x_s[k][t], n_c[t], x_c[k][t])
-        comb = np.logaddexp.reduce(np.array([b.log_e() for b in batches]) + log_w, axis=0)
-        out = np.where((out == NEVER) & (comb >= threshold), t, out)
-    return out
-
-
 def oracle_crossing(
     n_s: FloatArray,
     x_s: FloatArray,
@@ -302,17 +272,44 @@ def latency_crossing(
     rho0: float,
     alpha: float,
     alt_scale: float | tuple[float, ...] | None = None,
-    priors: Sequence[BoundaryPrior] | None = None,
+    body_rows: Sequence[int] | None = (0,),
+    centre: float | None = None,
 ) -> IntArray:
-    """Interval of each rollout's first latency rollback; ``priors``: one per boundary
-    (``split_prior_crossing``) instead of the judge's shared mixture."""
+    """Interval of each rollout's first latency rollback, as ``SequentialLatencyJudge`` reads
+    the traffic: the rate-ratio e-values of boundaries ``ks`` and the score test of those in
+    ``body_rows`` (rows of ``ks``; the first, stable's p50, for the judge's default quantiles
+    0.5 and 0.99), combined by ``latency_log_e``. ``centre``: the score test's centre (None:
+    stable's share slower than the body boundaries over the whole study, which is the known
+    distribution's up to sampling noise). ``body_rows=None``: the rate-ratio e-values alone,
+    averaged (``first_crossing``), the judge before the score test."""
     assert tr.h_s is not None and tr.h_c is not None
     xs = [exceedances(tr.h_s, k) for k in ks]
     xc = [exceedances(tr.h_c, k) for k in ks]
-    if priors is not None:
-        return split_prior_crossing(tr.n_s, xs, tr.n_c, xc, rho0, alpha, priors)
     scale = LATENCY_ALT_SCALE if alt_scale is None else alt_scale  # as SequentialLatencyJudge
-    return first_crossing(tr.n_s, xs, tr.n_c, xc, rho0, alpha, scale)
+    if not body_rows:
+        return first_crossing(tr.n_s, xs, tr.n_c, xc, rho0, alpha, scale)
+    body = list(body_rows)
+    if centre is None:
+        total = float(tr.n_s.sum())
+        centre = float(np.mean([xs[r].sum() / total for r in body]))
+    t_n, rows = tr.n_s.shape
+    m = len(ks)
+    batch = RateRatioBatch(rows * m, rho0, Grid.make(rho0, alt_scale=scale))
+    score = ScoreBatch(rows, step_scores(tr.h_s.shape[-1], [ks[r] for r in body]), centre)
+    out = np.full(rows, NEVER, dtype=np.int64)
+    threshold = math.log(1.0 / alpha)
+    for t in range(t_n):
+        batch.update(
+            np.tile(tr.n_s[t], m),
+            np.concatenate([x[t] for x in xs]),
+            np.tile(tr.n_c[t], m),
+            np.concatenate([x[t] for x in xc]),
+        )
+        hc = tr.h_c[t].astype(float)
+        score.update(tr.n_s[t], tr.n_c[t], hc, hc + tr.h_s[t], rho0)
+        comb = latency_log_e(batch.log_e().reshape(m, rows), score.log_e(), body)
+        out = np.where((out == NEVER) & (comb >= threshold), t, out)
+    return out
 
 
 def canary_at(tr: Traffic, when: IntArray) -> FloatArray:

@@ -95,6 +95,31 @@ def test_knowing_the_effect_is_an_e_process_and_decides_first() -> None:
     assert knowing.floor == judge.floor
 
 
+def test_median_shifts_meet_the_latency_target_with_the_body_score_test() -> None:
+    # Issue #10 item 4: median shifts within 1.5x the floor. The shipped judge (the body's
+    # score test beside the boundaries' rate-ratio tests) at one look a minute, 300 seeded
+    # rollouts: results/power.md has ~0.9-1.0x at 2,000; the judge before the score test,
+    # on the same traffic, ~1.5-1.9x.
+    for name in ("latency median +5%", "latency median +10%", "latency median +25%"):
+        e = _effect(name)
+        row = power.measure(e, 300, seed=41)
+        before = power.measure(e, 300, seed=41, before=True)
+        assert row.detection >= 0.99
+        assert row.ratio <= 1.3, (name, row.ratio)
+        assert row.median_requests < before.median_requests, name
+
+
+def test_latency_judge_with_the_score_test_is_calibrated_a_a() -> None:
+    # 3,000 A/A rollouts on the knative layout, every interval for 120 min: Ville's bound is
+    # alpha (1 %); seeded, the rate is a few tenths of a percent.
+    rng = np.random.default_rng(43)
+    w = studylib.weights("steps", 120)
+    stable = studylib.lognormal(80, 0.5, "knative")
+    tr = studylib.gen_latency(rng, studylib.gen_requests(rng, 3000, 20.0, w), stable, stable)
+    hit = studylib.latency_crossing(tr, stable.boundaries(), 1.0, 0.01)
+    assert np.mean(hit >= 0) <= 0.008
+
+
 def test_floor_matches_design_example() -> None:
     # DESIGN.md: 20 rps, 5 -> 50 % by 5 per minute, errors 0.5 % -> 1.5 %: about 960.
     row_floor = power.floor_of(_effect("errors x3"), studylib.weights("steps", 120))
