@@ -48,10 +48,13 @@ from canaryd.stats.pods import (
     POD_ALPHA_SHARE,
     ROUGH_BELOW_PODS,
     grid_steps,
+    latency_log_h,
     log_widening,
     scaled_bound,
 )
 from canaryd.stats.ratio import LATENCY_ALT_SCALE, Grid, RateRatioBatch
+from canaryd.stats.score import ScoreBatch, step_scores
+from canaryd.stats.sequential import latency_log_e
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -157,6 +160,44 @@ def generate(
     return Traffic((ns[0], ns[1]), (xs[0], xs[1]), (hs[0], hs[1]), history)
 
 
+@dataclass(frozen=True)
+class Body:
+    """The latency judge's score test in ``crossing``: bucket counts summed over pods
+    ``(T, rows, buckets)`` of each version, the scores and centre, the body's rows among the
+    tested boundaries, and each rollout's assumed ``log h`` per boundary before any traffic
+    ``(rows, boundaries)``."""
+
+    stable: FloatArray
+    canary: FloatArray
+    scores: FloatArray
+    centre: float
+    rows: tuple[int, ...]
+    first_log_h: FloatArray
+
+
+def latency_body(tr: Traffic, spread: float, history: bool) -> Body:
+    """``Body`` for the judge's default quantiles (p50 in the body, p99 in the tail): the score
+    steps at the known distribution's p50 boundary, centred on its share slower there; each
+    rollout's assumed ``log h`` before the first interval read by ``latency_log_h`` from its
+    stable's own histogram, as the judge reads it: the history's (``history``), else the first
+    interval's (the judge's from the stable requests it chooses its boundaries on)."""
+    ks = LATENCY.boundaries()
+    if history and tr.history is not None:
+        own = tr.history[2].sum(axis=1)
+    else:
+        own = tr.h[0][0].sum(axis=1)
+    cum = np.cumsum(own, axis=1).astype(float)
+    first = np.array([latency_log_h(LATENCY.bounds, row, ks, spread) for row in cum])
+    return Body(
+        tr.h[0].sum(axis=2).astype(float),
+        tr.h[1].sum(axis=2).astype(float),
+        step_scores(len(LATENCY.bounds), [ks[0]]),
+        float(1.0 - LATENCY.cdf()[ks[0]]),
+        (0,),
+        first,
+    )
+
+
 def _shares_sq(n_s: FloatArray, n_c: FloatArray) -> FloatArray:
     """``sum a^2 + sum b^2`` per row from cumulative per-pod requests ``(rows, pods)``."""
     out = np.zeros(n_s.shape[0])
@@ -176,8 +217,13 @@ def crossing(
     noise_share: float | None = None,
     history: tuple[FloatArray, list[FloatArray]] | None = None,
     assumed_events: list[FloatArray] | None = None,
+    body: Body | None = None,
 ) -> IntArray:
     """First interval at which the judge fails (``c.NEVER`` if it does not).
+
+    ``body``: the latency judge's score test of its body boundaries (``Body``); the e-values
+    are then combined by ``latency_log_e`` as ``SequentialLatencyJudge`` does, the score test
+    against ``rho0`` times the widest widening of its boundaries in force before each interval.
 
     ``history``: stable's per-pod requests and events (one per boundary) ``(rows, pods)``
     before the canary; they seed the spread estimate only, as ``Judge.prime`` does.
@@ -205,7 +251,25 @@ def crossing(
     running = np.zeros(rows)
     during = [np.zeros(rows) for _ in range(m)]  # stable's events during the canary, per bound
     during_low = [np.zeros(rows) for _ in range(m)]
+    score = None if body is None else ScoreBatch(rows, body.scores, body.centre)
+    if body is not None and pods:
+        # Before the first interval: the spread from history, else the assumed widening.
+        first = body.first_log_h.T
+        if history is not None:
+            sq0 = _shares_sq(cum_n[0], cum_n[1])
+            prev = np.array(
+                [
+                    log_widening(cum_n[0], cum_x[j], sq0, beta, noise_share, first[j])[0]
+                    for j in range(m)
+                ]
+            )
+        else:
+            prev = first.copy()
     for t in range(t_n):
+        if score is not None:
+            rho_score = np.full(rows, rho0)
+            if pods:
+                rho_score = rho0 * np.exp(prev[list(body.rows)].max(axis=0))
         cum_n[0] += n[0][t]
         cum_n[1] += n[1][t]
         for j, (xs, _) in enumerate(events):
@@ -228,6 +292,7 @@ def crossing(
                 ]
             )
             batch.set_shift(grid_steps(log_h, batch.step, batch.max_shift))
+            prev = log_h.reshape(m, rows)
         batch.update(
             np.tile(n[0][t].sum(axis=1), m),
             np.concatenate([xs[t].sum(axis=1) for xs, _ in events]),
@@ -235,7 +300,12 @@ def crossing(
             np.concatenate([xc[t].sum(axis=1) for _, xc in events]),
         )
         le = batch.log_e().reshape(m, rows)
-        comb = le[0] if m == 1 else np.logaddexp.reduce(le, axis=0) - math.log(m)
+        if score is not None and body is not None:
+            hs, hc = body.stable[t], body.canary[t]
+            score.update(n[0][t].sum(axis=1), n[1][t].sum(axis=1), hc, hs + hc, rho_score)
+            comb = latency_log_e(le, score.log_e(), body.rows)
+        else:
+            comb = le[0] if m == 1 else np.logaddexp.reduce(le, axis=0) - math.log(m)
         running = np.maximum(running, comb)
         hit = (running >= threshold) & (out == c.NEVER)
         out[hit] = t
@@ -328,6 +398,7 @@ def judge_crossing(
         noise_share=noise_share,
         history=_hist(tr, history, latency=True),
         assumed_events=assumed_latency_events(tr, latency_spread),
+        body=latency_body(tr, latency_spread, history),
     )
 
 

@@ -88,10 +88,10 @@ DEFAULT_LATENCY_SPREAD = 3.0
 """``podSpread``'s default for latency: pods of one version differ by less than x3 in latency.
 Two pods whose latency scales vary with a coefficient of variation of 30 % (the study's
 strongest level) differ by more than that with probability ~0.4 %, about the ``beta`` the
-estimated spread is allowed; on one or two stable pods there x3 kept false rollbacks at 0.5 % /
-0.0 % (alpha 1 %), where x2.5 let through 0.9 % / 0.5 % and x2 3.7 % / 2.2 %
+estimated spread is allowed; on one or two stable pods there x3 kept false rollbacks at 0.0 % /
+0.0 % (alpha 1 %), where x2.5 let through 0.8 % / 0.4 % and x2 3.4 % / 2.0 %
 (``analysis/pods.py``). The price, on one alike stable pod: a canary 4x slower is rolled back
-after a median 10 min, 3x never. A team whose replicas are alike declares a smaller value."""
+after a median 11 min, 3x never. A team whose replicas are alike declares a smaller value."""
 MIN_SPREAD_PODS = 3
 """Stable pods with traffic needed to estimate their spread; with fewer the null's widening is
 the assumed one throughout (an assumption the verdict states)."""
