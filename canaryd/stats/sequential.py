@@ -494,14 +494,14 @@ class SequentialLatencyJudge:
             return rho0
         return rho0 * math.exp(max(float(log_h[r]) for r in self.body_rows))
 
-    def _body_leads(self) -> bool:
-        """Whether the body's weighted e-value is the larger part of the average now."""
-        if self.score is None or self.engine is None:
+    def _body_leads(self, log_e: np.ndarray) -> bool:
+        """Whether the body's weighted e-value is the larger part of the average now
+        (``log_e``: the rows' rate-ratio log e-values)."""
+        if self.score is None:
             return False
         tail = self._tail_rows()
         if not tail:
             return True
-        log_e = self.engine.log_e()
         return bool(
             self._log_body(log_e) + math.log(BODY_WEIGHT)
             >= latency_log_e(log_e[tail][:, None], None, ())[0] + math.log(1.0 - BODY_WEIGHT)
@@ -526,15 +526,14 @@ class SequentialLatencyJudge:
         log_e = latency_log_e(self.engine.log_e()[:, None], score, self.body_rows)
         return math.exp(min(float(log_e[0]), 700.0))
 
-    def _body_centre(self) -> float:
-        """Stable's mean score: its shares slower than the body boundaries, averaged (from
-        stable's histogram during the canary; 1/2 before it has any)."""
-        assert self.layout is not None
-        total = self.hist_s[-1] if self.hist_s else 0.0
+    def _body_centre(self, cumulative: Sequence[float]) -> float:
+        """Stable's mean score in the cumulative histogram ``cumulative``: its shares slower
+        than the body boundaries, averaged (1/2 where it holds no requests)."""
+        total = float(cumulative[-1]) if len(cumulative) else 0.0
         if total <= 0:
             return 0.5
         return float(
-            np.mean([(total - self.hist_s[self.chosen[r]]) / total for r in self.body_rows])
+            np.mean([(total - float(cumulative[self.chosen[r]])) / total for r in self.body_rows])
         )
 
     def _body_scores(self) -> np.ndarray:
@@ -600,9 +599,7 @@ class SequentialLatencyJudge:
         self.engine = RateRatioBatch(len(chosen), 1.0 + self.tolerance, self._grid())
         self.score = None
         if self.body_rows:
-            total = float(pend[-1])
-            shares = [(total - float(pend[chosen[r]])) / total for r in self.body_rows]
-            self.score = ScoreBatch(1, self._body_scores(), float(np.mean(shares)))
+            self.score = ScoreBatch(1, self._body_scores(), self._body_centre(pend.tolist()))
         self.pods = self._new_pods()
         self._assume(pend.tolist())
         if self.omnibus:
@@ -682,7 +679,7 @@ class SequentialLatencyJudge:
                 }
             )
         details["boundaries"] = per
-        by_body = self._body_leads()
+        by_body = self._body_leads(log_e)
         if self.score is not None:
             details["body"] = {
                 "boundaries_ms": [self.layout[self.chosen[r]] for r in self.body_rows],
@@ -849,4 +846,4 @@ class SequentialLatencyJudge:
                 self.score = ScoreBatch(1, unpack_f64(stored["scores"]), stored["centre"])
                 self.score.load_row_state(0, stored)
             else:
-                self.score = ScoreBatch(1, self._body_scores(), self._body_centre())
+                self.score = ScoreBatch(1, self._body_scores(), self._body_centre(self.hist_s))
