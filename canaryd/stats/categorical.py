@@ -40,7 +40,7 @@ import numpy.typing as npt
 
 from canaryd.observation import VersionCounts
 from canaryd.policy.model import MAX_CATEGORIES, OTHER_CATEGORY
-from canaryd.stats.ratio import Grid, RateRatioBatch, loglik_increment
+from canaryd.stats.ratio import Grid, RateRatioBatch, loglik_increment, lse_rows
 from canaryd.stats.verdict import Status, Verdict
 
 FloatArray = npt.NDArray[np.float64]
@@ -52,11 +52,6 @@ NAMED_MAX = 3
 """Categories named in a reason; all are in the details."""
 MAX_POOLED_NAMES = 20
 """Pooled category names remembered for the verdict; further ones count as ``(other)``."""
-
-
-def _lse_rows(a: FloatArray) -> FloatArray:
-    m = a.max(axis=1)
-    return m + np.log(np.exp(a - m[:, None]).sum(axis=1))
 
 
 class CategoryShares:
@@ -104,7 +99,7 @@ class CategoryShares:
     def log_e(self) -> FloatArray:
         """log of the averaged e-value per rollout."""
         up, down = self.row_log_e()
-        return _lse_rows(np.concatenate([up, down], axis=1)) - math.log(2 * self.k)
+        return lse_rows(np.concatenate([up, down], axis=1)) - math.log(2 * self.k)
 
     def drop(self, keep: npt.NDArray[np.bool_]) -> None:
         """Keep only the rollouts where ``keep`` (studies drop rollouts that have decided)."""

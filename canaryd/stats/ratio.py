@@ -145,7 +145,7 @@ def logsumexp_1d(a: FloatArray) -> float:
     return float(np.log1p(s) + np.log(m) + a_max)
 
 
-def _lse_rows(a: FloatArray) -> FloatArray:
+def lse_rows(a: FloatArray) -> FloatArray:
     """log-sum-exp along axis 1. scipy's logsumexp costs ~100 us of array-API dispatch per
     call, which dominates at a grid of 201; this is the same arithmetic without it."""
     m = a.max(axis=1)
@@ -243,15 +243,15 @@ class RateRatioBatch:
         """log of the rollback e-value per row (H0: ``rho <= rho0 * exp(shift * step)``)."""
         g = self.grid
         if not self.shift.any():
-            return _lse_rows(self.loglik + g.log_w_alt[None, :]) - self.loglik[:, g.centre]
+            return lse_rows(self.loglik + g.log_w_alt[None, :]) - self.loglik[:, g.centre]
         points = g.log_rho.shape[0]
         idx = np.arange(points)[None, :] - self.shift[:, None]
         w = np.where(idx >= 0, g.log_w_alt[np.clip(idx, 0, points - 1)], -np.inf)
         null = self.loglik[np.arange(self.rows), g.centre + self.shift]
-        return _lse_rows(self.loglik + w) - null
+        return lse_rows(self.loglik + w) - null
 
     def log_mixture(self) -> FloatArray:
-        return _lse_rows(self.loglik + self.grid.log_w_cs[None, :])
+        return lse_rows(self.loglik + self.grid.log_w_cs[None, :])
 
     def confidence_sequence(self, alpha: float) -> tuple[FloatArray, FloatArray]:
         """Lower and upper ends of the level-``1-alpha`` confidence sequence for ``rho``.

@@ -58,6 +58,7 @@ import numpy as np
 import numpy.typing as npt
 
 from canaryd.jsonnum import pack_f64, unpack_f64
+from canaryd.stats.ratio import lse_rows
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -133,15 +134,7 @@ class ScoreBatch:
 
     def log_e(self) -> FloatArray:
         """log of the mixture e-value per row."""
-        a = self.log_e_lam + LAMBDA_PRIOR[None, :]
-        m = a.max(axis=1)
-        return np.asarray(m + np.log(np.exp(a - m[:, None]).sum(axis=1)))
-
-    def tilt(self) -> FloatArray:
-        """Per row, the tilt with the most evidence so far (what the canary's shift looks like
-        on the score scale; NaN before any update)."""
-        best = LAMBDA_GRID[np.argmax(self.log_e_lam, axis=1)]
-        return np.where(np.isfinite(self.max_log_e), best, np.nan)
+        return lse_rows(self.log_e_lam + LAMBDA_PRIOR[None, :])
 
     # --- exact persistence -------------------------------------------------------------
     def row_state(self, row: int) -> dict[str, Any]:
