@@ -15,6 +15,7 @@ from canaryd.observation import PodCounts, VersionCounts
 from canaryd.stats.pods import (
     DEFAULT_LATENCY_SPREAD,
     DEFAULT_RATE_SPREAD,
+    EXACT_BELOW_EVENTS,
     MAX_PODS,
     MIN_POD_EVENTS,
     PodSpread,
@@ -86,6 +87,22 @@ def test_three_pods_get_the_exact_bound() -> None:
     assert np.mean(rho_aa > log_h) <= 0.006  # promised 0.25 %
     subtracted, _ = log_widening(n, x, np.full(rows, 1 + 1 / 3), beta, noise_share=1.0)
     assert np.mean(rho_aa > subtracted) >= 0.01  # seeded ~2 %: why the default changed
+
+
+def test_noise_is_subtracted_from_the_events_in_all_not_per_pod() -> None:
+    # 180 events per pod: on 4 pods (720 in all) the exact bound, on 8 (1,440) the method of
+    # moments, since the rule counts stable's events across its pods (EXACT_BELOW_EVENTS).
+    assert 4 * 180 < EXACT_BELOW_EVENTS <= 8 * 180
+    rng = np.random.default_rng(12)
+    for k, share in ((4, 0.0), (8, 1.0)):
+        n, x = _draw(rng, 400, k, 0.1, 18_000.0, p=0.01)
+        sq = np.full(400, 1 + 1 / k)
+        default, _ = log_widening(n, x, sq, 0.0025)
+        chosen, _ = log_widening(n, x, sq, 0.0025, noise_share=share)
+        np.testing.assert_array_equal(default, chosen)
+    # And the exact bound is the wider: on 8 pods it would cost what the rule saves.
+    exact, _ = log_widening(n, x, sq, 0.0025, noise_share=0.0)
+    assert float(np.median(exact)) > float(np.median(chosen))
 
 
 def test_warm_up_and_too_few_pods() -> None:
