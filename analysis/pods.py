@@ -2,12 +2,12 @@
 
 Run: ``nice .venv/bin/python analysis/pods.py [--quick]``. Writes ``analysis/results/pods.md``.
 
-Each rollout has ``k_s`` stable pods and one canary pod, all of the *same* version. Per
-rollout, every pod draws an error-rate multiplier (log-uniform within x1/spread..x spread) and
-a latency scale factor (lognormal, mean 1, coefficient of variation ``cv``), as the simulator's
-``pods`` do (``canaryd/simulation/pods.py``). Per one-minute interval a version's requests are
-Poisson, split evenly over its pods; errors are binomial and latency buckets multinomial per
-pod. The canary takes a fixed 10 % of 20 rps for 120 minutes.
+Each rollout has ``k_s`` stable pods (3, 4 or 8) and one canary pod, all of the *same* version.
+Per rollout, every pod draws an error-rate multiplier (log-uniform within x1/spread..x spread)
+and a latency scale factor (lognormal, mean 1, coefficient of variation ``cv``), as the
+simulator's ``pods`` do (``canaryd/simulation/pods.py``). Per one-minute interval a version's
+requests are Poisson, split evenly over its pods; errors are binomial and latency buckets
+multinomial per pod. The canary takes a fixed 10 % of 20 rps for 120 minutes.
 
 The judges are read exactly as ``SequentialErrorsJudge`` / ``SequentialLatencyJudge`` do
 (``RateRatioBatch``, running maximum, the latency e-values of the p50 and p99 boundaries
@@ -18,6 +18,9 @@ averaged), in two ways on the same traffic:
   interval (``stats.pods.log_widening``, ``grid_steps``, ``set_shift``), threshold
   ``1/(alpha - beta)`` with ``beta = POD_ALPHA_SHARE * alpha``.
 
+Each judge runs at alpha 1 %; a second table runs both at the default policy's split of it
+(0.5 % each), which is what a rollout's false-rollback rate is bounded by.
+
 The power cost is measured with homogeneous pods (cv 0, spread x1), errors x2 and median
 latency +10 % from the start: detection share within the horizon and median delay.
 """
@@ -25,8 +28,10 @@ latency +10 % from the start: detection share within the horizon and median dela
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,12 +72,17 @@ ERROR_RATE = 0.01
 LATENCY = c.lognormal(80, 0.5, "knative")
 CVS = (0.0, 0.1, 0.2, 0.3)
 SPREADS = (1.0, 1.5, 2.0)
-STABLE_PODS = (3, 4)
+STABLE_PODS = (3, 4, 8)
 SEED = 20261202
+POLICY_METRICS = 2
+"""The default policy's metrics (errors and latency, weight 1 each): each judges at
+``ALPHA / POLICY_METRICS`` (policies/README "How alpha is split")."""
 HISTORY_MIN = 120
 """Minutes of stable-only history before the canary (the policy's default ``history``: 2h)."""
 NOISE_SHARES = (0.0, 0.5, 1.0)
 """Shares of the binomial noise subtracted from Cochran's Q in the trade-off table."""
+POWER_PODS = (1, 3, 8)
+"""Stable pod counts of the second power table (alike pods, history)."""
 FEW_PODS = (1, 2)
 """Stable pod counts below ``MIN_SPREAD_PODS``: the spread is assumed, not estimated."""
 FEW_PODS_CELLS = ((0.0, 1.0), (0.1, 1.5), (0.2, 2.0), (0.3, 2.0))
@@ -337,6 +347,10 @@ class Cell:
     either: tuple[int, int, int]
     latency_by_spread: tuple[int, ...] = ()
     """Latency rollbacks, pod-aware with history, at each of ``LATENCY_SPREADS`` (if asked)."""
+    split: tuple[int, ...] = ()
+    """Rollouts rolled back by either pod-aware judge when each runs at
+    ``ALPHA / POLICY_METRICS``, as the default policy splits alpha: without history, with
+    history (if asked)."""
 
 
 def aa_cell(
@@ -346,9 +360,11 @@ def aa_cell(
     horizon: int = HORIZON,
     noise_share: float | None = None,
     spreads: tuple[float, ...] = (),
+    policy_split: bool = False,
 ) -> Cell:
     """A/A rollbacks of one heterogeneity level; ``spreads``: also the latency judge's with
-    history at each of these ``podSpread`` values."""
+    history at each of these ``podSpread`` values; ``policy_split``: also either judge's,
+    each at the default policy's share of alpha (``Cell.split``)."""
     rng = np.random.default_rng(seed)
     tr = generate(
         rng, rollouts, het, horizon=horizon, history_rng=np.random.default_rng([*_seq(seed), 7])
@@ -364,6 +380,18 @@ def aa_cell(
         int(np.sum(judge_crossing(tr, "latency", True, True, noise_share, sp) >= 0))
         for sp in spreads
     )
+    split: tuple[int, ...] = ()
+    if policy_split:
+        share = ALPHA / POLICY_METRICS
+        split = tuple(
+            int(
+                np.sum(
+                    (judge_crossing(tr, "errors", True, hist, noise_share, alpha=share) >= 0)
+                    | (judge_crossing(tr, "latency", True, hist, noise_share, alpha=share) >= 0)
+                )
+            )
+            for hist in (False, True)
+        )
     return Cell(
         het,
         rollouts,
@@ -371,6 +399,7 @@ def aa_cell(
         (lat[0], lat[1], lat[2]),
         (both[0], both[1], both[2]),
         by_spread,
+        split,
     )
 
 
@@ -381,13 +410,20 @@ def judge_crossing(
     history: bool,
     noise_share: float | None = None,
     latency_spread: float = DEFAULT_LATENCY_SPREAD,
+    alpha: float = ALPHA,
 ) -> IntArray:
-    """``crossing`` as the ``kind`` ("errors" or "latency") judge reads the traffic: pod-aware
-    or not, with stable's history seeding the spread or not; the latency judge assumes
-    ``latency_spread`` (its ``podSpread``) where the spread is not known."""
+    """``crossing`` as the ``kind`` ("errors" or "latency") judge reads the traffic at
+    ``alpha``: pod-aware or not, with stable's history seeding the spread or not; the latency
+    judge assumes ``latency_spread`` (its ``podSpread``) where the spread is not known."""
     if kind == "errors":
         return crossing(
-            tr.n, [tr.x], 1.0, pods, noise_share=noise_share, history=_hist(tr, history)
+            tr.n,
+            [tr.x],
+            1.0,
+            pods,
+            alpha=alpha,
+            noise_share=noise_share,
+            history=_hist(tr, history),
         )
     return crossing(
         tr.n,
@@ -395,6 +431,7 @@ def judge_crossing(
         1.0,
         pods,
         LATENCY_ALT_SCALE,
+        alpha=alpha,
         noise_share=noise_share,
         history=_hist(tr, history, latency=True),
         assumed_events=assumed_latency_events(tr, latency_spread),
@@ -488,6 +525,12 @@ def fmt(k: int, n: int) -> str:
     return f"{c.pct(k / n)} (≤ {c.pct(c.cp_upper(k, n))})"
 
 
+def _main_cell(args: tuple[Heterogeneity, int, list[int]]) -> Cell:
+    """One cell of the main table (a top-level function, so a worker process can run it)."""
+    het, rollouts, seed = args
+    return aa_cell(het, rollouts, seed, policy_split=True)
+
+
 def main() -> None:
     quick = c.parse_quick(__doc__ or "")
     rollouts = 300 if quick else 1000
@@ -495,12 +538,19 @@ def main() -> None:
     # is claimed on, and 1,000 rollouts put a 0.6 % cell's upper bound above 1 %.
     cell_rollouts = 300 if quick else 4 * rollouts
     t0 = time.perf_counter()
-    cells = []
-    for i, cv in enumerate(CVS):
-        for j, spread in enumerate(SPREADS):
-            for k, ks in enumerate(STABLE_PODS):
-                het = Heterogeneity(cv, spread, ks)
-                cells.append(aa_cell(het, cell_rollouts, seed=[SEED, i, j, k]))
+    # The cells are seeded one by one, so they come out the same on any number of processes.
+    with ProcessPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
+        cells = list(
+            pool.map(
+                _main_cell,
+                [
+                    (Heterogeneity(cv, spread, ks), cell_rollouts, [SEED, i, j, k])
+                    for i, cv in enumerate(CVS)
+                    for j, spread in enumerate(SPREADS)
+                    for k, ks in enumerate(STABLE_PODS)
+                ],
+            )
+        )
     few = [
         aa_cell(
             Heterogeneity(cv, spread, ks), rollouts, seed=[SEED, 8, i, ks], spreads=LATENCY_SPREADS
@@ -512,7 +562,8 @@ def main() -> None:
     pw = power(rollouts // 2, SEED + 1)
     hist_only = ((True, True, "after"),)
     pw_by_pods = [
-        (ks, power(rollouts // 2, SEED + 3, stable_pods=ks, variants=hist_only)) for ks in (1, 3)
+        (ks, power(rollouts // 2, SEED + 3, stable_pods=ks, variants=hist_only))
+        for ks in POWER_PODS
     ]
     variants = []
     for share in NOISE_SHARES:
@@ -544,6 +595,7 @@ def main() -> None:
     worst_h = max(cells, key=lambda x: max(x.errors[2], x.latency[2]))
     worst_hk = max(worst_h.errors[2], worst_h.latency[2])
     worst_he = max(cells, key=lambda x: x.either[2])
+    worst_split = [max(cells, key=lambda x: x.split[i]) for i in range(2)]
     old_worst = max(cells, key=lambda x: max(x.errors[0], x.latency[0]))
     text = [
         "# Canary on its own pods: A/A false rollbacks before and after the pod-aware null",
@@ -556,7 +608,7 @@ def main() -> None:
         "log-uniform in x1/spread..x spread, latency scale lognormal (mean 1, CV). 'before' is "
         "the test that assumes requests exchangeable between versions; 'after' widens the null "
         f"by stable's between-pod spread and spends {POD_ALPHA_SHARE:g} of alpha on it (with "
-        f"fewer than {EXACT_BELOW_PODS} stable pods or {EXACT_BELOW_EVENTS:g} events per pod, the "
+        f"fewer than {EXACT_BELOW_PODS} stable pods or {EXACT_BELOW_EVENTS:g} events across them, the "
         "exact t bound on their raw spread; with fewer than "
         f"{ROUGH_BELOW_PODS}, never wider than the assumed podSpread). "
         "Each figure: false-rollback rate (one-sided 95 % Clopper-Pearson upper bound).",
@@ -591,6 +643,51 @@ def main() -> None:
         f"{worst_he.either[2]}/{worst_he.rollouts} (upper bound "
         f"{c.pct(c.cp_upper(worst_he.either[2], worst_he.rollouts))}).",
         "",
+        "## The rollout as the default policy judges it: alpha split between its metrics",
+        "",
+        f"The table above runs each judge at alpha {ALPHA:g}, so 'either judge' there is "
+        f"bounded by {POLICY_METRICS * ALPHA:g}, not by alpha. A policy splits its alpha between "
+        f"its metrics by weight; the default's {POLICY_METRICS} metrics of weight 1 each judge "
+        f"at {ALPHA / POLICY_METRICS:g}, so a rollout is falsely rolled back by either with "
+        f"probability <= {ALPHA:g} by the union bound. Measured on the same traffic, "
+        f"{cell_rollouts} rollouts per cell: rollouts rolled back by either pod-aware judge at "
+        f"alpha {ALPHA / POLICY_METRICS:g} each.",
+        "",
+        c.md_table(
+            (
+                "latency CV",
+                "error spread",
+                "pods stable vs canary",
+                "either, no history",
+                f"either, {HISTORY_MIN} min history",
+            ),
+            [
+                (
+                    f"{100 * x.het.cv:g} %",
+                    f"x{x.het.spread:g}",
+                    f"{x.het.stable_pods} vs {x.het.canary_pods}",
+                    fmt(x.split[0], x.rollouts),
+                    fmt(x.split[1], x.rollouts),
+                )
+                for x in cells
+            ],
+        ),
+        "",
+        "Worst cell: "
+        + " and ".join(
+            f"{x.split[i]}/{x.rollouts} {when} (CV {100 * x.het.cv:g} %, x{x.het.spread:g}, "
+            f"{x.het.stable_pods} stable pods; upper bound "
+            f"{c.pct(c.cp_upper(x.split[i], x.rollouts))})"
+            for i, (x, when) in enumerate(
+                zip(
+                    worst_split,
+                    ("without history", f"with {HISTORY_MIN} min of history"),
+                    strict=True,
+                )
+            )
+        )
+        + ".",
+        "",
         "## Power cost with homogeneous pods (4 stable, 1 canary, CV 0, x1)",
         "",
         f"{rollouts // 2} rollouts per effect, the effect from the start; delay = median "
@@ -601,7 +698,8 @@ def main() -> None:
             [(e, t, c.pct(d, 1), f"{m:g}") for e, t, d, m in pw],
         ),
         "",
-        "With 3 stable pods and with 1 (the same effects, 120 min of history):",
+        f"With {', '.join(str(k) for k in POWER_PODS)} stable pods (the same effects, "
+        f"{HISTORY_MIN} min of history):",
         "",
         c.md_table(
             ("effect", "stable pods", "detected in 120 min", "median delay (min)"),
@@ -664,7 +762,7 @@ def main() -> None:
         "## The trade-off on three stable pods: how much binomial noise the estimate subtracts",
         "",
         f"With fewer than {EXACT_BELOW_PODS} stable pods the default subtracts none (the exact "
-        f"t bound); from 4 on, once they have {EXACT_BELOW_EVENTS:g} events each, all of it (the "
+        f"t bound); from 4 on, once they have {EXACT_BELOW_EVENTS:g} events in all, all of it (the "
         "method of moments). Here the three "
         f"cells where subtracting all of it was worst ({rollouts // 2} rollouts each, "
         f"3 stable pods, {HISTORY_MIN} min history), and the power cost on 3 alike pods "
