@@ -595,7 +595,10 @@ def main() -> None:
     worst_h = max(cells, key=lambda x: max(x.errors[2], x.latency[2]))
     worst_hk = max(worst_h.errors[2], worst_h.latency[2])
     worst_he = max(cells, key=lambda x: x.either[2])
-    worst_split = [max(cells, key=lambda x: x.split[i]) for i in range(2)]
+    worst_split = [
+        (max(cells, key=lambda x, i=i: x.split[i]), i, when)
+        for i, when in enumerate(("without history", f"with {HISTORY_MIN} min of history"))
+    ]
     old_worst = max(cells, key=lambda x: max(x.errors[0], x.latency[0]))
     text = [
         "# Canary on its own pods: A/A false rollbacks before and after the pod-aware null",
@@ -678,13 +681,7 @@ def main() -> None:
             f"{x.split[i]}/{x.rollouts} {when} (CV {100 * x.het.cv:g} %, x{x.het.spread:g}, "
             f"{x.het.stable_pods} stable pods; upper bound "
             f"{c.pct(c.cp_upper(x.split[i], x.rollouts))})"
-            for i, (x, when) in enumerate(
-                zip(
-                    worst_split,
-                    ("without history", f"with {HISTORY_MIN} min of history"),
-                    strict=True,
-                )
-            )
+            for x, i, when in worst_split
         )
         + ".",
         "",
