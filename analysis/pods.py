@@ -28,10 +28,8 @@ latency +10 % from the start: detection share within the horizon and median dela
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -538,19 +536,15 @@ def main() -> None:
     # is claimed on, and 1,000 rollouts put a 0.6 % cell's upper bound above 1 %.
     cell_rollouts = 300 if quick else 4 * rollouts
     t0 = time.perf_counter()
-    # The cells are seeded one by one, so they come out the same on any number of processes.
-    with ProcessPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
-        cells = list(
-            pool.map(
-                _main_cell,
-                [
-                    (Heterogeneity(cv, spread, ks), cell_rollouts, [SEED, i, j, k])
-                    for i, cv in enumerate(CVS)
-                    for j, spread in enumerate(SPREADS)
-                    for k, ks in enumerate(STABLE_PODS)
-                ],
-            )
-        )
+    cells = c.map_cells(
+        _main_cell,
+        [
+            (Heterogeneity(cv, spread, ks), cell_rollouts, [SEED, i, j, k])
+            for i, cv in enumerate(CVS)
+            for j, spread in enumerate(SPREADS)
+            for k, ks in enumerate(STABLE_PODS)
+        ],
+    )
     few = [
         aa_cell(
             Heterogeneity(cv, spread, ks), rollouts, seed=[SEED, 8, i, ks], spreads=LATENCY_SPREADS

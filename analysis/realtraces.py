@@ -20,14 +20,12 @@ canary from its first interval (errors x2 and x3, median latency +25 %, a tail-o
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache
@@ -218,8 +216,7 @@ def main() -> None:
         ),
     ]
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
-        cells = list(pool.map(run_cell, jobs))
+    cells = c.map_cells(run_cell, jobs)
     elapsed = time.perf_counter() - t0
     k = len(POD_CELLS)
     aa, pods, pods_history = cells[0], cells[1 : 1 + k], cells[1 + k : 1 + 2 * k]

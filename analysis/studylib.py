@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +45,8 @@ from canaryd.stats.sequential import latency_log_e  # noqa: E402
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+T = TypeVar("T")
+R = TypeVar("R")
 RESULTS = Path(__file__).resolve().parent / "results"
 INTERVAL_S = 60.0
 
@@ -395,6 +398,17 @@ def parse_quick(description: str) -> bool:
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--quick", action="store_true", help="reduced size (a smoke run)")
     return bool(ap.parse_args().quick)
+
+
+def map_cells(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``[fn(x) for x in items]`` in one worker process per core this process may use, in
+    order. ``fn`` must be a module-level function and each item seeded on its own, so a study
+    comes out the same on any number of cores."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
+        return list(pool.map(fn, items))
 
 
 def timed(fn: Callable[[], object]) -> tuple[object, float]:
