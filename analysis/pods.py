@@ -15,7 +15,7 @@ averaged), in two ways on the same traffic:
 
 - **before**: the old test, requests assumed exchangeable (``h = 1``, threshold ``1/alpha``);
 - **after**: the null widened by ``h`` from stable's accumulated per-pod counts after every
-  interval (``stats.pods.log_widening``, ``grid_steps``, ``set_shift``), threshold
+  interval (``stats.pods.HeldBound``, ``grid_steps``, ``set_shift``), threshold
   ``1/(alpha - beta)`` with ``beta = POD_ALPHA_SHARE * alpha``.
 
 Each judge runs at alpha 1 %; a second table runs both at the default policy's split of it
@@ -50,9 +50,9 @@ from canaryd.stats.pods import (
     MIN_SPREAD_PODS,
     POD_ALPHA_SHARE,
     ROUGH_BELOW_PODS,
+    HeldBound,
     grid_steps,
     latency_log_h,
-    log_widening,
     scaled_bound,
 )
 from canaryd.stats.ratio import LATENCY_ALT_SCALE, Grid, RateRatioBatch
@@ -256,6 +256,7 @@ def crossing(
         cum_n[0] += history[0]
         for j in range(m):
             cum_x[j] += history[1][j]
+    held = [HeldBound(rows) for _ in range(m)]  # three pods' bounds, as PodSpread holds them
     running = np.zeros(rows)
     during = [np.zeros(rows) for _ in range(m)]  # stable's events during the canary, per bound
     during_low = [np.zeros(rows) for _ in range(m)]
@@ -267,7 +268,7 @@ def crossing(
             sq0 = _shares_sq(cum_n[0], cum_n[1])
             prev = np.array(
                 [
-                    log_widening(cum_n[0], cum_x[j], sq0, beta, noise_share, first[j])[0]
+                    held[j].widen(cum_n[0], cum_x[j], sq0, beta, noise_share, first[j])[0]
                     for j in range(m)
                 ]
             )
@@ -295,7 +296,7 @@ def crossing(
             ]
             log_h = np.concatenate(
                 [
-                    log_widening(cum_n[0], cum_x[j], sq, beta, noise_share, assumed[j])[0]
+                    held[j].widen(cum_n[0], cum_x[j], sq, beta, noise_share, assumed[j])[0]
                     for j in range(m)
                 ]
             )
@@ -607,7 +608,8 @@ def main() -> None:
         f"by stable's between-pod spread and spends {POD_ALPHA_SHARE:g} of alpha on it (with "
         f"fewer than {EXACT_BELOW_PODS} stable pods or {EXACT_BELOW_EVENTS:g} events across them, the "
         "exact t bound on their raw spread; with fewer than "
-        f"{ROUGH_BELOW_PODS}, never wider than the assumed podSpread). "
+        f"{ROUGH_BELOW_PODS}, never wider than the assumed podSpread and held between "
+        "doublings of stable's events). "
         "Each figure: false-rollback rate (one-sided 95 % Clopper-Pearson upper bound).",
         "",
         c.md_table(

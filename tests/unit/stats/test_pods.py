@@ -16,9 +16,12 @@ from canaryd.stats.pods import (
     DEFAULT_LATENCY_SPREAD,
     DEFAULT_RATE_SPREAD,
     EXACT_BELOW_EVENTS,
+    HOLD_GROWTH,
     MAX_PODS,
     MIN_POD_EVENTS,
+    HeldBound,
     PodSpread,
+    epoch_beta,
     grid_steps,
     latency_log_h,
     log_widening,
@@ -89,6 +92,66 @@ def test_three_pods_get_the_exact_bound() -> None:
     assert np.mean(rho_aa > subtracted) >= 0.01  # seeded ~2 %: why the default changed
 
 
+def test_three_pods_bound_holds_at_every_look_once_held_between_doublings() -> None:
+    # Three stable pods whose error rates differ (log-uniform x1/2..x2), looked at after each
+    # of 100 intervals. Recomputed at every look, the two-degree-of-freedom bound is valid at
+    # each look but not at all of them: the pods' observed rates now and then lie close
+    # together, and a new pod escapes it at some look far more often than beta. Held between
+    # doublings of stable's events (``HeldBound``), it is missed at most beta in all.
+    rng = np.random.default_rng(12)
+    rows, beta = 4000, 0.0025
+    z = rng.uniform(-math.log(2.0), math.log(2.0), (rows, 4))
+    rho_aa = z[:, 3] - z[:, :3].mean(axis=1)
+    n, x = np.zeros((rows, 3)), np.zeros((rows, 3))
+    sq = np.full(rows, 1 + 1 / 3)
+    held = HeldBound(rows)
+    missed_at_a_look = np.zeros(rows, dtype=bool)
+    missed_held = np.zeros(rows, dtype=bool)
+    for _ in range(100):
+        n += 600.0
+        x += rng.binomial(600, 0.01 * np.exp(z[:, :3]))
+        every_look, _ = log_widening(n, x, sq, beta, assumed=math.inf)
+        kept, _ = held.widen(n, x, sq, beta, assumed=math.inf)
+        missed_at_a_look |= rho_aa > every_look
+        missed_held |= rho_aa > kept
+    assert np.mean(missed_at_a_look) >= 4 * beta  # seeded 1.9 %: why the bound is held
+    assert np.mean(missed_held) <= 1.6 * beta  # seeded 0.15 %, promised 0.25 %
+    assert held.used.max() == 5  # 1,950 events in all from the warm-up's 90: five doublings
+
+
+def test_held_bound_is_fresh_only_when_stable_events_double() -> None:
+    rng = np.random.default_rng(13)
+    n, x = _draw(rng, 50, 3, 0.3, 20000.0, p=0.01)  # ~200 events per pod, past the warm-up
+    sq = np.full(50, 1 + 1 / 3)
+    held = HeldBound(50)
+    first, _ = held.widen(n, x, sq, 0.0025, assumed=math.inf)
+    fresh, _ = log_widening(n, x, sq, epoch_beta(0.0025, 1), assumed=math.inf)
+    assert np.allclose(first, fresh)
+    # Half as many events again: the bound is held, whatever the new counts say; a canary
+    # with two pods (smaller shares) scales it, and the assumption still caps it.
+    n2, x2 = n * 1.5, x * 1.5 + np.arange(3.0)
+    kept, _ = held.widen(n2, x2, sq, 0.0025, assumed=math.inf)
+    assert np.array_equal(kept, first)
+    scaled, _ = held.widen(n2, x2, sq * 0.5, 0.0025, assumed=math.inf)
+    assert np.allclose(scaled, first * math.sqrt(0.5))
+    capped, _ = held.widen(n2, x2, sq, 0.0025, assumed=0.1)
+    assert np.allclose(capped, np.minimum(first, 0.1))
+    assert held.used.max() == 1
+    # Doubled: fresh, at the second doubling's share of beta.
+    n3, x3 = n * HOLD_GROWTH, x * HOLD_GROWTH
+    again, _ = held.widen(n3, x3, sq, 0.0025, assumed=math.inf)
+    assert np.allclose(again, log_widening(n3, x3, sq, epoch_beta(0.0025, 2), assumed=math.inf)[0])
+    assert sum(epoch_beta(1.0, j) for j in range(1, 100_000)) == pytest.approx(1.0, abs=1e-4)
+    # Four pods are not held: recomputed at every look.
+    n4, x4 = _draw(rng, 50, 4, 0.3, 20000.0, p=0.01)
+    h4 = HeldBound(50)
+    h4.widen(n4, x4, np.full(50, 1.25), 0.0025)
+    assert np.allclose(
+        h4.widen(n4 * 1.5, x4 * 1.5, np.full(50, 1.25), 0.0025)[0],
+        log_widening(n4 * 1.5, x4 * 1.5, np.full(50, 1.25), 0.0025)[0],
+    )
+
+
 def test_noise_is_subtracted_from_the_events_in_all_not_per_pod() -> None:
     # 180 events per pod: on 4 pods (720 in all) the exact bound, on 8 (1,440) the method of
     # moments, since the rule counts stable's events across its pods (EXACT_BELOW_EVENTS).
@@ -137,6 +200,26 @@ def test_pod_spread_caps_names_and_round_trips() -> None:
     assert copy.state() == spread.state()
     with pytest.raises(ValueError, match="event kinds"):
         PodSpread(2, 0.01).load_state(spread.state())
+
+
+def test_pod_spread_keeps_three_pods_held_bound_across_a_restart() -> None:
+    spread = PodSpread(1, 0.01)
+    for rate in (0.008, 0.012, 0.010) * 3:
+        spread.add([(f"p{i}", 4000.0, (4000.0 * rate,)) for i in range(3)], [])
+        spread.estimate()
+    assert int(spread.held.used[0]) >= 1
+    doc = json.loads(json.dumps(spread.state()))
+    copy = PodSpread(1, 0.01)
+    copy.load_state(doc)
+    assert copy.state() == spread.state()
+    assert np.array_equal(copy.estimate()[0], spread.estimate()[0])
+    # A judge stored before the bound was held loads, and starts its doublings afresh.
+    del doc["held"]
+    older = PodSpread(1, 0.01)
+    older.load_state(doc)
+    assert int(older.held.used[0]) == 0
+    with pytest.raises(ValueError, match="held bounds"):
+        PodSpread(2, 0.01).held.load_state(spread.state()["held"])
 
 
 # --- the widened null ------------------------------------------------------------------
