@@ -75,9 +75,9 @@ def lint(loaded: LoadedPolicy) -> list[Problem]:
             "latency boundaries are chosen from stable's first requests. In the pod study "
             "(analysis/results/pods.md) this made errors x2 on 4 alike stable pods take a "
             "median 75 min to roll back instead of 19, and let false rollbacks on pods that "
-            "differ reach 0.55 % per judge (95 % upper bound 0.78 %) at alpha 1 %, against at "
-            "most 0.38 % (upper bound 0.58 %) with the default 2h; a rollout judged by both "
-            "metrics at the default split, 0.80 % (upper bound 1.07 %) against 0.35 % (0.55 %)",
+            "differ reach 0.38 % per judge (95 % upper bound 0.58 %) at alpha 1 %, against at "
+            "most 0.30 % (upper bound 0.49 %) with the default 2h; a rollout judged by both "
+            "metrics at the default split, 0.38 % (upper bound 0.58 %) against 0.33 % (0.52 %)",
         )
     steps = spec.steps.resolved()
     for i, s in enumerate(steps):

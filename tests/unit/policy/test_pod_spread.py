@@ -70,7 +70,7 @@ def test_no_history_warns_what_learning_the_spread_during_the_canary_costs(
     f, code, out = _validate(tmp_path, text)
     assert code == 0, out
     assert f"{f}:" in out and "spec.analysis.history" in out
-    assert "learned during the canary" in out and "75 min" in out and "0.78 %" in out
+    assert "learned during the canary" in out and "75 min" in out and "0.58 %" in out
     plain = _validate(tmp_path, BASE)[2]
     assert "spec.analysis.history" not in plain
     off = variant(
