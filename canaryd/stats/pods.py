@@ -145,6 +145,13 @@ def assumed_spread_text(spread: float, measure: str) -> str:
     return f"pods differ by less than x{spread:g} in {measure} (podSpread)"
 
 
+def _assumed_log_h(assumed: FloatArray | float | None, shape: tuple[int, ...]) -> FloatArray:
+    """The assumed ``log h`` per row (``log_widening``'s ``assumed``; None: the errors
+    default, ``log DEFAULT_RATE_SPREAD``)."""
+    value = math.log(DEFAULT_RATE_SPREAD) if assumed is None else assumed
+    return np.broadcast_to(np.asarray(value, dtype=np.float64), shape)
+
+
 def log_widening(
     n: FloatArray,
     x: FloatArray,
@@ -197,10 +204,7 @@ def log_widening(
     # Until stable's pods have seen enough events the spread is unknown: only a canary further
     # off than the floor is rolled back. With too few pods it is assumed: the floor itself (two
     # pods' t bound, with one degree of freedom, would leave nothing short of the grid's edge).
-    floor = np.broadcast_to(
-        np.asarray(math.log(DEFAULT_RATE_SPREAD) if assumed is None else assumed, dtype=float),
-        log_h.shape,
-    )
+    floor = _assumed_log_h(assumed, log_h.shape)
     log_h = np.where(in_warm_up(n, x), np.maximum(log_h, floor), log_h)
     # Three pods' two-degree-of-freedom bound is never allowed wider than the assumption.
     log_h = np.where(k < ROUGH_BELOW_PODS, np.minimum(log_h, floor), log_h)
@@ -249,10 +253,7 @@ class HeldBound:
         n = np.atleast_2d(np.asarray(n, dtype=np.float64))
         x = np.atleast_2d(np.asarray(x, dtype=np.float64))
         sq = np.broadcast_to(np.asarray(shares_sq, dtype=np.float64), log_h.shape)
-        floor = np.broadcast_to(
-            np.asarray(math.log(DEFAULT_RATE_SPREAD) if assumed is None else assumed, float),
-            log_h.shape,
-        )
+        floor = _assumed_log_h(assumed, log_h.shape)
         k = (n > 0).sum(axis=1)
         held = (k >= MIN_SPREAD_PODS) & (k < ROUGH_BELOW_PODS) & ~in_warm_up(n, x)
         total = x.sum(axis=1)
