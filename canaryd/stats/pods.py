@@ -462,8 +462,8 @@ class PodSpread:
         """``(log h, tau)`` per row (``log_widening``); with fewer than two stable pods the
         assumed ``log h`` and NaN; three pods' bound held between doublings of stable's events
         (``HeldBound``, which this advances: asking again in the same state gives the same
-        answer). Computed once per state (the judge's update, its verdict's
-        reason and details all ask), and read-only."""
+        answer). Computed once per state (the judge's update, its verdict's reason and details
+        all ask); the arrays it returns are read-only."""
         if self._estimated is None:
             if self.stable_pods < 2:
                 log_h, tau = self.assumed.copy(), np.full(self.rows, np.nan)
