@@ -424,8 +424,9 @@ class Metric(_Model):
         description=(
             "errors, latency (sequential): how much two pods of one version may differ, "
             "assumed where stable's own pods cannot show it: with fewer than 3 stable pods "
-            "for the whole rollout, and until stable's pods have 30 events each. errors: a "
-            "ratio of error rates (default 4, at most 64); latency: a ratio of latencies "
+            "for the whole rollout, and until stable's pods have 30 events each (120 in all "
+            "from four pods on). errors: a ratio of error rates (default 4, at most 64); "
+            "latency: a ratio of latencies "
             "(default 3, at most 10). Then the false-rollback guarantee rests on it, and a "
             "canary is rolled back only when it is worse than stable by more than that: "
             "`canaryd plan --pods` shows what it costs."

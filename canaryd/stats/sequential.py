@@ -15,12 +15,12 @@ from canaryd.stats.histogram import common_bounds, histogram_quantile, nearest_b
 from canaryd.stats.pods import (
     DEFAULT_LATENCY_SPREAD,
     DEFAULT_RATE_SPREAD,
-    MIN_POD_EVENTS,
     MIN_SPREAD_PODS,
     PodSpread,
     grid_steps,
     latency_log_h,
     scaled_bound,
+    warm_up_text,
 )
 from canaryd.stats.ratio import LATENCY_ALT_SCALE, Grid, RateRatioBatch
 from canaryd.stats.score import ScoreBatch, step_scores
@@ -112,7 +112,7 @@ def _widened_text(engine: RateRatioBatch, pods: PodSpread, row: int) -> str:
         )
     if pods.warming()[row]:
         return (
-            f"; stable's pods have fewer than {MIN_POD_EVENTS:g} events each, so how much pods "
+            f"; {warm_up_text(pods.stable_pods)}, so how much pods "
             f"differ is not known yet: {tested} until they have, {assuming}"
         )
     if pods.assumed_rows()[row]:

@@ -19,12 +19,15 @@ from canaryd.stats.pods import (
     HOLD_GROWTH,
     MAX_PODS,
     MIN_POD_EVENTS,
+    WARM_UP_EVENTS,
     HeldBound,
     PodSpread,
     epoch_beta,
     grid_steps,
+    in_warm_up,
     latency_log_h,
     log_widening,
+    warm_up_text,
 )
 from canaryd.stats.ratio import RateRatioBatch
 from canaryd.stats.sequential import SequentialErrorsJudge, SequentialLatencyJudge
@@ -186,6 +189,20 @@ def test_warm_up_and_too_few_pods() -> None:
         log_widening(n, few, np.array([1.0]), 0.0)
 
 
+def test_warm_up_ends_at_a_total_of_events_from_four_pods_on() -> None:
+    # 30 events each on up to four pods; from then on 120 in all, however many pods share
+    # them: eight alike pods with 15 events each are past it, with one event fewer they are not.
+    assert WARM_UP_EVENTS == 4 * MIN_POD_EVENTS
+    for k in (2, 3, 4, 8, 32):
+        ends = min(MIN_POD_EVENTS * k, WARM_UP_EVENTS)
+        n = np.full((2, k), 1e4)
+        x = np.full((2, k), ends / k)
+        x[1, 0] -= 1.0
+        assert in_warm_up(n, x).tolist() == [False, True], k
+    assert warm_up_text(4) == f"stable's pods have fewer than {MIN_POD_EVENTS:g} events each"
+    assert warm_up_text(8) == f"stable's 8 pods have fewer than {WARM_UP_EVENTS:g} events in all"
+
+
 def test_grid_steps_round_up_and_cap() -> None:
     steps = grid_steps(np.array([0.0, 0.01, 0.05, np.inf]), 0.04, 99)
     assert steps.tolist() == [0, 1, 2, 99]
@@ -309,6 +326,12 @@ def test_errors_judge_in_the_warm_up_fails_only_far_off_canaries() -> None:
     assert f"fewer than {MIN_POD_EVENTS:g} events" in v.reason
     assert v.details["null_widening"] >= DEFAULT_RATE_SPREAD
     assert far.verdict().status is Status.FAIL
+
+
+def test_errors_judge_on_eight_pods_says_how_many_events_end_the_warm_up() -> None:
+    j = SequentialErrorsJudge("errors", 0.01, 0.0)
+    j.update(*_interval([0.002] * 8, 0.006, n=1000))  # 16 events in all
+    assert f"stable's 8 pods have fewer than {WARM_UP_EVENTS:g} events in all" in j.verdict().reason
 
 
 @pytest.mark.parametrize("stable_pods", [1, 2])
